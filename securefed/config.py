@@ -1,0 +1,161 @@
+"""The one typed root config: loaded from TOML, `--set dotted.key=value` overrides, validated on load.
+
+Every error names the dotted field, what was wrong and, for choices, the allowed values.
+The resolved config is saved in every run directory and checkpoint (`config.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from securefed.algorithms.config import AlgorithmConfig
+from securefed.data.config import DataConfig
+from securefed.errors import ConfigError
+from securefed.models.config import LoraConfig, ModelConfig
+from securefed.training.config import TrainingConfig
+
+
+def _protocol_sections() -> dict[str, Any]:
+    # Each protocol owns its config model; the root config nests them under `aggregation.<name>`.
+    from securefed.protocols.he.config import HEConfig
+    from securefed.protocols.secagg.config import SecAggConfig
+
+    return {"secagg": SecAggConfig, "he": HEConfig}
+
+
+_SECTIONS = _protocol_sections()
+
+
+class AggregationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: Literal["plain", "secagg", "he"] = "plain"
+    secagg: _SECTIONS["secagg"] = Field(default_factory=_SECTIONS["secagg"])  # type: ignore[valid-type]
+    he: _SECTIONS["he"] = Field(default_factory=_SECTIONS["he"])  # type: ignore[valid-type]
+
+    def section(self) -> Any:
+        return getattr(self, self.protocol, None)
+
+
+class SamplingConfig(BaseModel):
+    """Which parties train in a round: all (default), a count, or a fraction (seeded per round)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int | None = Field(None, ge=1)
+    fraction: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> "SamplingConfig":
+        if self.count is not None and self.fraction is not None:
+            raise ValueError("give sampling.count or sampling.fraction, not both")
+        return self
+
+
+class EvaluationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(1, ge=1, description="evaluate the global model every N rounds (and after the last)")
+    max_examples: int = Field(200, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(4, ge=1, description="tokens generated when scoring a labelled task")
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    save_every_round: bool = False  # keep OUT/rounds/round-N/adapter for every round
+
+
+class RootConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["sft"] = "sft"
+    parties: int = Field(4, ge=1, le=100_000)
+    rounds: int = Field(5, ge=1)
+    seed: int = 0
+    federation_id: str = Field("sim", min_length=1, max_length=64)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _sampling_fits(self) -> "RootConfig":
+        if self.sampling.count is not None and self.sampling.count > self.parties:
+            raise ValueError(f"sampling.count ({self.sampling.count}) exceeds parties ({self.parties})")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{loc}: {e['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'a.b.c=value' -> (['a','b','c'], value); the value is read as a TOML literal if it is one
+    (numbers, booleans, quoted strings, arrays), otherwise taken as a bare string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+    key, raw = item.split("=", 1)
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: empty key segment")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = data
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {p!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def from_dict(data: dict[str, Any]) -> RootConfig:
+    try:
+        return RootConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"invalid config: {_format_errors(e)}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RootConfig:
+    """Read TOML (or the JSON a run saved), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} not found")
+        try:
+            text = p.read_text(encoding="utf-8")
+            data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {e}") from None
+    return from_dict(apply_overrides(data, overrides))

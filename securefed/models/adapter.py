@@ -1,0 +1,40 @@
+"""Adapter state: exactly peft's adapter state dict, the payload that travels."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from securefed.aggregate import TensorDict
+
+
+def get_adapter_state(model: Any) -> TensorDict:
+    """A detached float32 CPU copy of the LoRA weights, keyed as peft saves them."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().to("cpu", torch.float32).clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def set_adapter_state(model: Any, state: Mapping[str, torch.Tensor]) -> None:
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+    current = get_peft_model_state_dict(model)
+    if set(current) != set(state):
+        raise ValueError("adapter state keys do not match the model's LoRA layout")
+    result = set_peft_model_state_dict(model, dict(state))
+    unexpected = getattr(result, "unexpected_keys", None) or []
+    if unexpected:
+        raise ValueError(f"unexpected adapter keys: {unexpected[:3]}")
+
+
+def trainable_named_params(model: Any) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def adapter_params(model: Any) -> dict[str, torch.nn.Parameter]:
+    """Trainable LoRA parameters keyed like the adapter state dict (peft drops the adapter name)."""
+    name = getattr(model, "active_adapter", "default")
+    name = name if isinstance(name, str) else name[0]
+    out = {n.replace(f".{name}.", "."): p for n, p in model.named_parameters() if p.requires_grad}
+    return out

@@ -1,0 +1,79 @@
+"""Load a base causal LM + tokenizer (local directory or hub id), freeze it, attach LoRA with peft."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from securefed.errors import ModelError
+from securefed.models.config import LoraConfig, ModelConfig
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("model.device is 'cuda' but no CUDA device is available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # bf16 halves memory on GPUs that support it; CPUs train tiny models faster and exactly in fp32.
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def resolve_path(name_or_path: str) -> str:
+    if name_or_path == "default":
+        from securefed.models.tiny import default_model_dir
+
+        return str(default_model_dir())
+    return name_or_path
+
+
+def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
+    """(model, tokenizer, device). The model is frozen (requires_grad False) and in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_path(cfg.name_or_path)
+    looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
+    if looks_local and not (Path(path).expanduser() / "config.json").exists():
+        raise ModelError(f"model.name_or_path {path!r}: no such model directory (config.json not found)")
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load model {path!r} (local directory or hub id): {first}") from e
+    if tokenizer.pad_token is None:
+        # Many causal LMs ship without a pad token; padding positions are masked out of the loss anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.to(device)
+    model.eval()
+    return model, tokenizer, device
+
+
+def attach_lora(model: Any, cfg: LoraConfig, seed: int = 0) -> Any:
+    """Wrap with a peft LoRA adapter; only the LoRA matrices are trainable."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    torch.manual_seed(seed)  # LoRA A init is random: same seed, same initial global adapter
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, peft_cfg)
+    except ValueError as e:
+        raise ModelError(f"lora.target_modules: {e}") from e

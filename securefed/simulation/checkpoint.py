@@ -1,0 +1,106 @@
+"""Atomic checkpoints of a federation's state; each stores the resolved config beside it.
+
+Layout:  OUT/checkpoints/round-0003/{state.pt, config.json}   OUT/checkpoints/LATEST -> "round-0003"
+A checkpoint directory is written under a temporary name and renamed into place, and LATEST is
+replaced atomically after it, so a crash at any point leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from securefed.algorithms.base import ClientState, ServerState
+from securefed.errors import UserError
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    completed_rounds: int
+    server: ServerState
+    clients: Mapping[str, ClientState]
+    config: dict[str, Any]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _server_dict(s: ServerState) -> dict[str, Any]:
+    return {"round": s.round, "params": dict(s.params), "control": s.control, "opt": {k: dict(v) for k, v in s.opt.items()}}
+
+
+def _client_dict(c: ClientState) -> dict[str, Any]:
+    return {"control": c.control, "own_params": c.own_params}
+
+
+def save_checkpoint(out_dir: Path, ckpt: Checkpoint, keep_previous: bool = False) -> Path:
+    root = Path(out_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"round-{ckpt.completed_rounds:04d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        torch.save(
+            {
+                "format": FORMAT,
+                "completed_rounds": ckpt.completed_rounds,
+                "server": _server_dict(ckpt.server),
+                "clients": {pid: _client_dict(c) for pid, c in ckpt.clients.items()},
+            },
+            tmp / "state.pt",
+        )
+        (tmp / "config.json").write_text(json.dumps(ckpt.config, indent=2), encoding="utf-8")
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    previous = latest_name(out_dir)
+    atomic_write_text(root / "LATEST", name)
+    if previous and previous != name and not keep_previous:
+        shutil.rmtree(root / previous, ignore_errors=True)
+    return final
+
+
+def latest_name(out_dir: Path) -> str | None:
+    pointer = Path(out_dir) / "checkpoints" / "LATEST"
+    return pointer.read_text(encoding="utf-8").strip() if pointer.exists() else None
+
+
+def load_checkpoint(out_dir: Path) -> Checkpoint:
+    name = latest_name(out_dir)
+    if name is None:
+        raise UserError(f"{out_dir}: no checkpoint to resume from (checkpoints/LATEST missing)")
+    path = Path(out_dir) / "checkpoints" / name
+    try:
+        raw = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, RuntimeError, json.JSONDecodeError) as e:
+        raise UserError(f"checkpoint {path} is unreadable: {e}") from None
+    if raw.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path} has format {raw.get('format')}, expected {FORMAT}")
+    s = raw["server"]
+    server = ServerState(round=s["round"], params=s["params"], control=s["control"], opt=s["opt"])
+    clients = {pid: ClientState(control=c["control"], own_params=c["own_params"]) for pid, c in raw["clients"].items()}
+    return Checkpoint(raw["completed_rounds"], server, clients, config)

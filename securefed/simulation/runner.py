@@ -1,0 +1,191 @@
+"""The federated simulation: every party in one process, the same protocol code as a deployment.
+
+Per round: select parties -> each trains locally from the global adapter -> protocol sums their
+updates -> the algorithm's server step sees only the Aggregate -> evaluate -> metrics + checkpoint.
+All per-round randomness of training (data order, LoRA dropout, selection) derives from
+(seed, round, party), so a resumed run ends with the same adapter as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from securefed.algorithms.base import ClientContext, ClientState, ServerState
+from securefed.config import RootConfig
+from securefed.errors import UserError
+from securefed.models.adapter import set_adapter_state
+from securefed.protocols.base import PartyInput, RoundContext
+from securefed.protocols.driver import run_round
+from securefed.simulation.checkpoint import Checkpoint, atomic_write_text, load_checkpoint, save_checkpoint
+from securefed.simulation.report import print_partition
+from securefed.simulation.evaluate import evaluate_adapter, mean_metrics
+from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate
+from securefed.simulation.world import World, build_world
+from securefed.training.batches import draw_batches
+from securefed.training.schedule import round_lr
+from securefed.training.sft import train_local
+
+
+def weight_bound(weights: dict[str, int]) -> int:
+    # A public bound on any party's weight (next power of two), so the fixed-point encoders can size
+    # their integers without the server learning an exact dataset size.
+    return 1 << int(max(weights.values()) - 1).bit_length()
+
+
+def _save_adapter(world: World, params: dict[str, torch.Tensor], out: Path) -> None:
+    """PEFT format (loadable with PeftModel.from_pretrained), written to a temp dir then renamed."""
+    set_adapter_state(world.model, params)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        world.model.save_pretrained(tmp)
+        (tmp / "securefed_config.json").write_text(world.cfg.to_json(), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _evaluate(world: World, server: ServerState, clients: dict[str, ClientState]) -> dict[str, float]:
+    ev = world.cfg.evaluation
+    args = (world.model, world.tokenizer)
+    if world.algorithm.aggregates:
+        return evaluate_adapter(*args, server.params, world.evalset, world.device, ev.batch_size, ev.max_new_tokens)
+    rows = [
+        evaluate_adapter(*args, clients[p].own_params, world.evalset, world.device, ev.batch_size, ev.max_new_tokens)
+        for p in world.party_ids
+    ]
+    return mean_metrics(rows)
+
+
+def _train_party(world: World, pid: str, r: int, lr: float, server: ServerState, state: ClientState):
+    cfg = world.cfg
+    torch.manual_seed(derive_seed(cfg.seed, "torch", r, pid))  # LoRA dropout
+    rng = np.random.default_rng(derive_seed(cfg.seed, "batches", r, pid))
+    tc = cfg.training
+    batches = draw_batches(world.party_data[pid], tc.max_steps * tc.grad_accum, tc.batch_size, rng,
+                           world.tokenizer.pad_token_id)
+    start = server.params if world.algorithm.aggregates else state.own_params
+    ctx = ClientContext(global_params=start, server_control=server.control)
+    return train_local(world.model, batches, tc, lr, world.algorithm, ctx, state, world.device)
+
+
+def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, ClientState], progress, task):
+    cfg = world.cfg
+    selected = select_parties(world.party_ids, r, cfg.seed, cfg.sampling.count, cfg.sampling.fraction)
+    lr = round_lr(r, cfg.rounds, cfg.training.lr, cfg.training.min_lr, cfg.training.schedule)
+    inputs: dict[str, PartyInput] = {}
+    pending: dict[str, ClientState] = {}
+    losses: dict[str, float] = {}
+    progress.reset(task, total=len(selected), description=f"round {r + 1}: local training")
+    for pid in selected:
+        progress.update(task, description=f"round {r + 1}: {pid} training")
+        result = _train_party(world, pid, r, lr, server, clients[pid])
+        inputs[pid] = party_input(result, world.layout, world.party_weights[pid])
+        pending[pid] = result.client_state
+        losses[pid] = result.train_loss
+        progress.advance(task)
+    metrics: dict[str, Any] = {"round": r + 1, "algorithm": world.algorithm.name, "lr": lr,
+                               "selected": len(selected)}
+    contributors = selected
+    if world.algorithm.aggregates:
+        progress.update(task, description=f"round {r + 1}: {cfg.aggregation.protocol} aggregation")
+        ctx = RoundContext(cfg.federation_id, r, selected, world.layout.size, world.algorithm.uses_control,
+                           weight_bound(world.party_weights))
+        vsum, traffic = run_round(world.protocol, ctx, inputs, world.server_material, world.party_material)
+        server = world.algorithm.server_update(server, to_aggregate(vsum, world.layout))
+        contributors = vsum.contributors
+        sent = [traffic.sent[p] for p in selected]
+        metrics.update(protocol=cfg.aggregation.protocol, contributors=len(contributors),
+                       bytes_sent_per_party=sum(sent) / len(sent), bytes_received_per_party=
+                       sum(traffic.received[p] for p in selected) / len(selected),
+                       fp32_bytes_per_party=4 * world.layout.size * (2 if world.algorithm.uses_control else 1),
+                       **{f"protocol_{k}": v for k, v in vsum.stats.items() if isinstance(v, (int, float))})
+    clients = {**clients, **{p: pending[p] for p in contributors}}  # dropped parties keep their old state
+    w = {p: world.party_weights[p] for p in contributors}
+    metrics["train_loss"] = sum(losses[p] * w[p] for p in contributors) / sum(w.values())
+    return server, clients, metrics
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def _truncate_metrics(path: Path, completed: int) -> list[dict]:
+    """Keep the metrics of rounds <= completed (a crash may have left a line past the checkpoint)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [row for row in rows if row["round"] <= completed]
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+def simulate(cfg: RootConfig, out_dir: str | Path, resume: bool = False, console: Console | None = None) -> dict:
+    """Run (or resume) a simulation; writes OUT/{config.json, metrics.jsonl, summary.json, adapter/}."""
+    out = Path(out_dir)
+    console = console or Console(stderr=True)
+    if not resume and (out / "checkpoints" / "LATEST").exists():
+        raise UserError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+    world = build_world(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", cfg.to_json())
+    atomic_write_text(out / "partition.json", json.dumps(dataclasses.asdict(world.partition_report), indent=2))
+    print_partition(world.partition_report, world.party_ids, console)
+    metrics_path = out / "metrics.jsonl"
+    if resume:
+        ckpt = load_checkpoint(out)
+        server, clients, start = ckpt.server, dict(ckpt.clients), ckpt.completed_rounds
+        history = _truncate_metrics(metrics_path, start)
+    else:
+        server = world.algorithm.init_server(world.initial_adapter)
+        clients = {p: world.algorithm.init_client(world.initial_adapter) for p in world.party_ids}
+        start, history = 0, []
+        metrics_path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    with _progress(console) as progress:
+        rounds_task = progress.add_task("rounds", total=cfg.rounds, completed=start)
+        party_task = progress.add_task("parties", total=1)
+        for r in range(start, cfg.rounds):
+            t_round = time.perf_counter()
+            server, clients, metrics = run_one_round(world, r, server, clients, progress, party_task)
+            if (r + 1) % cfg.evaluation.every == 0 or r + 1 == cfg.rounds:
+                progress.update(party_task, description=f"round {r + 1}: evaluating")
+                metrics.update(_evaluate(world, server, clients))
+            metrics["seconds"] = time.perf_counter() - t_round
+            history.append(metrics)
+            with metrics_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+            save_checkpoint(out, Checkpoint(r + 1, server, clients, json.loads(cfg.to_json())))
+            if cfg.output.save_every_round and world.algorithm.aggregates:
+                _save_adapter(world, dict(server.params), out / "rounds" / f"round-{r + 1:04d}" / "adapter")
+            progress.advance(rounds_task)
+    if world.algorithm.aggregates:
+        _save_adapter(world, dict(server.params), out / "adapter")
+    else:
+        for p in world.party_ids:
+            _save_adapter(world, dict(clients[p].own_params), out / "local-adapters" / p)
+    summary = {
+        "algorithm": cfg.algorithm.name, "protocol": cfg.aggregation.protocol, "rounds": cfg.rounds,
+        "parties": cfg.parties, "model": cfg.model.name_or_path, "data": cfg.data.source,
+        "party_sizes": world.party_weights, "skipped_rows": world.skipped_rows,
+        "seconds_this_run": time.perf_counter() - t0, "first": history[0] if history else None,
+        "final": history[-1] if history else None,
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,49 @@
+"""Pieces of a round shared by the simulation and the deployment: party selection, per-round seeds,
+turning a local result into a protocol input, and a protocol's sum into the algorithm's Aggregate."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+
+from securefed.aggregate import Aggregate, FlatLayout
+from securefed.protocols.base import PartyInput, VectorSum
+from securefed.training.sft import LocalResult
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from labelled parts, stable across runs and platforms (for data order and
+    dropout, not for anything secret: keys and masks use the OS CSPRNG)."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def select_parties(
+    party_ids: Sequence[str], round_index: int, seed: int, count: int | None = None, fraction: float | None = None
+) -> tuple[str, ...]:
+    """The sorted parties that train in this round; all of them unless count/fraction is given."""
+    n = len(party_ids)
+    k = n if count is None and fraction is None else (count if count is not None else max(1, round(fraction * n)))
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot select {k} of {n} parties")
+    rng = np.random.default_rng(derive_seed(seed, "select", round_index))
+    chosen = rng.choice(n, size=k, replace=False)
+    return tuple(sorted(party_ids[i] for i in chosen))
+
+
+def party_input(result: LocalResult, layout: FlatLayout, weight: float) -> PartyInput:
+    control = None if result.control_delta is None else layout.flatten(result.control_delta)
+    return PartyInput(layout.flatten(result.delta), control, float(weight))
+
+
+def to_aggregate(vsum: VectorSum, layout: FlatLayout) -> Aggregate:
+    """The only bridge from a protocol's output to the server algorithm: sums, never parts."""
+    control = None if vsum.control_sum is None else layout.unflatten(vsum.control_sum)
+    return Aggregate(layout.unflatten(vsum.delta_sum), control, vsum.total_weight, len(vsum.contributors))
+
+
+def party_names(n: int) -> tuple[str, ...]:
+    width = max(2, len(str(n - 1)))
+    return tuple(f"party-{i:0{width}d}" for i in range(n))

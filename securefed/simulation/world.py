@@ -1,0 +1,80 @@
+"""Everything a simulation needs, built once from the config: data split across parties, the model
+with its LoRA adapter, the algorithm, the protocol and its provisioned keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from securefed import algorithms
+from securefed.aggregate import FlatLayout
+from securefed.algorithms.base import Algorithm
+from securefed.config import RootConfig
+from securefed.data.loading import load_examples
+from securefed.data.partition import partition, partition_report
+from securefed.models.adapter import get_adapter_state
+from securefed.models.loading import attach_lora, load_base
+from securefed.protocols import registry as protocols
+from securefed.protocols.base import AggregationProtocol
+from securefed.simulation.evaluate import EvalSet
+from securefed.simulation.steps import party_names
+from securefed.training.batches import Tokenized, collate, tokenize_all
+
+
+@dataclass
+class World:
+    cfg: RootConfig
+    model: Any  # peft model; one copy serves every simulated party in turn
+    tokenizer: Any
+    device: torch.device
+    layout: FlatLayout
+    initial_adapter: dict[str, torch.Tensor]
+    algorithm: Algorithm
+    protocol: AggregationProtocol
+    server_material: Any
+    party_material: dict[str, Any]
+    party_ids: tuple[str, ...]
+    party_data: dict[str, list[Tokenized]]
+    party_weights: dict[str, int]  # sample counts
+    partition_report: Any
+    evalset: EvalSet
+    skipped_rows: int
+
+
+def build_world(cfg: RootConfig) -> World:
+    data = load_examples(cfg.data, seed=cfg.seed)
+    party_ids = party_names(cfg.parties)
+    parts = partition(len(data.train), data.partition_keys, cfg.parties, cfg.data.partition, seed=cfg.seed)
+    report = partition_report(parts, data.partition_keys)
+
+    base, tokenizer, device = load_base(cfg.model)
+    model = attach_lora(base, cfg.lora, seed=cfg.seed)
+    initial = get_adapter_state(model)
+    layout = FlatLayout.of(initial)
+
+    tokenized = tokenize_all(tokenizer, data.train, cfg.training.max_length)
+    party_data = {pid: [tokenized[i] for i in idx] for pid, idx in zip(party_ids, parts)}
+    eval_examples = data.eval[: cfg.evaluation.max_examples]
+    if not eval_examples:
+        raise ValueError("no evaluation examples: set data.eval_fraction > 0")
+    eval_tok = tokenize_all(tokenizer, eval_examples, cfg.training.max_length)
+    bs = cfg.evaluation.batch_size
+    batches = tuple(collate(eval_tok[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(eval_tok), bs))
+
+    algorithm = algorithms.create(cfg.algorithm, cfg.parties)
+    protocol = protocols.create(cfg.aggregation.protocol, cfg.aggregation.section())
+    server_material, party_material = protocol.provision(party_ids)
+    return World(
+        cfg=cfg, model=model, tokenizer=tokenizer, device=device, layout=layout, initial_adapter=initial,
+        algorithm=algorithm, protocol=protocol, server_material=server_material, party_material=party_material,
+        party_ids=party_ids, party_data=party_data, party_weights={p: len(d) for p, d in party_data.items()},
+        partition_report=report, evalset=EvalSet(tuple(eval_examples), batches, data.labels),
+        skipped_rows=data.skipped,
+    )
+
+
+def round_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)

@@ -1,0 +1,100 @@
+"""One party's local round of supervised fine-tuning: a plain torch loop over the LoRA weights.
+
+The FL algorithm enters through two pure functions: `grad_correction` after each backward (FedProx's
+proximal term, SCAFFOLD's control variates) and `client_finish` after the last step (SCAFFOLD's c_i).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from securefed.aggregate import TensorDict
+from securefed.algorithms.base import Algorithm, ClientContext, ClientState
+from securefed.models.adapter import adapter_params, get_adapter_state, set_adapter_state
+from securefed.training.config import TrainingConfig
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    delta: TensorDict  # y_i - x, float32 CPU
+    control_delta: TensorDict | None  # SCAFFOLD only
+    client_state: ClientState
+    steps: int
+    train_loss: float  # mean loss over the round's micro-batches
+
+
+def _to(tensors: Mapping[str, torch.Tensor] | None, device: torch.device) -> TensorDict | None:
+    return None if tensors is None else {k: v.to(device) for k, v in tensors.items()}
+
+
+def autocast_for(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_local(
+    model: Any,
+    batches: Sequence[Mapping[str, torch.Tensor]],
+    cfg: TrainingConfig,
+    lr: float,
+    algorithm: Algorithm,
+    ctx: ClientContext,
+    client_state: ClientState,
+    device: torch.device,
+) -> LocalResult:
+    """Run cfg.max_steps optimizer steps of cfg.grad_accum micro-batches each, from ctx.global_params."""
+    if len(batches) < cfg.max_steps * cfg.grad_accum:
+        raise ValueError(f"need {cfg.max_steps * cfg.grad_accum} micro-batches, got {len(batches)}")
+    set_adapter_state(model, ctx.global_params)
+    params = adapter_params(model)
+    dctx = ClientContext(_to(ctx.global_params, device), _to(ctx.server_control, device))
+    dstate = ClientState(_to(client_state.control, device), client_state.own_params)
+    opt = torch.optim.AdamW(list(params.values()), lr=lr, weight_decay=cfg.weight_decay)
+    losses: list[float] = []
+    model.train()
+    try:
+        for step in range(cfg.max_steps):
+            opt.zero_grad(set_to_none=True)
+            for micro in batches[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]:
+                micro = {k: v.to(device) for k, v in micro.items()}
+                with autocast_for(device, cfg.autocast_bf16):
+                    loss = model(**micro).loss  # mean CE over response tokens (labels = -100 elsewhere)
+                (loss / cfg.grad_accum).backward()
+                losses.append(float(loss.detach()))
+            if algorithm.grad_correction is not None:
+                grads = {k: p.grad if p.grad is not None else torch.zeros_like(p) for k, p in params.items()}
+                current = {k: p.detach() for k, p in params.items()}
+                corrected = algorithm.grad_correction(current, grads, dctx, dstate)
+                for k, p in params.items():
+                    p.grad = corrected[k].to(p.dtype)
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+            opt.step()
+    finally:
+        model.eval()
+    new = get_adapter_state(model)
+    delta = {k: new[k] - ctx.global_params[k].to(torch.float32) for k in new}
+    state, control_delta = algorithm.client_finish(client_state, ctx, delta, cfg.max_steps, lr)
+    return LocalResult(delta, control_delta, state, cfg.max_steps, sum(losses) / max(len(losses), 1))
+
+
+@torch.no_grad()
+def eval_loss(model: Any, batches: Sequence[Mapping[str, torch.Tensor]], device: torch.device) -> float:
+    """Mean NLL per response token over all batches (token-weighted, not batch-weighted)."""
+    total, count = 0.0, 0
+    for b in batches:
+        b = {k: v.to(device) for k, v in b.items()}
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+        # position t predicts token t+1: logits (B, T-1, V) vs labels (B, T-1)
+        target = b["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        total += float(nll)
+        count += int((target != -100).sum())
+    return total / max(count, 1)
