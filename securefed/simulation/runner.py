@@ -136,8 +136,13 @@ def _truncate_metrics(path: Path, completed: int) -> list[dict]:
     return rows
 
 
-def simulate(cfg: RootConfig, out_dir: str | Path, resume: bool = False, console: Console | None = None) -> dict:
-    """Run (or resume) a simulation; writes OUT/{config.json, metrics.jsonl, summary.json, adapter/}."""
+def simulate(
+    cfg: RootConfig, out_dir: str | Path, resume: bool = False, console: Console | None = None,
+    stop_after: int | None = None,
+) -> dict:
+    """Run (or resume) a simulation; writes OUT/{config.json, metrics.jsonl, summary.json, adapter/}.
+
+    `stop_after=k` stops once k rounds are complete, as an interruption would (checkpoint kept)."""
     out = Path(out_dir)
     console = console or Console(stderr=True)
     if not resume and (out / "checkpoints" / "LATEST").exists():
@@ -161,7 +166,7 @@ def simulate(cfg: RootConfig, out_dir: str | Path, resume: bool = False, console
     with _progress(console) as progress:
         rounds_task = progress.add_task("rounds", total=cfg.rounds, completed=start)
         party_task = progress.add_task("parties", total=1)
-        for r in range(start, cfg.rounds):
+        for r in range(start, min(cfg.rounds, stop_after or cfg.rounds)):
             t_round = time.perf_counter()
             server, clients, metrics = run_one_round(world, r, server, clients, progress, party_task)
             if (r + 1) % cfg.evaluation.every == 0 or r + 1 == cfg.rounds:
