@@ -1,0 +1,47 @@
+"""`he`: CKKS homomorphic encryption (TenSEAL's SEAL binding). Parties share a secret key and
+encrypt their fixed-point, slot-packed updates; the server, holding no key, adds ciphertexts; one
+(or every) surviving contributor decrypts the sum and returns only its integer sums.
+
+    protocol = registry.create("he", HEConfig(...))        # or None: defaults
+    server_material, party_material = protocol.provision(party_ids)
+    kits.write_server_kit(server_material, ".../server.hekit")   # no key at all
+    kits.write_party_kit(party_material[pid], ".../party.hekit")  # shared secret key, mode 0600
+
+Modules: config (HEConfig), context (parameters, keys, provisioning, error bound), packing
+(fixed point and digit packing), framing (message bytes), party, server, kits (files), sealio.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from securefed.protocols.base import PartyInput, RoundContext
+from securefed.protocols.he.config import HEConfig
+from securefed.protocols.he.context import HEPartyMaterial, HEPublic, provision
+from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE, HEParty
+from securefed.protocols.he.server import HEServer
+from securefed.protocols.registry import register
+
+__all__ = ["HE", "HEConfig", "HEParty", "HEPartyMaterial", "HEPublic", "HEServer", "INPUT_STAGE",
+           "DECRYPT_STAGE"]
+
+
+class HE:
+    name = "he"
+
+    def __init__(self, config: HEConfig | None = None) -> None:
+        if config is not None and not isinstance(config, HEConfig):
+            config = HEConfig.model_validate(config)  # e.g. a dict section from a YAML config
+        self.config = config or HEConfig()
+
+    def provision(self, party_ids: tuple[str, ...]) -> tuple[HEPublic, dict[str, HEPartyMaterial]]:
+        return provision(self.config, tuple(party_ids))
+
+    def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> HEParty:
+        return HEParty(ctx, party_id, data, material, self.config)
+
+    def server(self, ctx: RoundContext, material: Any) -> HEServer:
+        return HEServer(ctx, material, self.config)
+
+
+register("he", HE)

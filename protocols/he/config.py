@@ -1,0 +1,141 @@
+"""`HEConfig`: the `he` protocol's settings (CKKS parameter set, fixed-point precision, decryptor).
+
+Two kinds of settings live here:
+
+- the CKKS parameter set (`preset`, or `poly_modulus_degree` + `coeff_mod_bit_sizes` + `scale_bits`):
+  fixed at provisioning, validated there against `max_decrypt_error` for the federation's size;
+- per-round encoding (`value_bits`, `clip`) and the decryption policy (`decryptor`,
+  `min_contributors`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+# Named parameter sets. One 60-bit prime only: the protocol only adds ciphertexts, so there is no
+# rescaling (no extra primes) and no key switching (no special prime, hence no relin/galois keys).
+# Scale bits are sized so that the CKKS noise of a sum of up to ~64 parties stays < 0.25 quanta.
+PRESETS: dict[str, tuple[int, tuple[int, ...], int]] = {
+    "n4096": (4096, (60,), 15),
+    "n8192": (8192, (60,), 16),
+}
+DEFAULT_PRESET = "n8192"
+_DEGREES = (4096, 8192, 16384, 32768)
+
+
+@dataclass(frozen=True)
+class ParamSet:
+    """A resolved CKKS parameter set."""
+
+    poly_modulus_degree: int  # N; N/2 complex slots = N real slots per ciphertext
+    coeff_mod_bit_sizes: tuple[int, ...]  # exactly one prime
+    scale_bits: int  # CKKS scale = 2**scale_bits
+
+
+class HEConfig(BaseModel):
+    """Settings of the `he` protocol. Either `preset` or the three parameter fields (or neither:
+    the `n8192` preset)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Optional[Literal["n4096", "n8192"]] = None
+    poly_modulus_degree: Optional[int] = None
+    coeff_mod_bit_sizes: Optional[tuple[int, ...]] = None
+    scale_bits: Optional[int] = None
+
+    # Fixed point: each coordinate of delta and control delta is clipped to [-clip, clip] and
+    # quantized to a signed `value_bits`-bit integer (w * delta relative to max_weight * clip).
+    value_bits: int = 16
+    clip: float = 1.0
+    # Tolerated CKKS decryption error, in quantization steps, before rounding to integers. Must be
+    # < 0.5 so that rounding recovers the integer sums exactly (CKKS adds no error to the result).
+    max_decrypt_error: float = 0.25
+    # Run an encrypt/sum/decrypt self-test at provisioning and refuse if it exceeds the bound.
+    self_test: bool = True
+
+    # Who decrypts the encrypted sum: "rotate" = one surviving contributor chosen by round number
+    # (next one on dropout), "first" = the first surviving contributor (next one on dropout),
+    # "all" = every surviving contributor; their answers must agree.
+    decryptor: Literal["rotate", "first", "all"] = "rotate"
+    # A "sum" of a single party is that party's update: refuse to decrypt fewer contributors.
+    min_contributors: int = 2
+
+    @field_validator("poly_modulus_degree")
+    @classmethod
+    def _degree(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v not in _DEGREES:
+            raise ValueError(f"poly_modulus_degree must be one of {_DEGREES}, got {v}")
+        return v
+
+    @field_validator("coeff_mod_bit_sizes")
+    @classmethod
+    def _moduli(cls, v: Optional[tuple[int, ...]]) -> Optional[tuple[int, ...]]:
+        if v is None:
+            return v
+        if len(v) != 1:
+            raise ValueError(
+                "coeff_mod_bit_sizes must hold exactly one prime: the protocol only adds "
+                "ciphertexts (no rescaling, no key switching), and decoding is exact only below "
+                "2**52, which one prime already covers"
+            )
+        if not 30 <= v[0] <= 60:
+            raise ValueError(f"coeff_mod_bit_sizes: prime size must be in [30, 60] bits, got {v[0]}")
+        return v
+
+    @field_validator("scale_bits")
+    @classmethod
+    def _scale(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and not 1 <= v <= 58:
+            raise ValueError(f"scale_bits must be in [1, 58], got {v}")
+        return v
+
+    @field_validator("value_bits")
+    @classmethod
+    def _value_bits(cls, v: int) -> int:
+        if not 2 <= v <= 32:
+            raise ValueError(f"value_bits must be in [2, 32], got {v}")
+        return v
+
+    @field_validator("clip")
+    @classmethod
+    def _clip(cls, v: float) -> float:
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"clip must be a finite positive number, got {v}")
+        return v
+
+    @field_validator("max_decrypt_error")
+    @classmethod
+    def _max_err(cls, v: float) -> float:
+        if not 0 < v < 0.5:
+            raise ValueError(f"max_decrypt_error must be in (0, 0.5) quantization steps, got {v}")
+        return v
+
+    @field_validator("min_contributors")
+    @classmethod
+    def _min_contrib(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"min_contributors must be >= 1, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _preset_xor_fields(self) -> "HEConfig":
+        fields = (self.poly_modulus_degree, self.coeff_mod_bit_sizes, self.scale_bits)
+        if self.preset is not None and any(f is not None for f in fields):
+            raise ValueError(
+                "preset: give either a preset or poly_modulus_degree/coeff_mod_bit_sizes/scale_bits"
+            )
+        if self.preset is None and any(f is not None for f in fields) and any(f is None for f in fields):
+            raise ValueError(
+                "poly_modulus_degree, coeff_mod_bit_sizes and scale_bits must be given together"
+            )
+        return self
+
+    def param_set(self) -> ParamSet:
+        if self.poly_modulus_degree is not None:
+            return ParamSet(self.poly_modulus_degree, tuple(self.coeff_mod_bit_sizes), self.scale_bits)
+        n, bits, scale = PRESETS[self.preset or DEFAULT_PRESET]
+        return ParamSet(n, bits, scale)

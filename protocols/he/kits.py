@@ -1,0 +1,132 @@
+"""Serialized key material for deployment: the server folder gets `server.hekit` (parameters and key
+id: no key at all), each party kit gets `party.hekit` (the same plus the shared secret key).
+
+File layout (no pickle):
+
+    magic "SFHEKIT1" | role u8 (0 server, 1 party) | len u32 | JSON metadata | len u32 | secret key
+
+The server file's secret-key field is empty; its reader refuses any file with a non-empty one, so a
+party kit dropped into the server folder by mistake is rejected instead of silently used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+from securefed.protocols.he.config import ParamSet
+from securefed.protocols.he.context import KEY_ID_LEN, HEPartyMaterial, HEPublic, build_context
+
+MAGIC = b"SFHEKIT1"
+ROLE_SERVER, ROLE_PARTY = 0, 1
+_U8, _U32 = struct.Struct("<B"), struct.Struct("<I")
+_KEYS = {"poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits", "prime", "key_id", "max_parties",
+         "error_bound", "measured_error"}
+
+
+def _meta(public: HEPublic) -> bytes:
+    p = public.params
+    return json.dumps({
+        "poly_modulus_degree": p.poly_modulus_degree,
+        "coeff_mod_bit_sizes": list(p.coeff_mod_bit_sizes),
+        "scale_bits": p.scale_bits,
+        "prime": public.prime,
+        "key_id": public.key_id.hex(),
+        "max_parties": public.max_parties,
+        "error_bound": public.error_bound,
+        "measured_error": public.measured_error,
+    }, sort_keys=True).encode()
+
+
+def _pack(role: int, public: HEPublic, secret: bytes) -> bytes:
+    meta = _meta(public)
+    return MAGIC + _U8.pack(role) + _U32.pack(len(meta)) + meta + _U32.pack(len(secret)) + secret
+
+
+def _unpack(data: bytes, role: int) -> tuple[HEPublic, bytes]:
+    def cut(pos: int, n: int) -> bytes:
+        if n < 0 or pos + n > len(data):
+            raise ValueError("he kit: truncated file")
+        return data[pos : pos + n]
+
+    if cut(0, len(MAGIC)) != MAGIC:
+        raise ValueError("he kit: not an he key file")
+    pos = len(MAGIC)
+    if _U8.unpack(cut(pos, 1))[0] != role:
+        raise ValueError(f"he kit: expected a {'party' if role else 'server'} kit")
+    pos += 1
+    (n,) = _U32.unpack(cut(pos, 4))
+    raw = cut(pos + 4, n)
+    pos += 4 + n
+    (s,) = _U32.unpack(cut(pos, 4))
+    secret = cut(pos + 4, s)
+    if pos + 4 + s != len(data):
+        raise ValueError("he kit: trailing bytes")
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise ValueError("he kit: corrupt metadata") from None
+    if not isinstance(meta, dict) or set(meta) != _KEYS:
+        raise ValueError("he kit: unexpected metadata fields")
+    key_id = bytes.fromhex(meta["key_id"])
+    if len(key_id) != KEY_ID_LEN:
+        raise ValueError("he kit: bad key id")
+    params = ParamSet(int(meta["poly_modulus_degree"]), tuple(int(b) for b in meta["coeff_mod_bit_sizes"]),
+                      int(meta["scale_bits"]))
+    build_context(params, int(meta["prime"]))  # the parameters must rebuild the same modulus
+    public = HEPublic(params, int(meta["prime"]), key_id, int(meta["max_parties"]),
+                      float(meta["error_bound"]),
+                      None if meta["measured_error"] is None else float(meta["measured_error"]))
+    return public, secret
+
+
+def server_kit_bytes(public: HEPublic) -> bytes:
+    return _pack(ROLE_SERVER, public, b"")
+
+
+def server_kit_from_bytes(data: bytes) -> HEPublic:
+    public, secret = _unpack(data, ROLE_SERVER)
+    if secret:
+        raise ValueError("he kit: a server kit must not carry a secret key")
+    return public
+
+
+def party_kit_bytes(material: HEPartyMaterial) -> bytes:
+    return _pack(ROLE_PARTY, material.public, material.secret_key_bytes)
+
+
+def party_kit_from_bytes(data: bytes) -> HEPartyMaterial:
+    public, secret = _unpack(data, ROLE_PARTY)
+    if not secret:
+        raise ValueError("he kit: party kit has no secret key")
+    material = HEPartyMaterial(public, secret)
+    try:
+        _ = material.secret_key  # SEAL validates the key against the parameters now, not mid-round
+    except Exception:
+        raise ValueError("he kit: secret key does not match the parameters") from None
+    return material
+
+
+def write_server_kit(public: HEPublic, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.write_bytes(server_kit_bytes(public))
+    return path
+
+
+def write_party_kit(material: HEPartyMaterial, path: str | os.PathLike) -> Path:
+    """Written 0600: the file holds the federation's secret key."""
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(party_kit_bytes(material))
+    return path
+
+
+def read_server_kit(path: str | os.PathLike) -> HEPublic:
+    return server_kit_from_bytes(Path(path).read_bytes())
+
+
+def read_party_kit(path: str | os.PathLike) -> HEPartyMaterial:
+    return party_kit_from_bytes(Path(path).read_bytes())

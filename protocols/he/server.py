@@ -1,0 +1,167 @@
+"""Server side of `he`: sum the parties' ciphertexts (stage he/input), have surviving contributors
+decrypt the sum (stage he/decrypt), and end with plaintext sums only.
+
+The server never holds a secret key: it can add ciphertexts and nothing else. Parties whose input
+does not parse, is not ours (key id, SEAL parameters), or has the wrong number or size of
+ciphertexts are treated as dropped; the round continues without them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import tenseal.sealapi as seal
+
+from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, RoundContext, VectorSum
+from securefed.protocols.he import framing
+from securefed.protocols.he.config import HEConfig
+from securefed.protocols.he.context import HEPublic, load_ciphertext
+from securefed.protocols.he.packing import Layout, dequantize, unpack
+from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE
+from securefed.protocols.he.sealio import check_blob, save_bytes
+
+
+class HEServer:
+    def __init__(self, ctx: RoundContext, material: HEPublic, config: HEConfig) -> None:
+        if not isinstance(material, HEPublic):
+            raise TypeError("he server material must be an HEPublic (from provision)")
+        self.ctx, self.public, self.config = ctx, material, config
+        self.layout = Layout.for_round(ctx, config, material)
+        self._stage = "input"
+        self._contributors: tuple[str, ...] = ()
+        self._request: bytes = b""
+        self._asked: list[str] = []  # decryptors asked so far, in order
+        self._pending: tuple[str, ...] = ()  # decryptors asked in the current step
+        self._result: VectorSum | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None
+
+    def start(self) -> dict[str, Message]:
+        return {pid: Message(INPUT_STAGE, b"") for pid in self.ctx.party_ids}
+
+    def step(self, replies: Mapping[str, Message]) -> dict[str, Message]:
+        if self._stage == "input":
+            return self._sum(replies)
+        if self._stage == "decrypt":
+            return self._collect(replies)
+        raise ProtocolAbort("round already finished")
+
+    def result(self) -> VectorSum:
+        if self._result is None:
+            raise ProtocolAbort("round not finished")
+        return self._result
+
+    # -- stage he/input: homomorphic sum ------------------------------------------------------
+
+    def _load_party(self, msg: Message) -> list[seal.Ciphertext]:
+        """All of one party's ciphertexts, or ProtocolError: a party is summed all or nothing."""
+        if msg.stage != INPUT_STAGE:
+            raise ProtocolError("unexpected stage")
+        r = framing.Reader(msg.payload, framing.KIND_INPUT, self.public.key_id, self.ctx.round)
+        blobs = r.ciphertexts(self.layout.n_ct, self.public.max_ct_bytes)
+        r.end()
+        cts = []
+        for blob in blobs:
+            check_blob(blob, self.public.max_ct_bytes)
+            try:
+                cts.append(load_ciphertext(self.public, blob))
+            except Exception:  # SEAL's own validation (parameters, sizes, coefficient ranges)
+                raise ProtocolError("malformed message") from None
+        return cts
+
+    def _sum(self, replies: Mapping[str, Message]) -> dict[str, Message]:
+        evaluator = seal.Evaluator(self.public.context)
+        total: list[seal.Ciphertext] | None = None  # n_ct running sums: one upload's worth
+        contributors = []
+        for pid in self.ctx.party_ids:
+            msg = replies.get(pid)
+            if msg is None:
+                continue
+            try:
+                cts = self._load_party(msg)
+            except ProtocolError:
+                continue  # treated as dropped
+            if total is None:
+                total = cts
+            else:
+                for acc, ct in zip(total, cts):
+                    evaluator.add_inplace(acc, ct)
+            contributors.append(pid)
+        if total is None or len(contributors) < self.config.min_contributors:
+            raise ProtocolAbort(
+                f"{len(contributors)} parties contributed, he needs min_contributors="
+                f"{self.config.min_contributors}"
+            )
+        self._contributors = tuple(contributors)
+        self._request = b"".join([
+            framing.header(framing.KIND_DECRYPT, self.public.key_id, self.ctx.round),
+            framing.encode_ids(self._contributors),
+            len(total).to_bytes(4, "little"),
+            *framing.blobs(save_bytes(ct.save) for ct in total),
+        ])
+        self._stage = "decrypt"
+        return self._ask(self._next_decryptors())
+
+    # -- stage he/decrypt: who decrypts -----------------------------------------------------------
+
+    def _next_decryptors(self) -> tuple[str, ...]:
+        c = self._contributors
+        if self.config.decryptor == "all":
+            return () if self._asked else c
+        start = self.ctx.round % len(c) if self.config.decryptor == "rotate" else 0
+        for i in range(len(c)):
+            pid = c[(start + i) % len(c)]
+            if pid not in self._asked:
+                return (pid,)
+        return ()
+
+    def _ask(self, pids: tuple[str, ...]) -> dict[str, Message]:
+        if not pids:
+            raise ProtocolAbort("no surviving contributor decrypted the aggregate")
+        self._asked += pids
+        self._pending = pids
+        return {pid: Message(DECRYPT_STAGE, self._request) for pid in pids}
+
+    def _collect(self, replies: Mapping[str, Message]) -> dict[str, Message]:
+        expected = self.layout.n_ct * self.public.slots
+        results: dict[str, np.ndarray] = {}
+        for pid in self._pending:
+            msg = replies.get(pid)
+            if msg is None or msg.stage != DECRYPT_STAGE:
+                continue
+            try:
+                packed = framing.read_result(msg.payload, self.public.key_id, self.ctx.round, expected)
+                if packed is None:
+                    raise ProtocolAbort("the aggregate failed the decryptor's integrity check")
+                results[pid] = unpack(self.layout, packed, len(self._contributors))
+            except ProtocolError:
+                continue  # a bad decryption reply: that decryptor is dropped
+        if not results:
+            return self._ask(self._next_decryptors())
+        first = next(iter(results.values()))
+        if any(not np.array_equal(first, v) for v in results.values()):
+            raise ProtocolAbort("decryptors disagree on the aggregate")
+        self._finish(first, tuple(results))
+        return {}
+
+    def _finish(self, values: np.ndarray, decryptors: tuple[str, ...]) -> None:
+        delta_sum, control_sum, total_weight, clipped = dequantize(self.layout, values)
+        n = len(self._contributors)
+        if not total_weight > 0:
+            raise ProtocolAbort("aggregate has no weight")
+        coords = n * self.layout.m * (2 if self.layout.has_control else 1)
+        stats = {
+            "protocol": "he",
+            "decryptors": decryptors,
+            "ciphertexts_per_party": self.layout.n_ct,
+            "values_per_slot": self.layout.k,
+            "clipped_fraction": clipped / coords,
+            "error_bound": self.layout.error_bounds(n),  # per coordinate, inputs within clip
+            "ckks_error_bound_quanta": self.public.error_bound,
+            "ckks_measured_error_quanta": self.public.measured_error,
+        }
+        self._stage = "done"
+        self._result = VectorSum(delta_sum, control_sum, total_weight, self._contributors, stats)
