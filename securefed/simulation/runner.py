@@ -44,6 +44,17 @@ def weight_bound(weights: dict[str, int]) -> int:
     return 1 << int(max(weights.values()) - 1).bit_length()
 
 
+def protocol_stats(stats: dict[str, Any]) -> dict[str, float]:
+    """Numeric protocol statistics (clipped fraction, error bounds, ...) as flat metric names."""
+    out: dict[str, float] = {}
+    for k, v in stats.items():
+        if isinstance(v, dict):
+            out.update({f"protocol_{k}_{kk}": vv for kk, vv in v.items() if isinstance(vv, (int, float))})
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"protocol_{k}"] = v
+    return out
+
+
 def _save_adapter(world: World, params: dict[str, torch.Tensor], out: Path) -> None:
     """PEFT format (loadable with PeftModel.from_pretrained), written to a temp dir then renamed."""
     set_adapter_state(world.model, params)
@@ -114,7 +125,7 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
                        bytes_sent_per_party=sum(sent) / len(sent), bytes_received_per_party=
                        sum(traffic.received[p] for p in selected) / len(selected),
                        fp32_bytes_per_party=4 * world.layout.size * (2 if world.algorithm.uses_control else 1),
-                       **{f"protocol_{k}": v for k, v in vsum.stats.items() if isinstance(v, (int, float))})
+                       **protocol_stats(vsum.stats))
     clients = {**clients, **{p: pending[p] for p in contributors}}  # dropped parties keep their old state
     w = {p: world.party_weights[p] for p in contributors}
     metrics["train_loss"] = sum(losses[p] * w[p] for p in contributors) / sum(w.values())

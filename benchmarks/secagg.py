@@ -1,0 +1,200 @@
+"""Benchmark secagg against plain, side by side in one run.
+
+    .venv/bin/python benchmarks/secagg.py --out results/secagg.json          # default sizes
+    .venv/bin/python benchmarks/secagg.py --quick --out /tmp/secagg.json     # seconds
+
+For each (n, m, graph) it runs one full round of secagg and one of plain through the in-process
+driver, timing every party's `handle` and the server's `step`, and counting bytes on the wire.
+Reported: mean client seconds per party (all stages), server seconds, upload bytes per party, and
+the ratios secagg / plain and secagg / fp32 (4 bytes per coordinate). Separately: the time for one
+party to encode and mask an 8.4M-coordinate update (the masked-input stage's work) with the
+neighbour count of a 1000-party sparse round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from securefed.protocols import registry
+from securefed.protocols.base import Message, PartyInput, RoundContext
+from securefed.protocols.driver import run_round
+from securefed.protocols.encoding import FixedPointCodec, pack_bits
+from securefed.protocols.secagg import SecAggConfig
+from securefed.protocols.secagg.primitives import MaskAccumulator, prg_reader
+
+MAX_WEIGHT = 64
+
+
+class _Timed:
+    """Wraps a protocol so every session call is timed: seconds per party (client) and server."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.name = inner, inner.name
+        self.client: dict[str, float] = {}
+        self.server_s = 0.0
+
+    def provision(self, party_ids: tuple[str, ...]) -> Any:
+        return self.inner.provision(party_ids)
+
+    def party(self, ctx: RoundContext, pid: str, data: PartyInput, material: Any) -> Any:
+        session, outer = self.inner.party(ctx, pid, data, material), self
+
+        class Party:
+            def handle(self, message: Message) -> Message | None:
+                t = time.perf_counter()
+                try:
+                    return session.handle(message)
+                finally:
+                    outer.client[pid] = outer.client.get(pid, 0.0) + time.perf_counter() - t
+
+        return Party()
+
+    def server(self, ctx: RoundContext, material: Any) -> Any:
+        session, outer = self.inner.server(ctx, material), self
+
+        class Server:
+            done = property(lambda self: session.done)
+
+            def start(self) -> dict[str, Message]:
+                return self._timed(session.start)
+
+            def step(self, replies: Mapping[str, Message]) -> dict[str, Message]:
+                return self._timed(lambda: session.step(replies))
+
+            def result(self) -> Any:
+                return session.result()
+
+            def _timed(self, fn: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return fn()
+                finally:
+                    outer.server_s += time.perf_counter() - t
+
+        return Server()
+
+
+def _inputs(n: int, m: int, seed: int) -> tuple[RoundContext, dict[str, PartyInput]]:
+    # benchmark data only: numpy's generator is fine here (no keys or masks come from it)
+    gen = np.random.default_rng(seed)
+    ids = tuple(f"party-{i:04d}" for i in range(n))
+    ctx = RoundContext("bench", 1, ids, m, False, MAX_WEIGHT)
+    inputs = {
+        pid: PartyInput((gen.standard_normal(m, dtype=np.float32) * 0.05), None, float(gen.integers(1, MAX_WEIGHT)))
+        for pid in ids
+    }
+    return ctx, inputs
+
+
+def _one(name: str, config: Any, ctx: RoundContext, inputs: Mapping[str, PartyInput]) -> dict[str, Any]:
+    proto = _Timed(registry.create(name, config))
+    server_material, party_material = proto.provision(ctx.party_ids)
+    t = time.perf_counter()
+    result, traffic = run_round(proto, ctx, inputs, server_material, party_material)
+    wall = time.perf_counter() - t
+    n, m = len(ctx.party_ids), ctx.vector_len
+    upload = statistics.mean(traffic.sent.values())
+    return {
+        "protocol": name, "n": n, "m": m,
+        "client_s_mean": statistics.mean(proto.client.values()), "client_s_max": max(proto.client.values()),
+        "server_s": proto.server_s, "round_wall_s": wall,
+        "upload_bytes_per_party": upload, "download_bytes_per_party": statistics.mean(traffic.received.values()),
+        "upload_vs_fp32": upload / (4 * (m + 1)),
+        "stats": {k: v for k, v in result.stats.items() if k != "dropped"},
+    }
+
+
+def compare(n: int, m: int, graph: str, seed: int = 0) -> dict[str, Any]:
+    ctx, inputs = _inputs(n, m, seed)
+    cfg = SecAggConfig(graph=graph, precision_bits=12, max_parties=max(n, 3))
+    sec = _one("secagg", cfg, ctx, inputs)
+    plain = _one("plain", None, ctx, inputs)
+    sec["graph"] = sec["stats"].get("graph")
+    sec["vs_plain"] = {
+        "client_time": sec["client_s_mean"] / plain["client_s_mean"],
+        "server_time": sec["server_s"] / plain["server_s"],
+        "upload_bytes": sec["upload_bytes_per_party"] / plain["upload_bytes_per_party"],
+    }
+    return {"secagg": sec, "plain": plain}
+
+
+def mask_time(m: int, neighbours: int, n_parties: int, repeats: int) -> dict[str, Any]:
+    """One party's masked-input work on an m-vector: encode (clip, weight, stochastic rounding),
+    add the self mask and `neighbours` pairwise masks, pack at b bits."""
+    codec = FixedPointCodec.for_round(n_parties, m, False, MAX_WEIGHT, 1.0, 1.0, 12)
+    x = np.random.default_rng(1).standard_normal(m, dtype=np.float32) * 0.05
+    times, encode_times = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        encoded = codec.encode(x, None, 17.0, prg_reader(os.urandom(32)))
+        t1 = time.perf_counter()
+        acc = MaskAccumulator(encoded, codec.bits, copy=False)
+        for j in range(neighbours + 1):
+            acc.add_mask(os.urandom(32), 1 if j % 2 else -1)
+        packed = pack_bits(acc.result(), codec.bits)
+        t2 = time.perf_counter()
+        times.append(t2 - t0)
+        encode_times.append(t1 - t0)
+    return {
+        "m": m, "neighbours": neighbours, "bits": codec.bits, "repeats": repeats,
+        "encode_mask_pack_s_median": statistics.median(times),
+        "encode_s_median": statistics.median(encode_times),
+        "upload_vs_fp32": len(packed) / (4 * m),
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'graph':9} {'n':>5} {'m':>9} {'k':>3} {'t':>3} {'b':>3} {'client s':>9} {'server s':>9} "
+            f"{'up/party':>11} {'vs fp32':>7} {'client x':>8} {'server x':>8} {'bytes x':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        s = r["secagg"]
+        st, vp = s["stats"], s["vs_plain"]
+        lines.append(
+            f"{s['graph']:9} {s['n']:>5} {s['m']:>9} {st['neighbours']:>3} {st['threshold']:>3} {st['bits']:>3} "
+            f"{s['client_s_mean']:>9.4f} {s['server_s']:>9.3f} {s['upload_bytes_per_party']:>11.0f} "
+            f"{s['upload_vs_fp32']:>7.3f} {vp['client_time']:>8.1f} {vp['server_time']:>8.1f} {vp['upload_bytes']:>7.3f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results file")
+    parser.add_argument("--mask-m", type=int, default=8_400_000, help="vector length for the masking figure")
+    args = parser.parse_args()
+
+    if args.quick:
+        grid = [(10, 1_000, "auto"), (30, 1_000, "sparse"), (30, 1_000, "complete"), (10, 10_000, "auto")]
+        mask = mask_time(100_000, 30, 1000, 2)
+    else:
+        grid = [(10, 100_000, "auto"), (100, 100_000, "sparse"), (100, 100_000, "complete"),
+                (1000, 100_000, "sparse"), (10, 1_000_000, "auto"), (10, 10_000_000, "auto")]
+        mask = mask_time(args.mask_m, 30, 1000, 3)
+    rows = []
+    for n, m, graph in grid:
+        rows.append(compare(n, m, graph))
+        print(f"done n={n} m={m} graph={graph}: round {rows[-1]['secagg']['round_wall_s']:.2f}s", flush=True)
+    report = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+              "masking": mask, "rounds": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(_table(rows))
+    print(f"\nmask {mask['m']:,} coords, {mask['neighbours']} neighbours + self mask, b={mask['bits']}: "
+          f"{mask['encode_mask_pack_s_median']:.3f} s (encode {mask['encode_s_median']:.3f} s), "
+          f"upload {mask['upload_vs_fp32']:.3f}x fp32")
+    print("ratios 'x' are secagg / plain measured in this run; plain uploads float64.")
+
+
+if __name__ == "__main__":
+    main()

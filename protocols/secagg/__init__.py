@@ -1,0 +1,51 @@
+"""`secagg`: secure aggregation by pairwise masking (SecAgg, Bonawitz et al. 2017) over a complete
+or sparse random neighbour graph (SecAgg+, Bell et al. 2020).
+
+Each party adds to its fixed-point encoded update a self mask PRG(b_i) and, for each neighbour j,
++/- PRG(s_ij) from an X25519 agreement; pairwise masks cancel in the sum, and t-of-k Shamir shares
+of b_i (for survivors) or of the pairwise key (for dropouts) let the server remove the rest.
+The server learns only the sum over survivors. Stages: advertise keys, share keys, masked input,
+consistency check, unmask (see party.py / server.py; framing in frames.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from securefed.protocols.base import PartyInput, RoundContext
+from securefed.protocols.registry import register
+from securefed.protocols.secagg.config import SecAggConfig
+from securefed.protocols.secagg.party import SecAggParty
+from securefed.protocols.secagg.primitives import Rng, os_rng
+from securefed.protocols.secagg.provisioning import PartyMaterial, ServerMaterial, provision
+from securefed.protocols.secagg.server import SecAggServer
+
+__all__ = ["SecAgg", "SecAggConfig", "SecAggParty", "SecAggServer", "PartyMaterial", "ServerMaterial"]
+
+
+class SecAgg:
+    name = "secagg"
+
+    def __init__(self, config: SecAggConfig | dict[str, Any] | None = None, rng: Rng = os_rng) -> None:
+        """`rng` is the only source of randomness (keys, seeds, Shamir coefficients, nonces, dither);
+        the default is the OS CSPRNG. Tests pass a fixed stream to make rounds reproducible."""
+        if config is None:
+            config = SecAggConfig()
+        elif isinstance(config, dict):
+            config = SecAggConfig.model_validate(config)
+        elif not isinstance(config, SecAggConfig):
+            raise TypeError(f"secagg config must be a SecAggConfig, a dict or None, not {type(config).__name__}")
+        self.config = config
+        self._rng = rng
+
+    def provision(self, party_ids: tuple[str, ...]) -> tuple[ServerMaterial, dict[str, PartyMaterial]]:
+        return provision(tuple(party_ids), self._rng)
+
+    def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> SecAggParty:
+        return SecAggParty(ctx, party_id, data, material, self.config, self._rng)
+
+    def server(self, ctx: RoundContext, material: Any) -> SecAggServer:
+        return SecAggServer(ctx, material, self.config)
+
+
+register("secagg", SecAgg)

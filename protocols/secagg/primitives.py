@@ -1,0 +1,208 @@
+"""The low-level layer of secagg: every cryptographic primitive it uses, all from `cryptography`.
+
+- X25519 key agreement, HKDF-SHA256 with one `info` label per purpose (pairwise mask seed, share
+  encryption key, graph seed), so no two purposes can ever derive the same key.
+- AES-256-GCM to encrypt Shamir shares, the round and both party ids as associated data.
+- Ed25519 signatures (identity keys from provisioning).
+- AES-256-CTR as the PRG, keyed with the full 256-bit seed, expanding masks into Z_{2^b}.
+
+Nothing here draws randomness itself: callers pass an `Rng` (os.urandom at the edge, a fixed
+stream in tests), which keeps the protocol deterministic under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from typing import Callable
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from securefed.protocols.base import ProtocolError
+from securefed.protocols.encoding import ring_dtype
+
+Rng = Callable[[int], bytes]
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+SIG_BYTES = 64
+
+LABEL_ROUND = b"securefed/secagg/v1/round"
+LABEL_PAIRWISE = b"securefed/secagg/v1/pairwise-mask-seed"
+LABEL_SHARE_KEY = b"securefed/secagg/v1/share-encryption-key"
+LABEL_GRAPH = b"securefed/secagg/v1/neighbour-graph-seed"
+LABEL_COMMIT = b"securefed/secagg/v1/self-mask-commitment"
+
+_ZERO_IV = bytes(16)  # every PRG key expands exactly one stream, so a fixed counter start is safe
+
+
+def os_rng(n: int) -> bytes:
+    """The edge: the OS CSPRNG."""
+    return os.urandom(n)
+
+
+def draw(rng: Rng, n: int) -> bytes:
+    out = rng(n)
+    if not isinstance(out, (bytes, bytearray)) or len(out) != n:
+        raise ValueError("rng returned the wrong number of bytes")
+    return bytes(out)
+
+
+def round_salt(federation_id: str, round_: int) -> bytes:
+    """32 bytes naming (federation, round): HKDF salt and AEAD context for everything in a round."""
+    fed = federation_id.encode()
+    return hashlib.sha256(LABEL_ROUND + struct.pack("<I", len(fed)) + fed + struct.pack("<Q", round_)).digest()
+
+
+def hkdf(secret: bytes, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
+
+
+# --- X25519 -----------------------------------------------------------------------------------
+
+
+def x25519_private(raw: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def x25519_public_bytes(sk: X25519PrivateKey) -> bytes:
+    return sk.public_key().public_bytes_raw()
+
+
+def _agree(sk: X25519PrivateKey, peer_pk: bytes) -> bytes:
+    try:
+        return sk.exchange(X25519PublicKey.from_public_bytes(peer_pk))
+    except ValueError:  # wrong length or a low-order point (all-zero shared secret)
+        raise ProtocolError("invalid message") from None
+
+
+def pairwise_seed(sk: X25519PrivateKey, peer_pk: bytes, salt: bytes, idx_a: int, idx_b: int) -> bytes:
+    """The 256-bit PRG key both ends of edge {a, b} derive; symmetric in (a, b)."""
+    lo, hi = sorted((idx_a, idx_b))
+    return hkdf(_agree(sk, peer_pk), salt, LABEL_PAIRWISE + struct.pack("<II", lo, hi))
+
+
+def share_key(sk: X25519PrivateKey, peer_pk: bytes, salt: bytes, sender: int, recipient: int) -> bytes:
+    """AES-GCM key for shares sender -> recipient. Directional, so each key seals one message."""
+    return hkdf(_agree(sk, peer_pk), salt, LABEL_SHARE_KEY + struct.pack("<II", sender, recipient))
+
+
+# --- AES-GCM ----------------------------------------------------------------------------------
+
+
+def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """-> nonce || ciphertext || tag."""
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(key: bytes, blob: bytes, aad: bytes) -> bytes:
+    """Raises ProtocolError (opaque) on any tampering, wrong key or wrong associated data."""
+    if len(blob) < NONCE_BYTES + 16:
+        raise ProtocolError("invalid message")
+    try:
+        return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+    except InvalidTag:
+        raise ProtocolError("invalid message") from None
+
+
+# --- Ed25519 ----------------------------------------------------------------------------------
+
+
+def ed25519_private(raw: bytes) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def ed25519_public_bytes(sk: Ed25519PrivateKey) -> bytes:
+    return sk.public_key().public_bytes_raw()
+
+
+def verify_signature(pk: bytes, signature: bytes, data: bytes) -> None:
+    """Raises ProtocolError unless `signature` is pk's signature on data."""
+    try:
+        Ed25519PublicKey.from_public_bytes(pk).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        raise ProtocolError("invalid message") from None
+
+
+def commit(secret: bytes, salt: bytes) -> bytes:
+    """Hiding commitment to a uniformly random 256-bit secret (the self-mask seed): the server
+    checks a reconstruction against it, so a bad share is caught instead of corrupting the sum."""
+    return hashlib.sha256(LABEL_COMMIT + salt + secret).digest()
+
+
+# --- PRG --------------------------------------------------------------------------------------
+
+
+def keystream(key: bytes, nbytes: int) -> bytes:
+    """AES-256-CTR keystream: the PRG. `key` must be a full 256-bit secret."""
+    if len(key) != KEY_BYTES:
+        raise ValueError("PRG key must be 32 bytes")
+    return Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor().update(bytes(nbytes))
+
+
+def expand_mask(key: bytes, length: int, bits: int) -> np.ndarray:
+    """(length,) uniform elements of Z_{2^b}: little-endian words of the keystream, masked to b bits
+    (2^b divides the word size, so masking keeps them uniform)."""
+    dtype = ring_dtype(bits)
+    words = np.frombuffer(keystream(key, length * dtype.itemsize), dtype=dtype.newbyteorder("<"))
+    return (words & dtype.type((1 << bits) - 1)).astype(dtype)
+
+
+class MaskAccumulator:
+    """acc = x +/- PRG(k1) +/- PRG(k2) ... mod 2^b, in place, without per-coordinate Python.
+
+    The keystream is generated chunk by chunk into one small reused buffer (update_into; CTR
+    continues across chunks) and added as uint32/uint64 words: the buffer stays in cache, and
+    wrap-around mod 2^32 or 2^64 followed by the final mask gives the sum mod 2^b.
+    """
+
+    CHUNK_BYTES = 1 << 22
+
+    def __init__(self, initial: np.ndarray, bits: int, copy: bool = True) -> None:
+        dtype = ring_dtype(bits)
+        if initial.dtype != dtype or initial.ndim != 1:
+            raise ValueError("initial vector must be 1-d of the ring dtype")
+        self.bits = bits
+        self._acc = initial.copy() if copy else initial  # (L,)
+        self._words = max(1, self.CHUNK_BYTES // dtype.itemsize)
+        nbytes = min(initial.size, self._words) * dtype.itemsize
+        self._zeros = bytes(nbytes)
+        self._buf = bytearray(nbytes + 16)  # update_into wants room for one more block
+        self._view = np.frombuffer(self._buf, dtype=dtype.newbyteorder("<"), count=nbytes // dtype.itemsize)
+
+    def add(self, other: np.ndarray) -> None:
+        self._acc += other.astype(self._acc.dtype, copy=False)
+
+    def add_mask(self, key: bytes, sign: int) -> None:
+        if len(key) != KEY_BYTES:
+            raise ValueError("PRG key must be 32 bytes")
+        encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+        itemsize = self._acc.dtype.itemsize
+        for start in range(0, self._acc.size, self._words):
+            chunk = self._acc[start : start + self._words]
+            encryptor.update_into(memoryview(self._zeros)[: chunk.size * itemsize], self._buf)
+            if sign > 0:
+                chunk += self._view[: chunk.size]
+            else:
+                chunk -= self._view[: chunk.size]
+
+    def result(self) -> np.ndarray:
+        np.bitwise_and(self._acc, self._acc.dtype.type((1 << self.bits) - 1), out=self._acc)
+        return self._acc
+
+
+def prg_reader(key: bytes) -> Rng:
+    """A CSPRNG stream as an Rng: successive calls return successive keystream bytes. Used for
+    the stochastic-rounding dither, seeded with 32 bytes from the caller's rng."""
+    if len(key) != KEY_BYTES:
+        raise ValueError("PRG key must be 32 bytes")
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+    return lambda n: encryptor.update(bytes(n))
