@@ -49,6 +49,42 @@ def simulate(
     print_summary(summary, out_dir, Console())
 
 
+@app.command("eval")
+def eval_(
+    model: str = typer.Option("default", "--model", "-m", help="base model: 'default', local dir or hub id"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", "-a", help="PEFT adapter dir (e.g. runs/x/adapter)"),
+    task: str = typer.Option(..., "--task", "-t", help="classification, multiple_choice, math, code, "
+                             "harmlessness, preference, perplexity"),
+    data: Path = typer.Option(..., "--data", "-d", help="JSONL/JSON/CSV rows"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write eval_<task>.json and eval.md here"),
+    limit: Optional[int] = typer.Option(None, help="first N rows only"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    option: List[str] = typer.Option([], "--option", help="task option key=value (repeatable), "
+                                     "e.g. text_field=Headline"),
+) -> None:
+    """Evaluate a base model (+ adapter) on one task; prints the metrics and a markdown line."""
+    import json
+
+    from securefed.config import parse_override
+    from securefed.evaluation.runner import evaluate
+    from securefed.models.config import ModelConfig
+    from securefed.models.loading import load_base, load_adapter
+
+    try:
+        options = {}
+        for item in option:
+            key, value = parse_override(item)
+            options[".".join(key)] = value
+        base, tokenizer, _ = load_base(ModelConfig(name_or_path=model, device=device))  # type: ignore[arg-type]
+        net = load_adapter(base, adapter) if adapter is not None else base
+        result = evaluate(task, net, tokenizer, data, out_dir=out, limit=limit, batch_size=batch_size, **options)
+    except UserError as e:
+        _fail(str(e))
+    Console().print_json(json.dumps(result["metrics"]))
+    Console().print(result["summary"], highlight=False)
+
+
 @app.command("make-tiny-model")
 def make_tiny_model(
     out: Path = typer.Argument(..., help="directory to write the model and tokenizer to"),

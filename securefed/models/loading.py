@@ -77,3 +77,16 @@ def attach_lora(model: Any, cfg: LoraConfig, seed: int = 0) -> Any:
         return get_peft_model(model, peft_cfg)
     except ValueError as e:
         raise ModelError(f"lora.target_modules: {e}") from e
+
+
+def load_adapter(base: Any, adapter_dir: str | Path) -> Any:
+    """A saved PEFT adapter on top of `base` (for evaluation)."""
+    from peft import PeftModel
+
+    path = Path(adapter_dir)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelError(f"--adapter {str(path)!r}: not a PEFT adapter directory (adapter_config.json missing)")
+    try:
+        return PeftModel.from_pretrained(base, str(path))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"cannot load adapter {str(path)!r} onto this base model: {e}") from e
