@@ -45,3 +45,30 @@ def test_malformed_data_row(tmp_path):
 
 def test_resume_of_a_non_run(tmp_path):
     assert_user_error(cli("simulate", "--resume", str(tmp_path), cwd=tmp_path), "--resume")
+
+
+def test_eval_command_on_a_simulated_adapter(tmp_path, small_overrides):
+    import json
+
+    from securefed.config import load_config
+    from securefed.simulation.runner import simulate
+
+    simulate(load_config(None, small_overrides + ["rounds=1"]), tmp_path / "run")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in
+                            [("great fun", "positive"), ("awful slow", "negative"), ("okay plain", "neutral")]))
+    res = cli("eval", "--adapter", str(tmp_path / "run" / "adapter"), "--task", "classification",
+              "--data", str(rows), "--out", str(tmp_path / "ev"), "--option",
+              "template='Review: {text}\nSentiment:'", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    saved = json.loads((tmp_path / "ev" / "eval_classification.json").read_text())
+    assert saved["n"] == 3 and 0 <= saved["metrics"]["accuracy"] <= 1
+    assert "classification" in (tmp_path / "ev" / "eval.md").read_text()
+
+
+def test_eval_rejects_a_missing_adapter(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a", "label": "positive"}\n')
+    res = cli("eval", "--adapter", str(tmp_path / "none"), "--task", "classification", "--data", str(rows),
+              cwd=tmp_path)
+    assert_user_error(res, "adapter_config.json")
