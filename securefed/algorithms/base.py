@@ -2,6 +2,7 @@
 
 Client side (runs on each party):
     grad_correction(params, grads, ctx, client_state) -> grads   # applied after backward, per step
+    step_correction(ctx, client_state) -> s                      # after each optimizer step: w -= lr * s
     client_finish(client_state, ctx, delta, steps, lr) -> (client_state', control_delta | None)
 Server side (runs on the coordinator, sees only the Aggregate):
     init_server(params) -> ServerState
@@ -58,6 +59,10 @@ class Algorithm:
     init_client: Callable[[Mapping[str, torch.Tensor]], ClientState]
     client_finish: ClientFinish
     grad_correction: GradCorrection | None = None  # None: plain local optimisation
+    # A drift term applied in parameter space after each optimizer step (w <- w - lr * s). SCAFFOLD's
+    # correction lives here: with an adaptive local optimiser (AdamW) adding c - c_i to the gradient
+    # would be rescaled by Adam's second moment, while c and c_i are estimated in update units.
+    step_correction: Callable[[ClientContext, ClientState], TensorDict] | None = None
     uses_control: bool = False  # True: parties send a control delta (SCAFFOLD)
     aggregates: bool = True  # False for Local: no federation, each party keeps its own adapter
 

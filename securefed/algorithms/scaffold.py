@@ -2,6 +2,8 @@
 
 Client i, K local steps with learning rate eta_l, from x with server control c and its own c_i:
     y_i <- y_i - eta_l * (g_i(y_i) - c_i + c)            (corrected gradient, line 10)
+      implemented as: y_i <- OptimizerStep(y_i, g_i) - eta_l * (c - c_i), identical for SGD; with AdamW
+      the drift term stays in update units, as c and c_i are estimated in those units (option II)
     c_i+ = c_i - c + (x - y_i) / (K * eta_l)              (option II, line 12)
     sends Delta y_i = y_i - x and Delta c_i = c_i+ - c_i
 Server, over the sampled set S of N parties in all:
@@ -36,10 +38,9 @@ def init_client(params: Mapping[str, torch.Tensor]) -> ClientState:
     return ClientState(control=zeros_like(params))
 
 
-def grad_correction(
-    params: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tensor], ctx: ClientContext, state: ClientState
-) -> TensorDict:
-    return {k: g - state.control[k] + ctx.server_control[k] for k, g in grads.items()}
+def step_correction(ctx: ClientContext, state: ClientState) -> TensorDict:
+    """The drift term s = c - c_i of line 10; the local loop applies w <- w - eta_l * s per step."""
+    return {k: ctx.server_control[k] - state.control[k] for k in state.control}
 
 
 def client_finish(
@@ -76,6 +77,6 @@ def scaffold(eta: float, num_parties: int) -> Algorithm:
         server_update_fn(eta, num_parties),
         init_client,
         client_finish,
-        grad_correction,
+        step_correction=step_correction,
         uses_control=True,
     )

@@ -1,7 +1,8 @@
 """One party's local round of supervised fine-tuning: a plain torch loop over the LoRA weights.
 
-The FL algorithm enters through two pure functions: `grad_correction` after each backward (FedProx's
-proximal term, SCAFFOLD's control variates) and `client_finish` after the last step (SCAFFOLD's c_i).
+The FL algorithm enters through pure functions: `grad_correction` after each backward (FedProx's
+proximal term), `step_correction` after each optimizer step (SCAFFOLD's drift term c - c_i) and
+`client_finish` after the last step (SCAFFOLD's c_i update).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def train_local(
     dctx = ClientContext(_to(ctx.global_params, device), _to(ctx.server_control, device))
     dstate = ClientState(_to(client_state.control, device), client_state.own_params)
     opt = torch.optim.AdamW(list(params.values()), lr=lr, weight_decay=cfg.weight_decay)
+    drift = None if algorithm.step_correction is None else algorithm.step_correction(dctx, dstate)
     losses: list[float] = []
     model.train()
     try:
@@ -75,6 +77,10 @@ def train_local(
             if cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
             opt.step()
+            if drift is not None:
+                with torch.no_grad():
+                    for k, p in params.items():
+                        p.sub_(lr * drift[k].to(p.dtype))
     finally:
         model.eval()
     new = get_adapter_state(model)

@@ -17,13 +17,24 @@ def test_fedprox_gradient_correction():
     assert torch.allclose(out["a"], t(1.05, 1.1))
 
 
-def test_scaffold_corrected_gradient():
-    # Karimireddy et al. 2020 Alg. 1 line 10: g - c_i + c
+def test_scaffold_drift_correction():
+    # Karimireddy et al. 2020 Alg. 1 line 10: y <- y - eta (g - c_i + c); the drift part is c - c_i
     alg = create(AlgorithmConfig(name="scaffold"), 3)
     ctx = ClientContext(global_params={"a": t(0, 0)}, server_control={"a": t(0.1, 0.0)})
     state = ClientState(control={"a": t(0.3, -0.1)})
-    out = alg.grad_correction({"a": t(0, 0)}, {"a": t(1.0, 1.0)}, ctx, state)
-    assert torch.allclose(out["a"], t(0.8, 1.1))
+    out = alg.step_correction(ctx, state)
+    assert torch.allclose(out["a"], t(-0.2, 0.1))
+    assert alg.grad_correction is None
+
+
+def test_scaffold_step_equals_corrected_sgd_step():
+    # With plain SGD, optimizer step then drift equals one step on the corrected gradient g - c_i + c.
+    alg = create(AlgorithmConfig(name="scaffold"), 3)
+    ctx = ClientContext(global_params={"a": t(0, 0)}, server_control={"a": t(0.1, 0.0)})
+    state = ClientState(control={"a": t(0.3, -0.1)})
+    y, g, lr = t(1.0, 2.0), t(1.0, 1.0), 0.5
+    two_phase = (y - lr * g) - lr * alg.step_correction(ctx, state)["a"]
+    assert torch.allclose(two_phase, y - lr * t(0.8, 1.1))
 
 
 def test_scaffold_option_two_control_update():
@@ -41,7 +52,7 @@ def test_scaffold_option_two_control_update():
 def test_plain_algorithms_have_no_correction():
     for name in ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "local"):
         alg = create(AlgorithmConfig(name=name), 3)
-        assert alg.grad_correction is None and not alg.uses_control
+        assert alg.grad_correction is None and alg.step_correction is None and not alg.uses_control
 
 
 def test_local_keeps_own_adapter():
