@@ -85,6 +85,99 @@ def eval_(
     Console().print(result["summary"], highlight=False)
 
 
+@app.command()
+def provision(
+    parties: str = typer.Option(..., "--parties", help="comma-separated party ids, e.g. hospital-a,bank-c"),
+    server_host: str = typer.Option(..., "--server-host", help="host name or IP the parties dial"),
+    out: Path = typer.Option(..., "--out", "-o", help="new folder for the kits"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config of the federation"),
+    set_: List[str] = typer.Option([], "--set", "-s", help="override: dotted.key=value (repeatable)"),
+    port: int = typer.Option(7443, help="coordinator port"),
+    max_weight: int = typer.Option(4096, "--max-weight", help="public bound on a party's sample weight"),
+    min_parties: Optional[int] = typer.Option(None, "--min-parties", help="quorum per round (default: all)"),
+) -> None:
+    """Create a federation: CA, certificates, protocol keys, one kit per party and the server's."""
+    from securefed.config import load_config
+    from securefed.deploy.provision import provision_federation
+
+    try:
+        cfg = load_config(config, set_)
+        ids = [p.strip() for p in parties.split(",") if p.strip()]
+        section = cfg.aggregation.section()
+        paths = provision_federation(
+            out, ids, server_host, cfg.aggregation.protocol,
+            section.model_dump(mode="json") if section is not None else None,
+            {"port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(ids), "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,
+             "app": {"config": cfg.model_dump(mode="json"), "max_weight": max_weight}},
+        )
+    except (UserError, ValueError) as e:
+        _fail(str(e))
+    Console().print(f"federation {paths.config.federation_id} written to {out}: hand each party its folder "
+                    f"({', '.join(sorted(paths.party_dirs))}); keep {paths.ca_dir} offline; "
+                    f"run the coordinator from {paths.server_dir}")
+
+
+@app.command()
+def server(
+    federation: Path = typer.Option(..., "--federation", "-f", help="the server folder from provision"),
+    bind: Optional[str] = typer.Option(None, help="listen address (default server_host:port)"),
+) -> None:
+    """Run the coordinator: waits for a quorum, runs the rounds, checkpoints after each."""
+    from securefed.deploy.coordinator import RoundFailed, run_server
+    from securefed.deploy.fl_apps import FLServerApp
+
+    _logging()
+    try:
+        summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind)
+    except (UserError, RoundFailed) as e:
+        _fail(str(e))
+    Console().print(f"federation finished: {summary.rounds_completed} rounds; adapter in {federation / 'adapter'}")
+
+
+@app.command()
+def client(
+    kit: Path = typer.Option(..., "--kit", "-k", help="this party's folder from provision"),
+    data: str = typer.Option(..., "--data", "-d", help="this party's private data (file, dir or hub id)"),
+    address: Optional[str] = typer.Option(None, help="coordinator address (default from the kit)"),
+) -> None:
+    """Take part in a federation as one party; the data never leaves this machine."""
+    from securefed.deploy.fl_apps import FLClientApp
+    from securefed.deploy.party import run_client
+    from securefed.transport.client import TransportError
+
+    _logging()
+    try:
+        summary = run_client(kit, lambda fed, pid: FLClientApp(fed, pid, data, kit), address=address)
+    except (UserError, TransportError) as e:
+        _fail(str(e))
+    Console().print(f"{summary.party_id}: {summary.rounds_completed} rounds; final adapter in {kit / 'final-adapter'}")
+
+
+@app.command()
+def status(
+    federation: Path = typer.Option(..., "--federation", "-f", help="the server folder or a party kit"),
+    address: Optional[str] = typer.Option(None),
+) -> None:
+    """Show the coordinator's round, connected parties and bytes moved."""
+    import json
+
+    from securefed.deploy.status import fetch_status
+    from securefed.transport.client import TransportError
+
+    try:
+        info = fetch_status(federation, address=address)
+    except (UserError, TransportError) as e:
+        _fail(str(e))
+    Console().print_json(json.dumps(info))
+
+
+def _logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+
+
 @app.command("make-tiny-model")
 def make_tiny_model(
     out: Path = typer.Argument(..., help="directory to write the model and tokenizer to"),

@@ -66,6 +66,15 @@ class EvaluationConfig(BaseModel):
     max_new_tokens: int = Field(4, ge=1, description="tokens generated when scoring a labelled task")
 
 
+class DPOConfig(BaseModel):
+    """The `dpo.*` section, read when task = "dpo" (federated value alignment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float = Field(0.1, gt=0, le=100, allow_inf_nan=False,
+                        description="DPO temperature: how far the policy may move from the reference")
+
+
 class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,7 +84,7 @@ class OutputConfig(BaseModel):
 class RootConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["sft"] = "sft"
+    task: Literal["sft", "dpo"] = "sft"
     parties: int = Field(4, ge=1, le=100_000)
     rounds: int = Field(5, ge=1)
     seed: int = 0
@@ -88,6 +97,7 @@ class RootConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @model_validator(mode="after")

@@ -19,3 +19,8 @@ class DataError(UserError):
 
 class ModelError(UserError):
     """A model path or hub id cannot be loaded."""
+
+
+class MaterialError(ConfigError, ValueError):
+    """Serialized protocol key material (a kit file) is malformed or does not match its kit. A
+    ConfigError (the deploy layer reports a bad kit) and a ValueError (it is a bad value)."""

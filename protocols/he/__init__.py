@@ -18,12 +18,13 @@ from typing import Any
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.context import HEPartyMaterial, HEPublic, provision
+from securefed.protocols.he.kits import MaterialError, dump_material, load_material
 from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE, HEParty
 from securefed.protocols.he.server import HEServer
 from securefed.protocols.registry import register
 
 __all__ = ["HE", "HEConfig", "HEParty", "HEPartyMaterial", "HEPublic", "HEServer", "INPUT_STAGE",
-           "DECRYPT_STAGE"]
+           "DECRYPT_STAGE", "MaterialError"]
 
 
 class HE:
@@ -36,6 +37,15 @@ class HE:
 
     def provision(self, party_ids: tuple[str, ...]) -> tuple[HEPublic, dict[str, HEPartyMaterial]]:
         return provision(self.config, tuple(party_ids))
+
+    def dump_material(self, material: HEPublic | HEPartyMaterial) -> bytes:
+        """Server material (no key) or party material (the shared secret key: store it 0600) as
+        versioned, role-tagged kit bytes (MaterialCodec hook for the deploy layer; see kits.py)."""
+        return dump_material(material)
+
+    def load_material(self, data: bytes) -> HEPublic | HEPartyMaterial:
+        """Inverse of dump_material; raises MaterialError (ConfigError and ValueError) if malformed."""
+        return load_material(data)
 
     def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> HEParty:
         return HEParty(ctx, party_id, data, material, self.config)

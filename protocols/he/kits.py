@@ -7,6 +7,9 @@ File layout (no pickle):
 
 The server file's secret-key field is empty; its reader refuses any file with a non-empty one, so a
 party kit dropped into the server folder by mistake is rejected instead of silently used.
+
+`dump_material`/`load_material` (the deploy layer's MaterialCodec hook, on the HE protocol object)
+use the same bytes: the role byte is the kind tag, and "1" in the magic is the format version.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import struct
 from pathlib import Path
 
+from securefed.errors import MaterialError
 from securefed.protocols.he.config import ParamSet
 from securefed.protocols.he.context import KEY_ID_LEN, HEPartyMaterial, HEPublic, build_context
 
@@ -107,6 +111,35 @@ def party_kit_from_bytes(data: bytes) -> HEPartyMaterial:
     except Exception:
         raise ValueError("he kit: secret key does not match the parameters") from None
     return material
+
+
+def dump_material(material: HEPublic | HEPartyMaterial) -> bytes:
+    """Server material (HEPublic: no key) or party material (HEPartyMaterial) as kit bytes."""
+    if isinstance(material, HEPartyMaterial):
+        return party_kit_bytes(material)
+    if isinstance(material, HEPublic):
+        return server_kit_bytes(material)
+    raise TypeError(f"he: cannot serialize {type(material).__name__} (expected HEPublic or HEPartyMaterial)")
+
+
+def load_material(data: bytes) -> HEPublic | HEPartyMaterial:
+    """Inverse of dump_material: the role byte says which kind. Raises MaterialError if malformed."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("he material must be bytes")
+    data = bytes(data)
+    if len(data) < len(MAGIC) + 1 or data[: len(MAGIC)] != MAGIC:
+        raise MaterialError("he kit: not an he key file (bad magic or truncated)")
+    role = data[len(MAGIC)]
+    try:
+        if role == ROLE_SERVER:
+            return server_kit_from_bytes(data)
+        if role == ROLE_PARTY:
+            return party_kit_from_bytes(data)
+    except MaterialError:
+        raise
+    except (ValueError, TypeError, KeyError, OverflowError, RuntimeError) as e:  # bad JSON values, SEAL
+        raise MaterialError(str(e) if str(e).startswith("he kit:") else f"he kit: corrupt ({e})") from None
+    raise MaterialError(f"he kit: unknown role {role}")
 
 
 def write_server_kit(public: HEPublic, path: str | os.PathLike) -> Path:

@@ -17,10 +17,18 @@ from securefed.protocols.registry import register
 from securefed.protocols.secagg.config import SecAggConfig
 from securefed.protocols.secagg.party import SecAggParty
 from securefed.protocols.secagg.primitives import Rng, os_rng
-from securefed.protocols.secagg.provisioning import PartyMaterial, ServerMaterial, provision
+from securefed.protocols.secagg.provisioning import (
+    MaterialError,
+    PartyMaterial,
+    ServerMaterial,
+    dump_material,
+    load_material,
+    provision,
+)
 from securefed.protocols.secagg.server import SecAggServer
 
-__all__ = ["SecAgg", "SecAggConfig", "SecAggParty", "SecAggServer", "PartyMaterial", "ServerMaterial"]
+__all__ = ["SecAgg", "SecAggConfig", "SecAggParty", "SecAggServer", "PartyMaterial", "ServerMaterial",
+           "MaterialError"]
 
 
 class SecAgg:
@@ -40,6 +48,15 @@ class SecAgg:
 
     def provision(self, party_ids: tuple[str, ...]) -> tuple[ServerMaterial, dict[str, PartyMaterial]]:
         return provision(tuple(party_ids), self._rng)
+
+    def dump_material(self, material: ServerMaterial | PartyMaterial) -> bytes:
+        """Server or party material as versioned, kind-tagged bytes (MaterialCodec hook for the
+        deploy layer). Party bytes hold that party's Ed25519 private key: store them 0600."""
+        return dump_material(material)
+
+    def load_material(self, data: bytes) -> ServerMaterial | PartyMaterial:
+        """Inverse of dump_material; raises MaterialError (ConfigError and ValueError) if malformed."""
+        return load_material(data)
 
     def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> SecAggParty:
         return SecAggParty(ctx, party_id, data, material, self.config, self._rng)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -38,3 +39,14 @@ def adapter_params(model: Any) -> dict[str, torch.nn.Parameter]:
     name = name if isinstance(name, str) else name[0]
     out = {n.replace(f".{name}.", "."): p for n, p in model.named_parameters() if p.requires_grad}
     return out
+
+
+def save_adapter(model: Any, params: Mapping[str, torch.Tensor], out: str | Path, config_json: str) -> None:
+    """Write `params` in PEFT format (loadable with PeftModel.from_pretrained) with the resolved
+    securefed config beside it; the directory appears atomically."""
+    from securefed.atomic import atomic_directory
+
+    set_adapter_state(model, params)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp)
+        (tmp / "securefed_config.json").write_text(config_json, encoding="utf-8")

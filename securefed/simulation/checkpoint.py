@@ -8,9 +8,7 @@ replaced atomically after it, so a crash at any point leaves the previous checkp
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,6 +16,7 @@ from typing import Any, Mapping
 import torch
 
 from securefed.algorithms.base import ClientState, ServerState
+from securefed.atomic import atomic_directory, atomic_write_text
 from securefed.errors import UserError
 
 FORMAT = 1
@@ -29,20 +28,6 @@ class Checkpoint:
     server: ServerState
     clients: Mapping[str, ClientState]
     config: dict[str, Any]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _server_dict(s: ServerState) -> dict[str, Any]:
@@ -57,8 +42,7 @@ def save_checkpoint(out_dir: Path, ckpt: Checkpoint, keep_previous: bool = False
     root = Path(out_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"round-{ckpt.completed_rounds:04d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
-    try:
+    with atomic_directory(root / name) as tmp:
         torch.save(
             {
                 "format": FORMAT,
@@ -69,18 +53,11 @@ def save_checkpoint(out_dir: Path, ckpt: Checkpoint, keep_previous: bool = False
             tmp / "state.pt",
         )
         (tmp / "config.json").write_text(json.dumps(ckpt.config, indent=2), encoding="utf-8")
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     previous = latest_name(out_dir)
     atomic_write_text(root / "LATEST", name)
     if previous and previous != name and not keep_previous:
         shutil.rmtree(root / previous, ignore_errors=True)
-    return final
+    return root / name
 
 
 def latest_name(out_dir: Path) -> str | None:

@@ -8,7 +8,8 @@ from typing import Any, Mapping
 from rich.console import Console
 from rich.table import Table
 
-SHOWN = ("train_loss", "eval_loss", "accuracy", "macro_f1", "unparseable", "bytes_sent_per_party")
+SHOWN = ("train_loss", "eval_loss", "accuracy", "macro_f1", "unparseable", "preference_accuracy", "reward_margin",
+         "bytes_sent_per_party")
 
 
 def _fmt(v: Any) -> str:

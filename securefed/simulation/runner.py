@@ -9,10 +9,8 @@ All per-round randomness of training (data order, LoRA dropout, selection) deriv
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
 from securefed.config import RootConfig
 from securefed.errors import UserError
-from securefed.models.adapter import set_adapter_state
+from securefed.models.adapter import save_adapter
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.protocols.driver import run_round
-from securefed.simulation.checkpoint import Checkpoint, atomic_write_text, load_checkpoint, save_checkpoint
+from securefed.atomic import atomic_write_text
+from securefed.simulation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.simulation.report import print_partition
 from securefed.simulation.evaluate import evaluate_adapter, mean_metrics
 from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate
@@ -56,28 +55,21 @@ def protocol_stats(stats: dict[str, Any]) -> dict[str, float]:
 
 
 def _save_adapter(world: World, params: dict[str, torch.Tensor], out: Path) -> None:
-    """PEFT format (loadable with PeftModel.from_pretrained), written to a temp dir then renamed."""
-    set_adapter_state(world.model, params)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        world.model.save_pretrained(tmp)
-        (tmp / "securefed_config.json").write_text(world.cfg.to_json(), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    save_adapter(world.model, params, out, world.cfg.to_json())
 
 
 def _evaluate(world: World, server: ServerState, clients: dict[str, ClientState]) -> dict[str, float]:
     ev = world.cfg.evaluation
     args = (world.model, world.tokenizer)
+    score = evaluate_adapter
+    if world.cfg.task == "dpo":
+        from securefed.training.dpo import evaluate_preferences
+
+        score = functools.partial(evaluate_preferences, beta=world.cfg.dpo.beta)
     if world.algorithm.aggregates:
-        return evaluate_adapter(*args, server.params, world.evalset, world.device, ev.batch_size, ev.max_new_tokens)
+        return score(*args, server.params, world.evalset, world.device, ev.batch_size, ev.max_new_tokens)
     rows = [
-        evaluate_adapter(*args, clients[p].own_params, world.evalset, world.device, ev.batch_size, ev.max_new_tokens)
+        score(*args, clients[p].own_params, world.evalset, world.device, ev.batch_size, ev.max_new_tokens)
         for p in world.party_ids
     ]
     return mean_metrics(rows)
@@ -88,11 +80,17 @@ def _train_party(world: World, pid: str, r: int, lr: float, server: ServerState,
     torch.manual_seed(derive_seed(cfg.seed, "torch", r, pid))  # LoRA dropout
     rng = np.random.default_rng(derive_seed(cfg.seed, "batches", r, pid))
     tc = cfg.training
-    batches = draw_batches(world.party_data[pid], tc.max_steps * tc.grad_accum, tc.batch_size, rng,
-                           world.tokenizer.pad_token_id)
+    draw, train = draw_batches, train_local
+    if cfg.task == "dpo":
+        from securefed.training.dpo import train_local_dpo
+        from securefed.training.preference_batches import draw_pair_batches
+
+        draw, train = draw_pair_batches, functools.partial(train_local_dpo, beta=cfg.dpo.beta)
+    batches = draw(world.party_data[pid], tc.max_steps * tc.grad_accum, tc.batch_size, rng,
+                   world.tokenizer.pad_token_id)
     start = server.params if world.algorithm.aggregates else state.own_params
     ctx = ClientContext(global_params=start, server_control=server.control)
-    return train_local(world.model, batches, tc, lr, world.algorithm, ctx, state, world.device)
+    return train(world.model, batches, tc, lr, world.algorithm, ctx, state, world.device)
 
 
 def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, ClientState], progress, task):

@@ -44,8 +44,18 @@ class World:
     skipped_rows: int
 
 
+def _task_data(cfg: RootConfig):
+    """(load, tokenize, collate) for the task: SFT examples, or DPO preference pairs."""
+    if cfg.task == "dpo":
+        from securefed.training import preference_batches as pb
+
+        return pb.load_pairs, pb.tokenize_pairs, pb.collate_pairs
+    return load_examples, tokenize_all, collate
+
+
 def build_world(cfg: RootConfig) -> World:
-    data = load_examples(cfg.data, seed=cfg.seed)
+    load, tokenize, collate_fn = _task_data(cfg)
+    data = load(cfg.data, seed=cfg.seed)
     party_ids = party_names(cfg.parties)
     parts = partition(len(data.train), data.partition_keys, cfg.parties, cfg.data.partition, seed=cfg.seed)
     report = partition_report(parts, data.partition_keys)
@@ -55,14 +65,14 @@ def build_world(cfg: RootConfig) -> World:
     initial = get_adapter_state(model)
     layout = FlatLayout.of(initial)
 
-    tokenized = tokenize_all(tokenizer, data.train, cfg.training.max_length)
+    tokenized = tokenize(tokenizer, data.train, cfg.training.max_length)
     party_data = {pid: [tokenized[i] for i in idx] for pid, idx in zip(party_ids, parts)}
     eval_examples = data.eval[: cfg.evaluation.max_examples]
     if not eval_examples:
         raise ValueError("no evaluation examples: set data.eval_fraction > 0")
-    eval_tok = tokenize_all(tokenizer, eval_examples, cfg.training.max_length)
+    eval_tok = tokenize(tokenizer, eval_examples, cfg.training.max_length)
     bs = cfg.evaluation.batch_size
-    batches = tuple(collate(eval_tok[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(eval_tok), bs))
+    batches = tuple(collate_fn(eval_tok[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(eval_tok), bs))
 
     algorithm = algorithms.create(cfg.algorithm, cfg.parties)
     protocol = protocols.create(cfg.aggregation.protocol, cfg.aggregation.section())

@@ -1,0 +1,43 @@
+"""The two application interfaces the deployment loops drive; the loops themselves only move bytes
+and run the protocol.
+
+Rounds are numbered 0..rounds-1. `ServerApp.global_payload(rounds)` (one past the last round) is
+the final payload every party receives in `ClientApp.receive_final` when the federation ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from securefed.deploy.settings import FederationConfig
+from securefed.protocols.base import PartyInput, RoundContext, VectorSum
+
+
+class ServerApp(Protocol):
+    def round_context(self, round: int, selected: tuple[str, ...]) -> RoundContext:
+        """Public facts of the round; party_ids must equal the sorted selection."""
+
+    def global_payload(self, round: int) -> bytes:
+        """Broadcast to the selected parties before training (global adapter etc.)."""
+
+    def apply(self, round: int, result: VectorSum) -> dict[str, Any]:
+        """The server algorithm step, on the protocol's sum only; returns JSON-able metrics."""
+
+    def state_bytes(self) -> bytes:
+        """Everything needed to resume after the last applied round (checkpointed)."""
+
+    def load_state(self, data: bytes) -> None: ...
+
+    def select(self, round: int, available: tuple[str, ...]) -> tuple[str, ...]:
+        """A non-empty subset of the connected parties to run this round."""
+
+
+class ClientApp(Protocol):
+    def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
+        """Local training from the global payload; the protocol carries the result."""
+
+    def receive_final(self, payload: bytes) -> None: ...
+
+
+ServerAppFactory = Callable[[FederationConfig], ServerApp]
+ClientAppFactory = Callable[[FederationConfig, str], ClientApp]  # (federation, party id)

@@ -1,0 +1,168 @@
+"""The real federated-learning apps for a deployment: the coordinator holds the global adapter and
+the algorithm's server state; each party trains on its own data. The protocol between them is the
+same code the simulation runs; these apps only add what the simulation's loop does around it.
+
+Payloads are safetensors bytes (tensors + string metadata), never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from securefed import algorithms
+from securefed.aggregate import FlatLayout
+from securefed.atomic import atomic_write_bytes
+from securefed.algorithms.base import ClientContext, ClientState, ServerState
+from securefed.config import RootConfig, from_dict
+from securefed.data.loading import load_examples
+from securefed.deploy.settings import FederationConfig
+from securefed.errors import ConfigError
+from securefed.models.adapter import get_adapter_state, save_adapter
+from securefed.models.loading import attach_lora, load_base
+from securefed.protocols.base import PartyInput, RoundContext, VectorSum
+from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate
+from securefed.training.batches import draw_batches, tokenize_all
+from securefed.training.schedule import round_lr
+from securefed.training.sft import train_local
+
+DEFAULT_MAX_WEIGHT = 4096  # public bound on a party's weight; larger datasets are weighted as this
+
+
+def federation_root_config(fed: FederationConfig) -> RootConfig:
+    raw = fed.app.get("config")
+    if not isinstance(raw, dict):
+        raise ConfigError("federation.json: app.config (the federation's securefed config) is missing")
+    return from_dict(raw)
+
+
+def pack_tensors(groups: Mapping[str, Mapping[str, torch.Tensor] | None], meta: Mapping[str, Any]) -> bytes:
+    flat = {f"{g}/{k}": v.contiguous() for g, d in groups.items() if d is not None for k, v in d.items()}
+    return st_save(flat, metadata={"meta": json.dumps(dict(meta))})
+
+
+def unpack_tensors(blob: bytes) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    from safetensors import safe_open  # noqa: F401  (imported for its error type on bad input)
+
+    try:
+        flat = st_load(blob)
+        meta = json.loads(_metadata(blob).get("meta", "{}"))
+    except Exception as e:  # safetensors raises its own error types on malformed bytes
+        raise ValueError(f"malformed tensor payload: {e}") from None
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for name, t in flat.items():
+        g, _, k = name.partition("/")
+        groups.setdefault(g, {})[k] = t
+    return groups, meta
+
+
+def _metadata(blob: bytes) -> dict[str, str]:
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    return header.get("__metadata__", {})
+
+
+def _model(cfg: RootConfig):
+    base, tokenizer, device = load_base(cfg.model)
+    model = attach_lora(base, cfg.lora, seed=cfg.seed)  # same seed on every machine: same initial adapter
+    return model, tokenizer, device
+
+
+class FLServerApp:
+    """Global adapter + algorithm state; applies the server step to the protocol's sum only."""
+
+    def __init__(self, fed: FederationConfig, out_dir: Path | None = None) -> None:
+        self.fed = fed
+        self.cfg = federation_root_config(fed)
+        self.model, _, _ = _model(self.cfg)
+        initial = get_adapter_state(self.model)
+        self.layout = FlatLayout.of(initial)
+        self.party_ids = tuple(p.id for p in fed.parties)
+        self.algorithm = algorithms.create(self.cfg.algorithm, len(self.party_ids))
+        if not self.algorithm.aggregates:
+            raise ConfigError("algorithm.name: 'local' has nothing to aggregate; run parties alone instead")
+        self.state: ServerState = self.algorithm.init_server(initial)
+        self.max_weight = int(fed.app.get("max_weight", DEFAULT_MAX_WEIGHT))
+        self.out_dir = out_dir
+
+    def select(self, round: int, available: tuple[str, ...]) -> tuple[str, ...]:
+        s = self.cfg.sampling
+        chosen = select_parties(self.party_ids, round, self.cfg.seed, s.count, s.fraction)
+        live = tuple(p for p in chosen if p in available)
+        return live or tuple(sorted(available))[:1]
+
+    def round_context(self, round: int, selected: tuple[str, ...]) -> RoundContext:
+        return RoundContext(self.fed.federation_id, round, tuple(sorted(selected)), self.layout.size,
+                            self.algorithm.uses_control, self.max_weight)
+
+    def global_payload(self, round: int) -> bytes:
+        lr = round_lr(min(round, self.cfg.rounds - 1), self.cfg.rounds, self.cfg.training.lr,
+                      self.cfg.training.min_lr, self.cfg.training.schedule)
+        return pack_tensors({"params": self.state.params, "control": self.state.control},
+                            {"round": round, "lr": lr, "final": round >= self.cfg.rounds})
+
+    def apply(self, round: int, result: VectorSum) -> dict[str, Any]:
+        self.state = self.algorithm.server_update(self.state, to_aggregate(result, self.layout))
+        if self.out_dir is not None and round + 1 >= self.cfg.rounds:
+            save_adapter(self.model, self.state.params, self.out_dir / "adapter", self.cfg.to_json())
+        return {"contributors": len(result.contributors), "total_weight": result.total_weight}
+
+    def state_bytes(self) -> bytes:
+        s = self.state
+        return pack_tensors({"params": s.params, "control": s.control,
+                             **{f"opt.{name}": d for name, d in s.opt.items()}}, {"round": s.round})
+
+    def load_state(self, data: bytes) -> None:
+        groups, meta = unpack_tensors(data)
+        opt = {g[len("opt."):]: d for g, d in groups.items() if g.startswith("opt.")}
+        self.state = ServerState(int(meta["round"]), groups["params"], groups.get("control"), opt)
+
+
+class FLClientApp:
+    """One party: its private data stays here; it sends only what the protocol makes of its update."""
+
+    def __init__(self, fed: FederationConfig, party_id: str, data_source: str, kit_dir: Path) -> None:
+        self.fed, self.party_id, self.kit_dir = fed, party_id, Path(kit_dir)
+        cfg = federation_root_config(fed)
+        data_cfg = cfg.data.model_copy(update={"source": data_source, "eval_fraction": 0.0, "max_examples": None})
+        self.cfg = cfg.model_copy(update={"data": data_cfg})
+        self.model, self.tokenizer, self.device = _model(self.cfg)
+        data = load_examples(self.cfg.data, seed=self.cfg.seed)
+        self.data = tokenize_all(self.tokenizer, data.train, self.cfg.training.max_length)
+        self.algorithm = algorithms.create(self.cfg.algorithm, len(fed.parties))
+        self.state_path = self.kit_dir / "state" / "client_state.safetensors"
+        self.state = self._load_state() or self.algorithm.init_client(get_adapter_state(self.model))
+
+    def _load_state(self) -> ClientState | None:
+        if not self.state_path.exists():
+            return None
+        groups, _ = unpack_tensors(self.state_path.read_bytes())
+        return ClientState(control=groups.get("control"), own_params=groups.get("own"))
+
+    def _save_state(self) -> None:
+        blob = pack_tensors({"control": self.state.control, "own": self.state.own_params}, {})
+        atomic_write_bytes(self.state_path, blob)
+
+    def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
+        groups, meta = unpack_tensors(global_payload)
+        tc = self.cfg.training
+        torch.manual_seed(derive_seed(self.cfg.seed, "torch", round, self.party_id))
+        rng = np.random.default_rng(derive_seed(self.cfg.seed, "batches", round, self.party_id))
+        batches = draw_batches(self.data, tc.max_steps * tc.grad_accum, tc.batch_size, rng,
+                               self.tokenizer.pad_token_id)
+        cctx = ClientContext(global_params=groups["params"], server_control=groups.get("control"))
+        result = train_local(self.model, batches, tc, float(meta["lr"]), self.algorithm, cctx, self.state,
+                             self.device)
+        self.state = result.client_state
+        self._save_state()
+        return party_input(result, FlatLayout.of(groups["params"]), min(len(self.data), ctx.max_weight))
+
+    def receive_final(self, payload: bytes) -> None:
+        groups, _ = unpack_tensors(payload)
+        save_adapter(self.model, groups["params"], self.kit_dir / "final-adapter", self.cfg.to_json())
