@@ -17,6 +17,7 @@ from securefed.algorithms.config import AlgorithmConfig
 from securefed.data.config import DataConfig
 from securefed.errors import ConfigError
 from securefed.models.config import LoraConfig, ModelConfig
+from securefed.privacy.config import PrivacyConfig, check_compatible
 from securefed.training.config import TrainingConfig
 
 
@@ -99,11 +100,15 @@ class RootConfig(BaseModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     dpo: DPOConfig = Field(default_factory=DPOConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @model_validator(mode="after")
-    def _sampling_fits(self) -> "RootConfig":
+    def _cross_section(self) -> "RootConfig":
         if self.sampling.count is not None and self.sampling.count > self.parties:
             raise ValueError(f"sampling.count ({self.sampling.count}) exceeds parties ({self.parties})")
+        secagg = self.aggregation.secagg
+        check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
+                         self.algorithm.name == "scaffold")
         return self
 
     def to_json(self) -> str:

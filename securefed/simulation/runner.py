@@ -34,6 +34,7 @@ from securefed.simulation.steps import derive_seed, party_input, select_parties,
 from securefed.simulation.world import World, build_world
 from securefed.training.batches import draw_batches
 from securefed.training.schedule import round_lr
+from securefed.training.dp_sgd import train_local_dp
 from securefed.training.sft import train_local
 
 
@@ -90,6 +91,11 @@ def _train_party(world: World, pid: str, r: int, lr: float, server: ServerState,
                    world.tokenizer.pad_token_id)
     start = server.params if world.algorithm.aggregates else state.own_params
     ctx = ClientContext(global_params=start, server_control=server.control)
+    if cfg.privacy.mechanism == "example":  # DP-SGD draws its own Poisson batches from the party's records
+        out = train_local_dp(world.model, world.party_data[pid], world.tokenizer.pad_token_id, tc, lr,
+                             world.algorithm, ctx, state, world.device, world.privacy.dp_sgd_params(pid, r))
+        world.privacy.record_example(pid, out.noise_multiplier, out.sample_rate, out.steps)
+        return out.result
     return train(world.model, batches, tc, lr, world.algorithm, ctx, state, world.device)
 
 
@@ -97,6 +103,10 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     cfg = world.cfg
     selected = select_parties(world.party_ids, r, cfg.seed, cfg.sampling.count, cfg.sampling.fraction)
     lr = round_lr(r, cfg.rounds, cfg.training.lr, cfg.training.min_lr, cfg.training.schedule)
+    selected = world.privacy.admit_round(r, selected)  # parties whose DP budget is spent sit out
+    if not selected:
+        return server, clients, {"round": r + 1, "algorithm": world.algorithm.name, "lr": lr, "selected": 0,
+                                 **world.privacy.close_round()}
     inputs: dict[str, PartyInput] = {}
     pending: dict[str, ClientState] = {}
     losses: dict[str, float] = {}
@@ -104,7 +114,9 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     for pid in selected:
         progress.update(task, description=f"round {r + 1}: {pid} training")
         result = _train_party(world, pid, r, lr, server, clients[pid])
-        inputs[pid] = party_input(result, world.layout, world.party_weights[pid])
+        plain_input = party_input(result, world.layout, world.party_weights[pid])
+        # user-level DP: clip the whole update (+ distributed noise share); otherwise unchanged
+        inputs[pid] = world.privacy.party_input(plain_input.delta, plain_input.control_delta, plain_input.weight)
         pending[pid] = result.client_state
         losses[pid] = result.train_loss
         progress.advance(task)
@@ -116,6 +128,7 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
         ctx = RoundContext(cfg.federation_id, r, selected, world.layout.size, world.algorithm.uses_control,
                            weight_bound(world.party_weights))
         vsum, traffic = run_round(world.protocol, ctx, inputs, world.server_material, world.party_material)
+        vsum = world.privacy.finish_round(vsum)  # central noise / distributed decoding, before the server step
         server = world.algorithm.server_update(server, to_aggregate(vsum, world.layout))
         contributors = vsum.contributors
         sent = [traffic.sent[p] for p in selected]
@@ -127,6 +140,7 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     clients = {**clients, **{p: pending[p] for p in contributors}}  # dropped parties keep their old state
     w = {p: world.party_weights[p] for p in contributors}
     metrics["train_loss"] = sum(losses[p] * w[p] for p in contributors) / sum(w.values())
+    metrics.update(world.privacy.close_round())
     return server, clients, metrics
 
 
@@ -166,6 +180,7 @@ def simulate(
         ckpt = load_checkpoint(out)
         server, clients, start = ckpt.server, dict(ckpt.clients), ckpt.completed_rounds
         history = _truncate_metrics(metrics_path, start)
+        world.privacy.restore(history)
     else:
         server = world.algorithm.init_server(world.initial_adapter)
         clients = {p: world.algorithm.init_client(world.initial_adapter) for p in world.party_ids}

@@ -17,6 +17,7 @@ from securefed.data.loading import load_examples
 from securefed.data.partition import partition, partition_report
 from securefed.models.adapter import get_adapter_state
 from securefed.models.loading import attach_lora, load_base
+from securefed.privacy.engine import PrivacyEngine, build_engine
 from securefed.protocols import registry as protocols
 from securefed.protocols.base import AggregationProtocol
 from securefed.simulation.evaluate import EvalSet
@@ -42,6 +43,7 @@ class World:
     partition_report: Any
     evalset: EvalSet
     skipped_rows: int
+    privacy: PrivacyEngine  # per-party DP budgets and the user-level mechanisms; 'none' passes through
 
 
 def _task_data(cfg: RootConfig):
@@ -83,6 +85,7 @@ def build_world(cfg: RootConfig) -> World:
         party_ids=party_ids, party_data=party_data, party_weights={p: len(d) for p, d in party_data.items()},
         partition_report=report, evalset=EvalSet(tuple(eval_examples), batches, data.labels),
         skipped_rows=data.skipped,
+        privacy=build_engine(cfg, party_ids, {p: len(d) for p, d in party_data.items()}, layout.size),
     )
 
 

@@ -29,7 +29,7 @@ from securefed.models.adapter import adapter_params, get_adapter_state, set_adap
 from securefed.privacy.rng import poisson_sample, secure_normal, secure_uniforms
 from securefed.training.batches import IGNORE, Tokenized, collate
 from securefed.training.config import TrainingConfig
-from securefed.training.sft import LocalResult, _to, autocast_for
+from securefed.training.sft import LocalResult, _to, apply_grad_correction, apply_step_correction, autocast_for
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def train_local_dp(
                     last = c == len(chunks) - 1
                     opt.signal_skip_step(do_skip=not last)
                     if opt.pre_step():  # clip, sum, noise, / expected batch (only on the last chunk)
-                        _finish_step(opt, params, plist, dp, expected, cfg, algorithm, dctx, dstate)
+                        _finish_step(opt, params, plist, dp, expected, cfg, algorithm, dctx, dstate, lr)
                     opt.zero_grad(set_to_none=True)
         finally:
             model.eval()
@@ -182,18 +182,16 @@ def train_local_dp(
                          float(np.mean(sizes)) if sizes else 0.0, mode)
 
 
-def _finish_step(opt, params, plist, dp, expected, cfg, algorithm, dctx, dstate) -> None:
+def _finish_step(opt, params, plist, dp, expected, cfg, algorithm, dctx, dstate, lr) -> None:
     if dp.secure_mode and dp.noise_multiplier > 0:
         std = dp.noise_multiplier * dp.max_grad_norm / expected
         for p in plist:
             noise = secure_normal(p.numel(), std)
             p.grad = p.grad + torch.from_numpy(noise).to(p.grad.device, p.grad.dtype).view_as(p)
-    if algorithm.grad_correction is not None:  # post-processing of the privatised gradient
-        grads = {k: p.grad for k, p in params.items()}
-        current = {k: p.detach() for k, p in params.items()}
-        corrected = algorithm.grad_correction(current, grads, dctx, dstate)
-        for k, p in params.items():
-            p.grad = corrected[k].to(p.dtype)
+    apply_grad_correction(algorithm, params, dctx, dstate)  # post-processing of the privatised gradient
     if cfg.max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(plist, cfg.max_grad_norm)
     opt.original_optimizer.step()
+    # SCAFFOLD's drift uses only c and c_i (already-noised aggregates): post-processing too.
+    drift = None if algorithm.step_correction is None else algorithm.step_correction(dctx, dstate)
+    apply_step_correction(params, drift, lr)

@@ -8,8 +8,8 @@ included, prompt and padding excluded):
     margin = beta * ((log pi(y_c|x) - log ref(y_c|x)) - (log pi(y_r|x) - log ref(y_r|x)))
     loss   = -log sigmoid(margin)
 
-The loop is the SFT loop with this loss: the same optimizer, gradient accumulation, FL hooks
-(`grad_correction` after each backward, `client_finish` at the end), clipping and `LocalResult`, so
+The loop is `sft.train_local` with this loss: the same optimizer, gradient accumulation, FL hooks
+(`grad_correction`, `step_correction`, `client_finish`), clipping and `LocalResult`, so
 every algorithm and every aggregation protocol applies unchanged (the payload is the adapter delta).
 """
 
@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 from securefed.algorithms.base import Algorithm, ClientContext, ClientState
 from securefed.evaluation.metrics import preference_scores
-from securefed.models.adapter import adapter_params, get_adapter_state, set_adapter_state
+from securefed.models.adapter import set_adapter_state
 from securefed.training.batches import IGNORE
 from securefed.training.config import TrainingConfig
-from securefed.training.sft import LocalResult, _to, autocast_for
+from securefed.training.sft import LocalResult, train_local
 
 DEFAULT_BETA = 0.1
 
@@ -101,39 +101,11 @@ def train_local_dpo(
 ) -> LocalResult:
     """`train_local` with the DPO loss: cfg.max_steps optimizer steps of cfg.grad_accum paired
     micro-batches (from `draw_pair_batches`) each, from ctx.global_params."""
-    if len(batches) < cfg.max_steps * cfg.grad_accum:
-        raise ValueError(f"need {cfg.max_steps * cfg.grad_accum} micro-batches, got {len(batches)}")
-    set_adapter_state(model, ctx.global_params)
-    params = adapter_params(model)
-    dctx = ClientContext(_to(ctx.global_params, device), _to(ctx.server_control, device))
-    dstate = ClientState(_to(client_state.control, device), client_state.own_params)
-    opt = torch.optim.AdamW(list(params.values()), lr=lr, weight_decay=cfg.weight_decay)
-    losses: list[float] = []
-    model.train()
-    try:
-        for step in range(cfg.max_steps):
-            opt.zero_grad(set_to_none=True)
-            for micro in batches[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]:
-                micro = {k: v.to(device) for k, v in micro.items()}
-                with autocast_for(device, cfg.autocast_bf16):
-                    loss = batch_dpo_loss(model, micro, beta)[0].mean()  # mean over the micro-batch's pairs
-                (loss / cfg.grad_accum).backward()
-                losses.append(float(loss.detach()))
-            if algorithm.grad_correction is not None:
-                grads = {k: p.grad if p.grad is not None else torch.zeros_like(p) for k, p in params.items()}
-                current = {k: p.detach() for k, p in params.items()}
-                corrected = algorithm.grad_correction(current, grads, dctx, dstate)
-                for k, p in params.items():
-                    p.grad = corrected[k].to(p.dtype)
-            if cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
-            opt.step()
-    finally:
-        model.eval()
-    new = get_adapter_state(model)
-    delta = {k: new[k] - ctx.global_params[k].to(torch.float32) for k in new}
-    state, control_delta = algorithm.client_finish(client_state, ctx, delta, cfg.max_steps, lr)
-    return LocalResult(delta, control_delta, state, cfg.max_steps, sum(losses) / max(len(losses), 1))
+
+    def loss_fn(m: Any, micro: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return batch_dpo_loss(m, micro, beta)[0].mean()  # mean over the micro-batch's pairs
+
+    return train_local(model, batches, cfg, lr, algorithm, ctx, client_state, device, loss_fn=loss_fn)
 
 
 @torch.no_grad()

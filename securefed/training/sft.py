@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -28,6 +28,14 @@ class LocalResult:
     train_loss: float  # mean loss over the round's micro-batches
 
 
+LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]  # (model, micro-batch) -> scalar loss
+
+
+def sft_loss(model: Any, micro: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over response tokens (labels are -100 on prompt and padding)."""
+    return model(**micro).loss
+
+
 def _to(tensors: Mapping[str, torch.Tensor] | None, device: torch.device) -> TensorDict | None:
     return None if tensors is None else {k: v.to(device) for k, v in tensors.items()}
 
@@ -36,6 +44,28 @@ def autocast_for(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def apply_grad_correction(
+    algorithm: Algorithm, params: Mapping[str, torch.nn.Parameter], dctx: ClientContext, dstate: ClientState
+) -> None:
+    """Replace each LoRA gradient by the algorithm's corrected one (FedProx's proximal term)."""
+    if algorithm.grad_correction is None:
+        return
+    grads = {k: p.grad if p.grad is not None else torch.zeros_like(p) for k, p in params.items()}
+    current = {k: p.detach() for k, p in params.items()}
+    corrected = algorithm.grad_correction(current, grads, dctx, dstate)
+    for k, p in params.items():
+        p.grad = corrected[k].to(p.dtype)
+
+
+@torch.no_grad()
+def apply_step_correction(params: Mapping[str, torch.nn.Parameter], drift: Mapping[str, torch.Tensor] | None,
+                          lr: float) -> None:
+    """w <- w - lr * s after the optimizer step (SCAFFOLD's drift term s = c - c_i)."""
+    if drift is not None:
+        for k, p in params.items():
+            p.sub_(lr * drift[k].to(p.dtype))
 
 
 def train_local(
@@ -47,8 +77,10 @@ def train_local(
     ctx: ClientContext,
     client_state: ClientState,
     device: torch.device,
+    loss_fn: LossFn = sft_loss,
 ) -> LocalResult:
-    """Run cfg.max_steps optimizer steps of cfg.grad_accum micro-batches each, from ctx.global_params."""
+    """Run cfg.max_steps optimizer steps of cfg.grad_accum micro-batches each, from ctx.global_params.
+    `loss_fn` is the objective (SFT by default; DPO passes its preference loss)."""
     if len(batches) < cfg.max_steps * cfg.grad_accum:
         raise ValueError(f"need {cfg.max_steps * cfg.grad_accum} micro-batches, got {len(batches)}")
     set_adapter_state(model, ctx.global_params)
@@ -65,22 +97,14 @@ def train_local(
             for micro in batches[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]:
                 micro = {k: v.to(device) for k, v in micro.items()}
                 with autocast_for(device, cfg.autocast_bf16):
-                    loss = model(**micro).loss  # mean CE over response tokens (labels = -100 elsewhere)
+                    loss = loss_fn(model, micro)
                 (loss / cfg.grad_accum).backward()
                 losses.append(float(loss.detach()))
-            if algorithm.grad_correction is not None:
-                grads = {k: p.grad if p.grad is not None else torch.zeros_like(p) for k, p in params.items()}
-                current = {k: p.detach() for k, p in params.items()}
-                corrected = algorithm.grad_correction(current, grads, dctx, dstate)
-                for k, p in params.items():
-                    p.grad = corrected[k].to(p.dtype)
+            apply_grad_correction(algorithm, params, dctx, dstate)
             if cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
             opt.step()
-            if drift is not None:
-                with torch.no_grad():
-                    for k, p in params.items():
-                        p.sub_(lr * drift[k].to(p.dtype))
+            apply_step_correction(params, drift, lr)
     finally:
         model.eval()
     new = get_adapter_state(model)
