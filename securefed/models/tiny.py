@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -71,26 +71,19 @@ def build_model(arch: Arch, vocab_size: int, seed: int = 0, hidden: int = 64, la
 
 def save_tiny(out_dir: str | os.PathLike, arch: Arch = "llama", corpus: Iterable[str] | None = None,
               seed: int = 0) -> Path:
-    """Build and save a tiny model + tokenizer to `out_dir` atomically (temp dir, then rename)."""
+    """Build and save a tiny model + tokenizer to `out_dir`; the directory appears atomically."""
+    from securefed.atomic import atomic_directory
+
     if corpus is None:
         from securefed.data.default import default_corpus
 
         corpus = default_corpus()
-    out = Path(out_dir)
     tokenizer = build_tokenizer(corpus)
     model = build_model(arch, vocab_size=len(tokenizer), seed=seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
 
 
 def default_model_dir() -> Path:
@@ -98,5 +91,14 @@ def default_model_dir() -> Path:
     root = Path(os.environ.get("SECUREFED_CACHE", Path.home() / ".cache" / "securefed"))
     path = root / f"tiny-llama-{TINY_VERSION}"
     if not (path / "config.json").exists():
-        save_tiny(path, "llama")
+        # Several processes (a server and its parties on one machine) may build it at once: each builds
+        # under its own name and renames into place; renaming onto an existing directory fails, and the
+        # loser discards its copy, so nobody ever sees a half-written or deleted model.
+        tmp = save_tiny(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}", "llama")
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (path / "config.json").exists():
+                raise
     return path

@@ -59,6 +59,10 @@ def grpc_options(limits: Limits) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Server side: accept the parties' 20 s keepalive pings; gRPC's default minimum (5 min) answers
+        # them with GOAWAY "too_many_pings", which cut long training waits into needless reconnects.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
     ]
 
 

@@ -59,3 +59,19 @@ def test_simulation_on_saved_architectures(tmp_path, small_overrides, arch):
     summary = simulate(cfg, tmp_path / "run")
     assert summary["final"]["eval_loss"] > 0
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_default_model_built_concurrently_by_several_processes(tmp_path):
+    # A server and its parties on one machine may all build the embedded model at the same moment.
+    import os
+    import subprocess
+    import sys
+
+    code = "from securefed.models.loading import load_base; from securefed.models.config import ModelConfig; " \
+           "load_base(ModelConfig())"
+    env = {**os.environ, "SECUREFED_CACHE": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    errs = [p.communicate(timeout=240)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-800:] for e in errs]
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny-llama-v2"]
