@@ -106,6 +106,10 @@ class RootConfig(BaseModel):
     def _cross_section(self) -> "RootConfig":
         if self.sampling.count is not None and self.sampling.count > self.parties:
             raise ValueError(f"sampling.count ({self.sampling.count}) exceeds parties ({self.parties})")
+        if self.task == "dpo" and self.privacy.mechanism == "example":
+            # Opacus clips per row, and a DPO example is a pair of rows (chosen, rejected).
+            raise ValueError("privacy.mechanism: 'example' (DP-SGD) is not supported with task 'dpo'; "
+                             "use 'user-central' or 'user-distributed'")
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
                          self.algorithm.name == "scaffold")

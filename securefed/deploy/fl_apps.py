@@ -21,16 +21,14 @@ from securefed.aggregate import FlatLayout
 from securefed.atomic import atomic_write_bytes
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
 from securefed.config import RootConfig, from_dict
-from securefed.data.loading import load_examples
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
 from securefed.models.adapter import get_adapter_state, save_adapter
 from securefed.models.loading import attach_lora, load_base
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
 from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate
-from securefed.training.batches import draw_batches, tokenize_all
 from securefed.training.schedule import round_lr
-from securefed.training.sft import train_local
+from securefed.training.tasks import task_functions
 
 DEFAULT_MAX_WEIGHT = 4096  # public bound on a party's weight; larger datasets are weighted as this
 
@@ -48,8 +46,6 @@ def pack_tensors(groups: Mapping[str, Mapping[str, torch.Tensor] | None], meta: 
 
 
 def unpack_tensors(blob: bytes) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
-    from safetensors import safe_open  # noqa: F401  (imported for its error type on bad input)
-
     try:
         flat = st_load(blob)
         meta = json.loads(_metadata(blob).get("meta", "{}"))
@@ -63,6 +59,7 @@ def unpack_tensors(blob: bytes) -> tuple[dict[str, dict[str, torch.Tensor]], dic
 
 
 def _metadata(blob: bytes) -> dict[str, str]:
+    # safetensors layout: u64 little-endian header length, then the JSON header (with __metadata__)
     n = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8 : 8 + n])
     return header.get("__metadata__", {})
@@ -133,8 +130,9 @@ class FLClientApp:
         data_cfg = cfg.data.model_copy(update={"source": data_source, "eval_fraction": 0.0, "max_examples": None})
         self.cfg = cfg.model_copy(update={"data": data_cfg})
         self.model, self.tokenizer, self.device = _model(self.cfg)
-        data = load_examples(self.cfg.data, seed=self.cfg.seed)
-        self.data = tokenize_all(self.tokenizer, data.train, self.cfg.training.max_length)
+        self.task = task_functions(self.cfg)  # SFT or DPO
+        data = self.task.load(self.cfg.data, seed=self.cfg.seed)
+        self.data = self.task.tokenize(self.tokenizer, data.train, self.cfg.training.max_length)
         self.algorithm = algorithms.create(self.cfg.algorithm, len(fed.parties))
         self.state_path = self.kit_dir / "state" / "client_state.safetensors"
         self.state = self._load_state() or self.algorithm.init_client(get_adapter_state(self.model))
@@ -154,10 +152,10 @@ class FLClientApp:
         tc = self.cfg.training
         torch.manual_seed(derive_seed(self.cfg.seed, "torch", round, self.party_id))
         rng = np.random.default_rng(derive_seed(self.cfg.seed, "batches", round, self.party_id))
-        batches = draw_batches(self.data, tc.max_steps * tc.grad_accum, tc.batch_size, rng,
+        batches = self.task.draw(self.data, tc.max_steps * tc.grad_accum, tc.batch_size, rng,
                                self.tokenizer.pad_token_id)
         cctx = ClientContext(global_params=groups["params"], server_control=groups.get("control"))
-        result = train_local(self.model, batches, tc, float(meta["lr"]), self.algorithm, cctx, self.state,
+        result = self.task.train(self.model, batches, tc, float(meta["lr"]), self.algorithm, cctx, self.state,
                              self.device)
         self.state = result.client_state
         self._save_state()

@@ -9,7 +9,6 @@ All per-round randomness of training (data order, LoRA dropout, selection) deriv
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from pathlib import Path
@@ -29,13 +28,11 @@ from securefed.protocols.driver import run_round
 from securefed.atomic import atomic_write_text
 from securefed.simulation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.simulation.report import print_partition
-from securefed.simulation.evaluate import evaluate_adapter, mean_metrics
+from securefed.simulation.evaluate import mean_metrics
 from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate
 from securefed.simulation.world import World, build_world
-from securefed.training.batches import draw_batches
 from securefed.training.schedule import round_lr
 from securefed.training.dp_sgd import train_local_dp
-from securefed.training.sft import train_local
 
 
 def weight_bound(weights: dict[str, int]) -> int:
@@ -62,11 +59,7 @@ def _save_adapter(world: World, params: dict[str, torch.Tensor], out: Path) -> N
 def _evaluate(world: World, server: ServerState, clients: dict[str, ClientState]) -> dict[str, float]:
     ev = world.cfg.evaluation
     args = (world.model, world.tokenizer)
-    score = evaluate_adapter
-    if world.cfg.task == "dpo":
-        from securefed.training.dpo import evaluate_preferences
-
-        score = functools.partial(evaluate_preferences, beta=world.cfg.dpo.beta)
+    score = world.task.evaluate
     if world.algorithm.aggregates:
         return score(*args, server.params, world.evalset, world.device, ev.batch_size, ev.max_new_tokens)
     rows = [
@@ -77,18 +70,8 @@ def _evaluate(world: World, server: ServerState, clients: dict[str, ClientState]
 
 
 def _train_party(world: World, pid: str, r: int, lr: float, server: ServerState, state: ClientState):
-    cfg = world.cfg
+    cfg, tc = world.cfg, world.cfg.training
     torch.manual_seed(derive_seed(cfg.seed, "torch", r, pid))  # LoRA dropout
-    rng = np.random.default_rng(derive_seed(cfg.seed, "batches", r, pid))
-    tc = cfg.training
-    draw, train = draw_batches, train_local
-    if cfg.task == "dpo":
-        from securefed.training.dpo import train_local_dpo
-        from securefed.training.preference_batches import draw_pair_batches
-
-        draw, train = draw_pair_batches, functools.partial(train_local_dpo, beta=cfg.dpo.beta)
-    batches = draw(world.party_data[pid], tc.max_steps * tc.grad_accum, tc.batch_size, rng,
-                   world.tokenizer.pad_token_id)
     start = server.params if world.algorithm.aggregates else state.own_params
     ctx = ClientContext(global_params=start, server_control=server.control)
     if cfg.privacy.mechanism == "example":  # DP-SGD draws its own Poisson batches from the party's records
@@ -96,7 +79,10 @@ def _train_party(world: World, pid: str, r: int, lr: float, server: ServerState,
                              world.algorithm, ctx, state, world.device, world.privacy.dp_sgd_params(pid, r))
         world.privacy.record_example(pid, out.noise_multiplier, out.sample_rate, out.steps)
         return out.result
-    return train(world.model, batches, tc, lr, world.algorithm, ctx, state, world.device)
+    rng = np.random.default_rng(derive_seed(cfg.seed, "batches", r, pid))
+    batches = world.task.draw(world.party_data[pid], tc.max_steps * tc.grad_accum, tc.batch_size, rng,
+                              world.tokenizer.pad_token_id)
+    return world.task.train(world.model, batches, tc, lr, world.algorithm, ctx, state, world.device)
 
 
 def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, ClientState], progress, task):

@@ -13,7 +13,6 @@ from securefed import algorithms
 from securefed.aggregate import FlatLayout
 from securefed.algorithms.base import Algorithm
 from securefed.config import RootConfig
-from securefed.data.loading import load_examples
 from securefed.data.partition import partition, partition_report
 from securefed.models.adapter import get_adapter_state
 from securefed.models.loading import attach_lora, load_base
@@ -22,7 +21,8 @@ from securefed.protocols import registry as protocols
 from securefed.protocols.base import AggregationProtocol
 from securefed.simulation.evaluate import EvalSet
 from securefed.simulation.steps import party_names
-from securefed.training.batches import Tokenized, collate, tokenize_all
+from securefed.training.tasks import TaskFunctions, task_functions
+from securefed.training.batches import Tokenized
 
 
 @dataclass
@@ -43,21 +43,13 @@ class World:
     partition_report: Any
     evalset: EvalSet
     skipped_rows: int
+    task: TaskFunctions  # SFT or DPO: data, batching, local training and scoring
     privacy: PrivacyEngine  # per-party DP budgets and the user-level mechanisms; 'none' passes through
 
 
-def _task_data(cfg: RootConfig):
-    """(load, tokenize, collate) for the task: SFT examples, or DPO preference pairs."""
-    if cfg.task == "dpo":
-        from securefed.training import preference_batches as pb
-
-        return pb.load_pairs, pb.tokenize_pairs, pb.collate_pairs
-    return load_examples, tokenize_all, collate
-
-
 def build_world(cfg: RootConfig) -> World:
-    load, tokenize, collate_fn = _task_data(cfg)
-    data = load(cfg.data, seed=cfg.seed)
+    fns = task_functions(cfg)
+    data = fns.load(cfg.data, seed=cfg.seed)
     party_ids = party_names(cfg.parties)
     parts = partition(len(data.train), data.partition_keys, cfg.parties, cfg.data.partition, seed=cfg.seed)
     report = partition_report(parts, data.partition_keys)
@@ -67,14 +59,14 @@ def build_world(cfg: RootConfig) -> World:
     initial = get_adapter_state(model)
     layout = FlatLayout.of(initial)
 
-    tokenized = tokenize(tokenizer, data.train, cfg.training.max_length)
+    tokenized = fns.tokenize(tokenizer, data.train, cfg.training.max_length)
     party_data = {pid: [tokenized[i] for i in idx] for pid, idx in zip(party_ids, parts)}
     eval_examples = data.eval[: cfg.evaluation.max_examples]
     if not eval_examples:
         raise ValueError("no evaluation examples: set data.eval_fraction > 0")
-    eval_tok = tokenize(tokenizer, eval_examples, cfg.training.max_length)
+    eval_tok = fns.tokenize(tokenizer, eval_examples, cfg.training.max_length)
     bs = cfg.evaluation.batch_size
-    batches = tuple(collate_fn(eval_tok[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(eval_tok), bs))
+    batches = tuple(fns.collate(eval_tok[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(eval_tok), bs))
 
     algorithm = algorithms.create(cfg.algorithm, cfg.parties)
     protocol = protocols.create(cfg.aggregation.protocol, cfg.aggregation.section())
@@ -85,6 +77,7 @@ def build_world(cfg: RootConfig) -> World:
         party_ids=party_ids, party_data=party_data, party_weights={p: len(d) for p, d in party_data.items()},
         partition_report=report, evalset=EvalSet(tuple(eval_examples), batches, data.labels),
         skipped_rows=data.skipped,
+        task=fns,
         privacy=build_engine(cfg, party_ids, {p: len(d) for p, d in party_data.items()}, layout.size),
     )
 

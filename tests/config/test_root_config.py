@@ -74,3 +74,8 @@ def test_resolved_config_round_trips(tmp_path):
     p = tmp_path / "config.json"
     p.write_text(cfg.to_json())
     assert load_config(p) == cfg
+
+
+def test_dpo_with_example_level_dp_is_refused():
+    with pytest.raises(ConfigError, match="privacy.mechanism"):
+        load_config(None, ["task=dpo", "privacy.mechanism=example", "privacy.noise_multiplier=1.0"])
