@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from securefed.atomic import atomic_write_text
 
 
 def summary_line(task: str, metrics: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -21,19 +21,8 @@ def summary_line(task: str, metrics: Mapping[str, Any], keys: Sequence[str]) -> 
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory then os.replace, so readers never see a torn
-    file and a crash mid-write leaves the old content intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    """Readers never see a torn file; a crash mid-write leaves the old content intact."""
+    atomic_write_text(path, text)
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
