@@ -76,6 +76,9 @@ def test_resolved_config_round_trips(tmp_path):
     assert load_config(p) == cfg
 
 
-def test_dpo_with_example_level_dp_is_refused():
-    with pytest.raises(ConfigError, match="privacy.mechanism"):
-        load_config(None, ["task=dpo", "privacy.mechanism=example", "privacy.noise_multiplier=1.0"])
+def test_dpo_with_example_level_dp_needs_hooks_mode():
+    cfg = load_config(None, ["task=dpo", "privacy.mechanism=example", "privacy.noise_multiplier=1.0"])
+    assert cfg.privacy.mechanism == "example" and cfg.privacy.grad_sample_mode == "auto"
+    with pytest.raises(ConfigError, match="privacy.grad_sample_mode"):
+        load_config(None, ["task=dpo", "privacy.mechanism=example", "privacy.noise_multiplier=1.0",
+                           "privacy.grad_sample_mode=ghost"])

@@ -46,3 +46,20 @@ def test_protocol_matches_plain_within_bound(tmp_path, small_overrides, protocol
     moved = max(float((plain[k]).abs().max()) for k in plain if "lora_B" in k)
     assert moved > 10 * bound
     assert metrics["contributors"] == 3
+
+
+ALL = ["fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam", "local"]
+
+
+@pytest.mark.parametrize("protocol", ["secagg", "he"])
+@pytest.mark.parametrize("algorithm", ALL)
+def test_every_algorithm_runs_under_every_protocol(tmp_path, small_overrides, protocol, algorithm):
+    overrides = small_overrides + ["rounds=1", "parties=3", f"algorithm.name={algorithm}",
+                                   f"aggregation.protocol={protocol}", "evaluation.max_examples=4"]
+    summary = simulate(load_config(None, overrides), tmp_path / "run")
+    final = summary["final"]
+    if algorithm == "local":  # nothing to aggregate: no protocol round runs
+        assert "protocol" not in final
+    else:
+        assert final["protocol"] == protocol and final["contributors"] == 3
+        assert final["bytes_sent_per_party"] > 0
