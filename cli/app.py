@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -128,7 +129,13 @@ def server(
 
     _logging()
     try:
-        summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind)
+        from securefed.deploy.settings import load_federation
+
+        rounds = load_federation(federation / "federation.json").rounds
+        with _round_progress(rounds, "coordinator") as advance:
+            summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind,
+                                 on_round=lambda record: advance(f"round {record['round'] + 1}: "
+                                                                 f"{len(record['contributors'])} contributors"))
     except (UserError, RoundFailed) as e:
         _fail(str(e))
     Console().print(f"federation finished: {summary.rounds_completed} rounds; adapter in {federation / 'adapter'}")
@@ -147,7 +154,12 @@ def client(
 
     _logging()
     try:
-        summary = run_client(kit, lambda fed, pid: FLClientApp(fed, pid, data, kit), address=address)
+        from securefed.deploy.settings import load_federation
+
+        rounds = load_federation(kit / "federation.json").rounds
+        with _round_progress(rounds, kit.name) as advance:
+            summary = run_client(kit, lambda fed, pid: FLClientApp(fed, pid, data, kit), address=address,
+                                 on_round=lambda r: advance(f"round {r + 1} aggregated"))
     except (UserError, TransportError) as e:
         _fail(str(e))
     Console().print(f"{summary.party_id}: {summary.rounds_completed} rounds; final adapter in {kit / 'final-adapter'}")
@@ -169,6 +181,17 @@ def status(
     except (UserError, TransportError) as e:
         _fail(str(e))
     Console().print_json(json.dumps(info))
+
+
+@contextlib.contextmanager
+def _round_progress(rounds: int, who: str):
+    """A rich progress bar of completed rounds (on stderr, beside the structured logs)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"{who} " + "{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err) as progress:
+        task = progress.add_task("waiting for the first round", total=rounds)
+        yield lambda text: progress.update(task, advance=1, description=text)
 
 
 def _logging() -> None:

@@ -106,10 +106,11 @@ class RootConfig(BaseModel):
     def _cross_section(self) -> "RootConfig":
         if self.sampling.count is not None and self.sampling.count > self.parties:
             raise ValueError(f"sampling.count ({self.sampling.count}) exceeds parties ({self.parties})")
-        if self.task == "dpo" and self.privacy.mechanism == "example":
-            # Opacus clips per row, and a DPO example is a pair of rows (chosen, rejected).
-            raise ValueError("privacy.mechanism: 'example' (DP-SGD) is not supported with task 'dpo'; "
-                             "use 'user-central' or 'user-distributed'")
+        if self.task == "dpo" and self.privacy.mechanism == "example" and self.privacy.grad_sample_mode == "ghost":
+            # A DPO privacy unit is a pair of rows (chosen, rejected): its gradient is clipped as one,
+            # which needs per-row gradients (hooks); ghost clipping only has per-row norms.
+            raise ValueError("privacy.grad_sample_mode: 'ghost' cannot clip a DPO pair; use 'hooks' or 'auto' "
+                             "(task 'dpo' with privacy.mechanism 'example' runs in hooks mode)")
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
                          self.algorithm.name == "scaffold")

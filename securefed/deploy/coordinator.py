@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 
@@ -56,8 +56,9 @@ class ServerSummary:
 
 class Coordinator:
     def __init__(self, fed: FederationConfig, hub: Hub, app: ServerApp, protocol: Any, material: Any,
-                 state_dir: Path) -> None:
+                 state_dir: Path, on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.fed, self.hub, self.app = fed, hub, app
+        self.on_round = on_round  # progress display: called with each completed round's record
         self.protocol, self.material = protocol, material
         self.checkpoint_path = state_dir / "checkpoint.bin"
         self.metrics_path = state_dir / "metrics.jsonl"
@@ -117,6 +118,8 @@ class Coordinator:
             self._end(self._live, r, attempt, "ok", record, before, t0)
             _log.info(kv("round_done", round=r, attempt=attempt, contributors=len(result.contributors),
                          seconds=round(record["durations"]["total_s"], 3)))
+            if self.on_round is not None:
+                self.on_round(record)
             return
         raise RoundFailed(f"round {r} aborted {self.fed.max_round_retries + 1} times; stopping (checkpoint kept)")
 
@@ -220,6 +223,7 @@ def run_server(
     *,
     bind: str | None = None,
     state_dir: str | Path | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> ServerSummary:
     """Serve one federation from its server folder until every round is done.
 
@@ -237,7 +241,7 @@ def run_server(
         limits=fed.limits,
     )
     coordinator = Coordinator(fed, hub, app, protocol, material,
-                              Path(state_dir) if state_dir else kit.dir / "state")
+                              Path(state_dir) if state_dir else kit.dir / "state", on_round)
     hub.status_provider = coordinator.status
     # Each open party stream holds one worker for its lifetime; the spare ones serve Status and
     # reconnects that overlap a not-yet-noticed dead stream.

@@ -41,8 +41,10 @@ class ClientSummary:
 
 
 class _Party:
-    def __init__(self, kit: Kit, app: ClientApp, hook: SessionHook | None) -> None:
+    def __init__(self, kit: Kit, app: ClientApp, hook: SessionHook | None,
+                 on_round: Callable[[int], None] | None = None) -> None:
         self.kit, self.app, self.hook = kit, app, hook
+        self.on_round = on_round  # progress display: called with each completed round's number
         self.pid = kit.role
         self.protocol, self.material = kit.protocol_and_material()
         self.session: Any = None
@@ -62,7 +64,10 @@ class _Party:
                 self._stage(link, env.round, env.attempt, env.step, Message(env.stage, env.data))
             elif env.kind == Kind.ROUND_END:
                 if self.key == (env.round, env.attempt):
-                    self.rounds_completed += decode_round_end(env.data) == "ok"
+                    if decode_round_end(env.data) == "ok":
+                        self.rounds_completed += 1
+                        if self.on_round is not None:
+                            self.on_round(env.round)
                     self.session, self.key = None, None
             elif env.kind == Kind.FINAL:
                 self.app.receive_final(env.data)
@@ -121,6 +126,7 @@ def run_client(
     *,
     address: str | None = None,
     session_hook: SessionHook | None = None,
+    on_round: Callable[[int], None] | None = None,
 ) -> ClientSummary:
     """Take part in the federation of a party kit until the server says BYE.
 
@@ -129,7 +135,7 @@ def run_client(
     without progress, or at once when the server refuses this certificate."""
     kit = load_party_kit(kit_dir)
     fed, t = kit.federation, kit.federation.timeouts
-    party = _Party(kit, client_app_factory(fed, kit.role), session_hook)
+    party = _Party(kit, client_app_factory(fed, kit.role), session_hook, on_round)
     failures, delay, connections = 0, t.backoff_initial_s, 0
     while True:
         link = PartyLink(address=address or fed.address, tls=kit.tls, federation_id=fed.federation_bytes,

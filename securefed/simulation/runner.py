@@ -75,8 +75,10 @@ def _train_party(world: World, pid: str, r: int, lr: float, server: ServerState,
     start = server.params if world.algorithm.aggregates else state.own_params
     ctx = ClientContext(global_params=start, server_control=server.control)
     if cfg.privacy.mechanism == "example":  # DP-SGD draws its own Poisson batches from the party's records
+        # (DPO: its pairs; world.task.dp_task clips per pair)
         out = train_local_dp(world.model, world.party_data[pid], world.tokenizer.pad_token_id, tc, lr,
-                             world.algorithm, ctx, state, world.device, world.privacy.dp_sgd_params(pid, r))
+                             world.algorithm, ctx, state, world.device, world.privacy.dp_sgd_params(pid, r),
+                             task=world.task.dp_task)
         world.privacy.record_example(pid, out.noise_multiplier, out.sample_rate, out.steps)
         return out.result
     rng = np.random.default_rng(derive_seed(cfg.seed, "batches", r, pid))

@@ -13,13 +13,21 @@ Per optimizer step:
      privatised values, so they are post-processing and cost no budget. Applying them before the
      noise would change the sensitivity (the correction is not per-example).
 Micro-batches (cfg.batch_size) bound memory; a logical Poisson batch spans as many as it needs.
+
+Other tasks plug in through `DPTask`: how a micro-batch of privacy units is collated, the per-unit
+loss, and how many rows of the batch one unit occupies. DPO's unit is a preference pair, two rows
+(chosen i and rejected B+i of a (2B, T) batch): its per-pair gradient is the sum of both rows'
+contributions, so before Opacus clips (hooks mode only: ghost clipping has per-row norms, and the
+norm of a sum is not a function of the rows' norms) the per-row gradients are merged per unit.
+Scaling: with loss_reduction="mean" Opacus multiplies each row's gradient by the rows it saw (kB)
+while the task loss is a mean over the B units, so a unit's gradient is (sum of its k rows) / k.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -56,6 +64,37 @@ class DPLocalResult:
     noise_multiplier: float
     mean_batch: float  # realised mean Poisson batch size
     grad_sample_mode: str
+
+
+@dataclass(frozen=True)
+class DPTask:
+    """A task's privacy unit for DP-SGD. `collate(units, pad_id)` -> a batch whose unit i occupies rows
+    i, B+i, ..., (k-1)B+i (k = rows_per_unit); `unit_losses(model, batch)` -> (B,) per-unit losses,
+    each depending only on its own unit's rows (a forward under no_grad/eval, e.g. DPO's reference,
+    records no per-sample state). Runs in hooks mode."""
+
+    collate: Callable[[Sequence[Any], int], Mapping[str, torch.Tensor]]
+    unit_losses: Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
+    rows_per_unit: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rows_per_unit < 1:
+            raise ValueError("rows_per_unit must be >= 1")
+
+
+def merge_unit_grad_samples(plist: Sequence[torch.Tensor], rows_per_unit: int) -> None:
+    """Per-row grad samples (kB, ...) -> per-unit (B, ...): rows i, B+i, ... summed, divided by k
+    (undoing the extra factor k that Opacus's "mean" rescaling by kB rows puts on a mean over B units)."""
+    k = rows_per_unit
+    for p in plist:
+        gs = p.grad_sample
+        if gs is None:
+            continue
+        if not isinstance(gs, torch.Tensor):  # one backward per micro-batch gives one tensor
+            raise RuntimeError("expected a single per-sample gradient tensor per micro-batch")
+        if gs.shape[0] % k:
+            raise RuntimeError(f"{gs.shape[0]} per-row gradients are not {k} rows per unit")
+        p.grad_sample = gs.reshape(k, gs.shape[0] // k, *gs.shape[1:]).sum(0) / k
 
 
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -106,8 +145,12 @@ def train_local_dp(
     client_state: ClientState,
     device: torch.device,
     dp: DPSGDParams,
+    task: DPTask | None = None,
 ) -> DPLocalResult:
-    """cfg.max_steps DP-SGD steps over the party's records, from ctx.global_params."""
+    """cfg.max_steps DP-SGD steps over the party's records, from ctx.global_params.
+
+    task=None: SFT (records are `Tokenized`, per-example CE). Otherwise `data` holds the task's units
+    (e.g. DPO pairs), Poisson-sampled as units, clipped per unit, in hooks mode."""
     from opacus.grad_sample.utils import prepare_module
     from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
     from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
@@ -121,7 +164,12 @@ def train_local_dp(
     plist = list(params.values())
     dctx = ClientContext(_to(ctx.global_params, device), _to(ctx.server_control, device))
     dstate = ClientState(_to(client_state.control, device), client_state.own_params)
-    mode = resolve_mode(model, dp.grad_sample_mode)
+    if task is not None:
+        if dp.grad_sample_mode == "ghost":
+            raise ValueError("grad_sample_mode 'ghost' cannot clip a multi-row privacy unit; use 'hooks' or 'auto'")
+        mode = "hooks"
+    else:
+        mode = resolve_mode(model, dp.grad_sample_mode)
     rng = None if dp.secure_mode else np.random.default_rng(dp.seed)
     # secure_mode: Opacus adds no noise; we add CSPRNG noise of the same std after its clip and scaling
     # (torchcsprng, which Opacus's own secure_mode needs, does not build for this torch).
@@ -153,7 +201,14 @@ def train_local_dp(
                             p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
                     chunks = [None]
                 for c, chunk in enumerate(chunks):
-                    if chunk is not None:
+                    if chunk is not None and task is not None:
+                        micro = {k: v.to(device) for k, v in task.collate([data[j] for j in chunk], pad_id).items()}
+                        with autocast_for(device, cfg.autocast_bf16):
+                            loss = task.unit_losses(model, micro).mean()  # mean over the micro-batch's units
+                        losses.append(float(loss.detach()))
+                        loss.backward()
+                        merge_unit_grad_samples(plist, task.rows_per_unit)
+                    elif chunk is not None:
                         micro = {k: v.to(device) for k, v in collate([data[j] for j in chunk], pad_id).items()}
                         with autocast_for(device, cfg.autocast_bf16):
                             logits = model(input_ids=micro["input_ids"], attention_mask=micro["attention_mask"]).logits

@@ -108,6 +108,20 @@ def train_local_dpo(
     return train_local(model, batches, cfg, lr, algorithm, ctx, client_state, device, loss_fn=loss_fn)
 
 
+def dpo_dp_task(beta: float = DEFAULT_BETA):
+    """Example-level DP-SGD for DPO (`dp_sgd.train_local_dp(..., task=...)`): the privacy unit is a
+    preference pair, Poisson-sampled as a pair, collated as chosen row i and rejected row B+i, its
+    gradient (both rows) clipped as one. The reference forward runs under no_grad in eval mode, so
+    Opacus records nothing for it."""
+    from securefed.training.dp_sgd import DPTask
+    from securefed.training.preference_batches import collate_pairs
+
+    def unit_losses(m: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return batch_dpo_loss(m, batch, beta)[0]
+
+    return DPTask(collate_pairs, unit_losses, rows_per_unit=2)
+
+
 @torch.no_grad()
 def evaluate_preferences(
     model: Any, tokenizer: Any, params: Mapping[str, torch.Tensor], evalset: Any, device: torch.device,

@@ -18,16 +18,18 @@ class TaskFunctions:
     draw: Callable[..., list]  # (items, n_batches, batch_size, rng, pad_id) -> batches
     train: Callable[..., Any]  # train_local's signature -> LocalResult
     evaluate: Callable[..., dict]  # evaluate_adapter's signature -> metrics
+    dp_task: Any = None  # dp_sgd.DPTask for example-level DP-SGD; None = SFT's per-record default
 
 
 def task_functions(cfg: RootConfig) -> TaskFunctions:
     if cfg.task == "dpo":
         from securefed.training import preference_batches as pb
-        from securefed.training.dpo import evaluate_preferences, train_local_dpo
+        from securefed.training.dpo import dpo_dp_task, evaluate_preferences, train_local_dpo
 
         return TaskFunctions(pb.load_pairs, pb.tokenize_pairs, pb.collate_pairs, pb.draw_pair_batches,
                              functools.partial(train_local_dpo, beta=cfg.dpo.beta),
-                             functools.partial(evaluate_preferences, beta=cfg.dpo.beta))
+                             functools.partial(evaluate_preferences, beta=cfg.dpo.beta),
+                             dpo_dp_task(cfg.dpo.beta))
     from securefed.data.loading import load_examples
     from securefed.simulation.evaluate import evaluate_adapter
     from securefed.training.batches import collate, draw_batches, tokenize_all
