@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -15,6 +16,22 @@ from securefed.errors import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="securefed: privacy-first federated fine-tuning of LLM adapters.")
 err = Console(stderr=True)
+
+
+@app.callback()
+def _quiet_libraries() -> None:
+    """Our own progress bars and tables say what happens; silence third-party bars and deprecations."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
 
 
 def _fail(message: str) -> None:

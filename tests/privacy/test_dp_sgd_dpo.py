@@ -58,16 +58,22 @@ def clipped_mean(grads, clip, expected):
     return {k: v / expected for k, v in total.items()}, norms
 
 
-def test_privatised_dpo_gradient_matches_manual_per_pair_clipping():
+@pytest.mark.parametrize("clipping", ["all", "none", "some"])
+def test_privatised_dpo_gradient_matches_manual_per_pair_clipping(clipping):
+    """"all": every pair clipped (checks the per-pair norm); "none"/"some": unclipped pairs keep their
+    scale, which checks the 1/2 undoing Opacus's rescaling by 2B rows of a mean over B pairs."""
     model, data = tiny_lora(), pairs(6)
     grads = manual_pair_grads(model, data)
-    expected, norms = clipped_mean(grads, C, len(data))
-    assert min(norms) > C  # all clipped
+    norms = sorted(clipped_mean(grads, 1.0, 1)[1])
+    clip = {"all": C, "none": 1e6, "some": (norms[2] + norms[3]) / 2}[clipping]
+    expected, norms = clipped_mean(grads, clip, len(data))
+    n_clipped = sum(nm > clip for nm in norms)
+    assert n_clipped == {"all": 6, "none": 0, "some": 3}[clipping]
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     before = get_adapter_state(model)
     seen: list = []
     cfg = TrainingConfig(max_steps=1, batch_size=4, max_grad_norm=None, lr=1e-2)  # 6 pairs: 2 micro-batches
-    dp = DPSGDParams(noise_multiplier=0.0, max_grad_norm=C, sample_rate=1.0, grad_sample_mode="auto")
+    dp = DPSGDParams(noise_multiplier=0.0, max_grad_norm=clip, sample_rate=1.0, grad_sample_mode="auto")
     out = train_local_dp(model, data, 2, cfg, 1e-2, spy_algorithm(seen), ClientContext(before), ClientState(),
                          torch.device("cpu"), dp, task=dpo_dp_task(BETA))
     assert out.grad_sample_mode == "hooks" and out.mean_batch == 6  # Poisson batch counted in pairs
@@ -75,9 +81,10 @@ def test_privatised_dpo_gradient_matches_manual_per_pair_clipping():
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], atol=1e-8, rtol=1e-4)
     # per-ROW clipping (each row's contribution clipped alone) is a different vector: the test tells them apart
-    rowwise = [g for pair in data for g in manual_row_grads(model, pair)]
-    row_clipped, _ = clipped_mean(rowwise, C, len(data))
-    assert max((row_clipped[k] - expected[k]).abs().max().item() for k in expected) > 1e-4
+    if clipping == "all":
+        rowwise = [g for pair in data for g in manual_row_grads(model, pair)]
+        row_clipped, _ = clipped_mean(rowwise, clip, len(data))
+        assert max((row_clipped[k] - expected[k]).abs().max().item() for k in expected) > 1e-4
     # LoRA weights moved, the base did not, and Opacus left no hooks or per-sample state behind
     assert all(out.result.delta[k].abs().max() > 0 for k in before)
     for n, p in model.named_parameters():
