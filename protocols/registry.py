@@ -28,12 +28,8 @@ def create(name: str, config: Any = None) -> AggregationProtocol:
 
 
 def _load_builtins() -> None:
-    # Imported lazily: each built-in module calls register() at import time, once.
+    # Imported lazily (each built-in module calls register() once, at import time), so importing the
+    # registry does not pull in TenSEAL or the masking code until a protocol is asked for.
+    import securefed.protocols.he  # noqa: F401
     import securefed.protocols.plain  # noqa: F401
-
-    for mod in ("securefed.protocols.secagg", "securefed.protocols.he"):
-        try:
-            __import__(mod)
-        except ModuleNotFoundError as e:  # a protocol package not yet present in this checkout
-            if e.name != mod:
-                raise
+    import securefed.protocols.secagg  # noqa: F401

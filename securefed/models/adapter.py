@@ -29,10 +29,6 @@ def set_adapter_state(model: Any, state: Mapping[str, torch.Tensor]) -> None:
         raise ValueError(f"unexpected adapter keys: {unexpected[:3]}")
 
 
-def trainable_named_params(model: Any) -> dict[str, torch.nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
 def adapter_params(model: Any) -> dict[str, torch.nn.Parameter]:
     """Trainable LoRA parameters keyed like the adapter state dict (peft drops the adapter name)."""
     name = getattr(model, "active_adapter", "default")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from securefed import algorithms
@@ -80,7 +79,3 @@ def build_world(cfg: RootConfig) -> World:
         task=fns,
         privacy=build_engine(cfg, party_ids, {p: len(d) for p, d in party_data.items()}, layout.size),
     )
-
-
-def round_rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
