@@ -13,8 +13,11 @@ for each protocol. Outputs OUT/results.{json,md,png} and OUT/runs/<cell>/ (each 
     python benchmarks/privacy_utility.py --out /tmp/pu            # default size: 32 cells, 5 rounds x 10 steps
     python benchmarks/privacy_utility.py --out /tmp/pu --quick    # CI size: 14 cells, 2 rounds x 2 steps
 
-On a contended 2-core box the protocols can run as two processes and be merged (no training):
+On a contended 2-core box the protocols can run as two processes and be merged (no training); give
+each process one thread (OMP_NUM_THREADS=1), or torch's two intra-op threads per process oversubscribe
+the cores and a round takes ~10x longer:
 
+    export OMP_NUM_THREADS=1
     python benchmarks/privacy_utility.py --out /tmp/pu/plain --protocols plain &
     python benchmarks/privacy_utility.py --out /tmp/pu/secagg --protocols secagg; wait
     python benchmarks/privacy_utility.py --out /tmp/pu --merge /tmp/pu/plain,/tmp/pu/secagg
@@ -22,6 +25,20 @@ On a contended 2-core box the protocols can run as two processes and be merged (
 Clip norms are benchmark settings, not the library defaults: the user-level update clip is 1.0 (this
 model's per-party update norms are O(1); at the library's 0.1 even clipping-only does not learn in
 5 rounds), the example-level per-example clip is privacy.max_grad_norm's default 1.0.
+
+LoRA rank 1 and local lr 1e-2 (every cell, DP or not) are chosen for DP. The Gaussian noise is
+isotropic over the adapter's d parameters while the clipped signal has norm <= C, so the
+noise/signal ratio grows as sqrt(d): rank 8 on all linear layers of the tiny model (d = 17408) left
+every finite epsilon at accuracy 0 and eval loss ~ the untrained model's (a cliff); rank 1 (d =
+2176) keeps no-DP accuracy and cuts the ratio by sqrt(8). The noise barely harms the adapter (eval
+loss stays near the untrained ~6.9), so the limit is too little signal, not a random walk: a larger
+lr (1e-2 vs 3e-3) moves further along the signal (example-level eps 8: accuracy 0 -> 0.66 with rank
+1). Batch 32 for DP-SGD also helped (rank 8, eps 8: eval loss 6.7 -> 5.9) but quadruples its
+runtime. User-level DP with 10 parties stays noise-dominated: noise on the mean has norm
+z*C*sqrt(d)/10 ~ 6.7 C per round at eps 8 vs a signal <= C, whatever C; at eps 8 server_lr 0.3,
+local lr 3e-2, update clip 0.3 or 3 and 20 rounds x 3 steps were no better (eval loss only). `--set`
+overrides any config key for all cells or per mechanism, e.g. `--set
+example:training.batch_size=32`.
 """
 
 from __future__ import annotations
@@ -122,7 +139,7 @@ def _overrides(args, mechanism: str, eps: float, protocol: str) -> list[str]:
             "data.partition.method=dirichlet", f"data.partition.alpha={args.alpha}",
             f"data.max_examples={args.examples}", f"data.eval_max={args.eval_examples}",
             f"evaluation.max_examples={args.eval_examples}", f"evaluation.every={args.rounds}",
-            f"model.name_or_path={args.model!r}", "lora.target_modules='all-linear'",
+            f"model.name_or_path={args.model!r}", "lora.target_modules='all-linear'", f"lora.r={args.lora_r}",
             f"aggregation.protocol={protocol}", f"privacy.mechanism={mechanism}"]
     if mechanism != "none":
         sets += [f"privacy.max_grad_norm={args.max_grad_norm}", f"privacy.update_clip_norm={args.update_clip}"]
@@ -135,6 +152,12 @@ def _overrides(args, mechanism: str, eps: float, protocol: str) -> list[str]:
             sets.append("privacy.noise_multiplier=1e-6")  # clipping (and quantization) only; must be > 0
         else:
             sets.append("privacy.noise_multiplier=0.0")  # clipping only
+    for spec in args.set or []:  # [MECHANISM[,MECHANISM]:]key=value, applied last
+        head, _, rest = spec.partition(":")
+        if "=" in head or not rest:
+            sets.append(spec)
+        elif mechanism in head.split(","):
+            sets.append(rest)
     return sets
 
 
@@ -306,7 +329,7 @@ def write_outputs(rows: list[dict], out: Path, references: int, meta: dict) -> s
     if rows:
         title = (f"Financial PhraseBank, {meta['parties']} parties (Dirichlet α={meta['alpha']}), "
                  f"{meta['rounds']} rounds x {meta['steps']} local steps, batch {meta.get('batch_size', 8)}, "
-                 f"model {meta['model']}; {meta['canaries']} canaries x{meta['canary_repeats']} in party-00")
+                 f"lr {meta.get('lr', 3e-3):g}, model {meta['model']} + LoRA r={meta.get('lora_r', 8)}; {meta['canaries']} canaries x{meta['canary_repeats']} in party-00")
         plot(rows, out / "results.png", references, title, int(meta.get("eval_examples", 100)))
     return md
 
@@ -322,11 +345,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="local steps per round; default 10 (quick 2)")
     ap.add_argument("--examples", type=int, help="train+eval rows; default 2000 (quick 300)")
     ap.add_argument("--eval-examples", type=int, default=100)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=1e-2, help="local AdamW lr (every cell)")
+    ap.add_argument("--lora-r", type=int, default=1, help="LoRA rank (every cell); DP noise norm grows as sqrt(#params)")
     ap.add_argument("--batch-size", type=int, default=8, help="local batch (DP-SGD: expected Poisson batch)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-grad-norm", type=float, default=1.0, help="example-level DP-SGD per-example clip")
     ap.add_argument("--update-clip", type=float, default=1.0, help="user-level clip of a party's whole update")
+    ap.add_argument("--set", action="append", metavar="[MECH[,MECH]:]KEY=VALUE",
+                    help="extra config override (repeatable), for all cells or only the named mechanisms")
     ap.add_argument("--canaries", type=int, help="default 5 (quick 2)")
     ap.add_argument("--canary-repeats", type=int, help="default 16 (quick 4)")
     ap.add_argument("--references", type=int, help="default 1000 (quick 100)")
