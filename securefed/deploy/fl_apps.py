@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -26,7 +25,7 @@ from securefed.errors import ConfigError
 from securefed.models.adapter import get_adapter_state, save_adapter
 from securefed.models.loading import attach_lora, load_base
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
-from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate
+from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party
 from securefed.training.schedule import round_lr
 from securefed.training.tasks import task_functions
 
@@ -149,14 +148,9 @@ class FLClientApp:
 
     def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
         groups, meta = unpack_tensors(global_payload)
-        tc = self.cfg.training
-        torch.manual_seed(derive_seed(self.cfg.seed, "torch", round, self.party_id))
-        rng = np.random.default_rng(derive_seed(self.cfg.seed, "batches", round, self.party_id))
-        batches = self.task.draw(self.data, tc.max_steps * tc.grad_accum, tc.batch_size, rng,
-                               self.tokenizer.pad_token_id)
         cctx = ClientContext(global_params=groups["params"], server_control=groups.get("control"))
-        result = self.task.train(self.model, batches, tc, float(meta["lr"]), self.algorithm, cctx, self.state,
-                             self.device)
+        result = train_party(self.task, self.model, self.tokenizer.pad_token_id, self.data, self.cfg, round,
+                             self.party_id, float(meta["lr"]), self.algorithm, cctx, self.state, self.device)
         self.state = result.client_state
         self._save_state()
         return party_input(result, FlatLayout.of(groups["params"]), min(len(self.data), ctx.max_weight))

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -29,7 +28,7 @@ from securefed.atomic import atomic_write_text
 from securefed.simulation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.simulation.report import print_partition
 from securefed.simulation.evaluate import mean_metrics
-from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate
+from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate, train_party
 from securefed.simulation.world import World, build_world
 from securefed.training.schedule import round_lr
 from securefed.training.dp_sgd import train_local_dp
@@ -70,21 +69,19 @@ def _evaluate(world: World, server: ServerState, clients: dict[str, ClientState]
 
 
 def _train_party(world: World, pid: str, r: int, lr: float, server: ServerState, state: ClientState):
-    cfg, tc = world.cfg, world.cfg.training
-    torch.manual_seed(derive_seed(cfg.seed, "torch", r, pid))  # LoRA dropout
+    cfg = world.cfg
     start = server.params if world.algorithm.aggregates else state.own_params
     ctx = ClientContext(global_params=start, server_control=server.control)
     if cfg.privacy.mechanism == "example":  # DP-SGD draws its own Poisson batches from the party's records
         # (DPO: its pairs; world.task.dp_task clips per pair)
-        out = train_local_dp(world.model, world.party_data[pid], world.tokenizer.pad_token_id, tc, lr,
+        torch.manual_seed(derive_seed(cfg.seed, "torch", r, pid))  # LoRA dropout
+        out = train_local_dp(world.model, world.party_data[pid], world.tokenizer.pad_token_id, cfg.training, lr,
                              world.algorithm, ctx, state, world.device, world.privacy.dp_sgd_params(pid, r),
                              task=world.task.dp_task)
         world.privacy.record_example(pid, out.noise_multiplier, out.sample_rate, out.steps)
         return out.result
-    rng = np.random.default_rng(derive_seed(cfg.seed, "batches", r, pid))
-    batches = world.task.draw(world.party_data[pid], tc.max_steps * tc.grad_accum, tc.batch_size, rng,
-                              world.tokenizer.pad_token_id)
-    return world.task.train(world.model, batches, tc, lr, world.algorithm, ctx, state, world.device)
+    return train_party(world.task, world.model, world.tokenizer.pad_token_id, world.party_data[pid], cfg, r, pid,
+                       lr, world.algorithm, ctx, state, world.device)
 
 
 def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, ClientState], progress, task):

@@ -4,11 +4,14 @@ turning a local result into a protocol input, and a protocol's sum into the algo
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from securefed.aggregate import Aggregate, FlatLayout
+from securefed.algorithms.base import ClientContext, ClientState
+from securefed.config import RootConfig
 from securefed.protocols.base import PartyInput, VectorSum
 from securefed.training.sft import LocalResult
 
@@ -31,6 +34,18 @@ def select_parties(
     rng = np.random.default_rng(derive_seed(seed, "select", round_index))
     chosen = rng.choice(n, size=k, replace=False)
     return tuple(sorted(party_ids[i] for i in chosen))
+
+
+def train_party(task: Any, model: Any, pad_id: int, items: Sequence[Any], cfg: RootConfig, round_index: int,
+                party_id: str, lr: float, algorithm: Any, ctx: ClientContext, state: ClientState,
+                device: Any) -> LocalResult:
+    """One party's local round, its data order and LoRA dropout seeded by (seed, round, party): the
+    same call in the simulation and in a deployed party, so both train identically."""
+    tc = cfg.training
+    torch.manual_seed(derive_seed(cfg.seed, "torch", round_index, party_id))
+    rng = np.random.default_rng(derive_seed(cfg.seed, "batches", round_index, party_id))
+    batches = task.draw(items, tc.max_steps * tc.grad_accum, tc.batch_size, rng, pad_id)
+    return task.train(model, batches, tc, lr, algorithm, ctx, state, device)
 
 
 def party_input(result: LocalResult, layout: FlatLayout, weight: float) -> PartyInput:

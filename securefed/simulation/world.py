@@ -60,6 +60,7 @@ def build_world(cfg: RootConfig) -> World:
 
     tokenized = fns.tokenize(tokenizer, data.train, cfg.training.max_length)
     party_data = {pid: [tokenized[i] for i in idx] for pid, idx in zip(party_ids, parts)}
+    sizes = {p: len(d) for p, d in party_data.items()}  # sample counts: weights and DP sample rates
     eval_examples = data.eval[: cfg.evaluation.max_examples]
     if not eval_examples:
         raise ValueError("no evaluation examples: set data.eval_fraction > 0")
@@ -73,9 +74,9 @@ def build_world(cfg: RootConfig) -> World:
     return World(
         cfg=cfg, model=model, tokenizer=tokenizer, device=device, layout=layout, initial_adapter=initial,
         algorithm=algorithm, protocol=protocol, server_material=server_material, party_material=party_material,
-        party_ids=party_ids, party_data=party_data, party_weights={p: len(d) for p, d in party_data.items()},
+        party_ids=party_ids, party_data=party_data, party_weights=sizes,
         partition_report=report, evalset=EvalSet(tuple(eval_examples), batches, data.labels),
         skipped_rows=data.skipped,
         task=fns,
-        privacy=build_engine(cfg, party_ids, {p: len(d) for p, d in party_data.items()}, layout.size),
+        privacy=build_engine(cfg, party_ids, sizes, layout.size),
     )
