@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import grpc
 
+from securefed.atomic import atomic_write_text
 from securefed.deploy.apps import ServerApp, ServerAppFactory
 from securefed.deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.deploy.kit import load_server_kit
@@ -83,6 +84,7 @@ class Coordinator:
     def run(self) -> ServerSummary:
         cp = load_checkpoint(self.checkpoint_path, self.fed.federation_id)
         first = 0
+        self._drop_metrics_after(-1 if cp is None else cp.last_round)
         if cp is not None:
             self.app.load_state(cp.state)
             first = cp.last_round + 1
@@ -112,10 +114,13 @@ class Coordinator:
                 self._end(self._live, r, attempt, "aborted", record, before, t0)
                 _log.warning(kv("round_aborted", round=r, attempt=attempt, reason=str(e)[:200]))
                 continue
+            record.update(status="ok", contributors=list(result.contributors), app=app_metrics)
+            # The round's metrics line goes first, then the checkpoint: a crash between the two leaves
+            # a line past the checkpoint, which a restart drops (_drop_metrics_after) before redoing it.
+            self._record(record, before, t0)
             save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
             self.completed = r + 1
-            record.update(status="ok", contributors=list(result.contributors), app=app_metrics)
-            self._end(self._live, r, attempt, "ok", record, before, t0)
+            self._send_round_end(self._live, r, attempt, "ok")
             _log.info(kv("round_done", round=r, attempt=attempt, contributors=len(result.contributors),
                          seconds=round(record["durations"]["total_s"], 3)))
             if self.on_round is not None:
@@ -206,8 +211,15 @@ class Coordinator:
 
     def _end(self, links: dict[str, Link], r: int, attempt: int, status: str, record: dict[str, Any],
              before: tuple[dict[str, int], dict[str, int]], t0: float) -> None:
+        self._send_round_end(links, r, attempt, status)
+        self._record(record, before, t0)
+
+    def _send_round_end(self, links: dict[str, Link], r: int, attempt: int, status: str) -> None:
         for link in links.values():
             self.hub.send(link, Kind.ROUND_END, round=r, attempt=attempt, data=encode_round_end(status))
+
+    def _record(self, record: dict[str, Any], before: tuple[dict[str, int], dict[str, int]], t0: float) -> None:
+        """Append the attempt's metrics line: sizes, counts and durations only, never payloads."""
         after = self.hub.traffic()
         record["dropouts"] = sorted(self._dropped)
         record.setdefault("durations", {})["total_s"] = time.monotonic() - t0
@@ -215,6 +227,15 @@ class Coordinator:
         record["bytes_out"] = {p: n - before[1].get(p, 0) for p, n in after[1].items() if n != before[1].get(p, 0)}
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"time": time.time(), **record}, sort_keys=True, default=str) + "\n")
+
+    def _drop_metrics_after(self, last_round: int) -> None:
+        """Keep the metrics of checkpointed rounds only: lines past the checkpoint belong to a round
+        the restarted coordinator is about to run again."""
+        if not self.metrics_path.exists():
+            return
+        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["round"] <= last_round]
+        atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
 
 def run_server(
