@@ -74,12 +74,18 @@ def test_three_parties_two_rounds_match_driver(tmp_path, procs, protocol):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_party_killed_mid_round(tmp_path, procs, protocol):
     parties = ("p0", "p1", "p2", "p3")  # masking needs more than 3 to survive a dropout
-    fed = _provision_or_skip(tmp_path, protocol, parties=parties, min_parties=3, timeouts={"gather_s": 1.0})
+    fed = _provision_or_skip(tmp_path, protocol, parties=parties, min_parties=3, timeouts={"gather_s": 3.0})
     call, stage = pick_drop(fed, parties, "p3")
-    procs.server(fed)
+    # Round 0 must select all four: with three (p3 among them) p3's crash leaves too few to finish
+    # the round and the attempt aborts instead of exercising recovery. Process start-up on a loaded
+    # machine can stagger by seconds, so the parties start first and the server only once every one
+    # of them is up and polling (they then connect within one backoff, well inside gather_s).
     for pid in parties[:3]:
         procs.client(fed, pid)
     procs.client(fed, "p3", "--crash-round", "0", "--crash-call", str(call))
+    for pid in parties:
+        wait_for(lambda: "reconnecting" in procs.tail(pid), 60, f"{pid} to start polling")
+    procs.server(fed)
     assert procs.wait("server", 60) == 0, procs.tail("server")
     assert procs.wait("p3", 5) == 3  # died in the middle of a round
     lines = metrics(fed)
