@@ -116,18 +116,13 @@ def provision(
 ) -> None:
     """Create a federation: CA, certificates, protocol keys, one kit per party and the server's."""
     from securefed.config import load_config
-    from securefed.deploy.provision import provision_federation
+    from securefed.deploy.fl_apps import provision_fl_federation
 
     try:
         cfg = load_config(config, set_)
         ids = [p.strip() for p in parties.split(",") if p.strip()]
-        section = cfg.aggregation.section()
-        paths = provision_federation(
-            out, ids, server_host, cfg.aggregation.protocol,
-            section.model_dump(mode="json") if section is not None else None,
-            {"port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(ids), "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,
-             "app": {"config": cfg.model_dump(mode="json"), "max_weight": max_weight}},
-        )
+        paths = provision_fl_federation(out, ids, server_host, cfg, port=port, max_weight=max_weight,
+                                        min_parties=min_parties)
     except (UserError, ValueError) as e:
         _fail(str(e))
     Console().print(f"federation {paths.config.federation_id} written to {out}: hand each party its folder "
@@ -174,12 +169,22 @@ def client(
         from securefed.deploy.settings import load_federation
 
         rounds = load_federation(kit / "federation.json").rounds
+        apps: list[FLClientApp] = []
+
+        def make_app(fed, pid):
+            apps.append(FLClientApp(fed, pid, data, kit))
+            return apps[-1]
+
         with _round_progress(rounds, kit.name) as advance:
-            summary = run_client(kit, lambda fed, pid: FLClientApp(fed, pid, data, kit), address=address,
-                                 on_round=lambda r: advance(f"round {r + 1} aggregated"))
+            summary = run_client(kit, make_app, address=address, on_round=lambda r: advance(f"round {r + 1} aggregated"))
     except (UserError, TransportError) as e:
         _fail(str(e))
-    Console().print(f"{summary.party_id}: {summary.rounds_completed} rounds; final adapter in {kit / 'final-adapter'}")
+    dp = ""
+    if apps and apps[-1].privacy.example:
+        p = apps[-1].cfg.privacy
+        dp = f"; example-level DP epsilon {apps[-1].privacy.epsilon():.3g} (delta {p.target_delta:g})"
+    Console().print(f"{summary.party_id}: {summary.rounds_completed} rounds; final adapter in "
+                    f"{kit / 'final-adapter'}{dp}")
 
 
 @app.command()

@@ -13,6 +13,11 @@ from securefed.deploy.settings import FederationConfig
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
 
 
+class RoundDeclined(Exception):
+    """Raised by ClientApp.local_update when the party chooses to sit a round out (e.g. its
+    differential-privacy budget is spent): it is a dropout for that round, not a failure."""
+
+
 class ServerApp(Protocol):
     def round_context(self, round: int, selected: tuple[str, ...]) -> RoundContext:
         """Public facts of the round; party_ids must equal the sorted selection."""

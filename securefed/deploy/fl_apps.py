@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors.torch import load as st_load
@@ -20,12 +20,14 @@ from securefed.aggregate import FlatLayout
 from securefed.atomic import atomic_write_bytes
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
 from securefed.config import RootConfig, from_dict
+from securefed.deploy.fl_privacy import PartyPrivacy, ServerPrivacy, deployment_config
+from securefed.deploy.provision import FederationPaths, provision_federation
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
 from securefed.models.adapter import get_adapter_state, save_adapter
 from securefed.models.loading import attach_lora, load_base
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
-from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party
+from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
 from securefed.training.schedule import round_lr
 from securefed.training.tasks import task_functions
 
@@ -36,7 +38,21 @@ def federation_root_config(fed: FederationConfig) -> RootConfig:
     raw = fed.app.get("config")
     if not isinstance(raw, dict):
         raise ConfigError("federation.json: app.config (the federation's securefed config) is missing")
-    return from_dict(raw)
+    return deployment_config(from_dict(raw))
+
+
+def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_host: str, cfg: RootConfig, *,
+                            port: int, max_weight: int = DEFAULT_MAX_WEIGHT, min_parties: int | None = None,
+                            **settings: Any) -> FederationPaths:
+    """Kits for a federation that trains `cfg` with these apps (`securefed provision`): the protocol
+    and its settings come from `cfg.aggregation`, and the whole config travels in app.config."""
+    section = cfg.aggregation.section()
+    return provision_federation(
+        out_dir, list(parties), server_host, cfg.aggregation.protocol,
+        section.model_dump(mode="json") if section is not None else None,
+        {"port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(parties),
+         "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,
+         "app": {"config": cfg.model_dump(mode="json"), "max_weight": max_weight}, **settings})
 
 
 def pack_tensors(groups: Mapping[str, Mapping[str, torch.Tensor] | None], meta: Mapping[str, Any]) -> bytes:
@@ -86,12 +102,13 @@ class FLServerApp:
         self.state: ServerState = self.algorithm.init_server(initial)
         self.max_weight = int(fed.app.get("max_weight", DEFAULT_MAX_WEIGHT))
         self.out_dir = out_dir
+        self.privacy = ServerPrivacy(self.cfg, self.party_ids, self.layout.size)
 
     def select(self, round: int, available: tuple[str, ...]) -> tuple[str, ...]:
         s = self.cfg.sampling
         chosen = select_parties(self.party_ids, round, self.cfg.seed, s.count, s.fraction)
-        live = tuple(p for p in chosen if p in available)
-        return live or tuple(sorted(available))[:1]
+        live = tuple(p for p in chosen if p in available) or tuple(sorted(available))[:1]
+        return self.privacy.admit(round, live)  # user-level DP: parties whose budget is spent sit out
 
     def round_context(self, round: int, selected: tuple[str, ...]) -> RoundContext:
         return RoundContext(self.fed.federation_id, round, tuple(sorted(selected)), self.layout.size,
@@ -104,20 +121,23 @@ class FLServerApp:
                             {"round": round, "lr": lr, "final": round >= self.cfg.rounds})
 
     def apply(self, round: int, result: VectorSum) -> dict[str, Any]:
-        self.state = self.algorithm.server_update(self.state, to_aggregate(result, self.layout))
+        noised, dp_metrics = self.privacy.finish(round, result)  # central noise / distributed decoding
+        self.state = self.algorithm.server_update(self.state, to_aggregate(noised, self.layout))
         if self.out_dir is not None and round + 1 >= self.cfg.rounds:
             save_adapter(self.model, self.state.params, self.out_dir / "adapter", self.cfg.to_json())
-        return {"contributors": len(result.contributors), "total_weight": result.total_weight}
+        return {"contributors": len(result.contributors), "total_weight": result.total_weight, **dp_metrics}
 
     def state_bytes(self) -> bytes:
         s = self.state
         return pack_tensors({"params": s.params, "control": s.control,
-                             **{f"opt.{name}": d for name, d in s.opt.items()}}, {"round": s.round})
+                             **{f"opt.{name}": d for name, d in s.opt.items()}},
+                            {"round": s.round, "dp_ledger": self.privacy.ledger()})
 
     def load_state(self, data: bytes) -> None:
         groups, meta = unpack_tensors(data)
         opt = {g[len("opt."):]: d for g, d in groups.items() if g.startswith("opt.")}
         self.state = ServerState(int(meta["round"]), groups["params"], groups.get("control"), opt)
+        self.privacy.restore(meta.get("dp_ledger", "[]"))
 
 
 class FLClientApp:
@@ -134,7 +154,10 @@ class FLClientApp:
         self.data = self.task.tokenize(self.tokenizer, data.train, self.cfg.training.max_length)
         self.algorithm = algorithms.create(self.cfg.algorithm, len(fed.parties))
         self.state_path = self.kit_dir / "state" / "client_state.safetensors"
-        self.state = self._load_state() or self.algorithm.init_client(get_adapter_state(self.model))
+        initial = get_adapter_state(self.model)
+        self.state = self._load_state() or self.algorithm.init_client(initial)
+        self.privacy = PartyPrivacy(self.cfg, [p.id for p in fed.parties], party_id, len(self.data),
+                                    FlatLayout.of(initial).size, self.kit_dir / "state")
 
     def _load_state(self) -> ClientState | None:
         if not self.state_path.exists():
@@ -149,11 +172,18 @@ class FLClientApp:
     def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
         groups, meta = unpack_tensors(global_payload)
         cctx = ClientContext(global_params=groups["params"], server_control=groups.get("control"))
-        result = train_party(self.task, self.model, self.tokenizer.pad_token_id, self.data, self.cfg, round,
-                             self.party_id, float(meta["lr"]), self.algorithm, cctx, self.state, self.device)
+        args = (self.task, self.model, self.tokenizer.pad_token_id, self.data, self.cfg, round, self.party_id,
+                float(meta["lr"]), self.algorithm, cctx, self.state, self.device)
+        if self.privacy.example:  # DP-SGD; raises RoundDeclined when the budget is spent
+            out = train_party_dp(*args, self.privacy.admit(round))
+            self.privacy.record(round, out.noise_multiplier, out.sample_rate, out.steps)
+            result = out.result
+        else:
+            result = train_party(*args)
         self.state = result.client_state
         self._save_state()
-        return party_input(result, FlatLayout.of(groups["params"]), min(len(self.data), ctx.max_weight))
+        plain = party_input(result, FlatLayout.of(groups["params"]), min(len(self.data), ctx.max_weight))
+        return self.privacy.protect(round, ctx, plain)  # user-level DP: clip (+ distributed noise share)
 
     def receive_final(self, payload: bytes) -> None:
         groups, _ = unpack_tensors(payload)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from securefed.deploy.apps import ClientApp, ClientAppFactory
+from securefed.deploy.apps import ClientApp, ClientAppFactory, RoundDeclined
 from securefed.deploy.kit import Kit, load_party_kit
 from securefed.deploy.wire import WireError, decode_round_end, decode_round_start
 from securefed.protocols.base import Message, ProtocolError, RoundContext
@@ -94,6 +94,10 @@ class _Party:
             session = self.protocol.party(ctx, self.pid, inp, self.material)
             if self.hook is not None:
                 session = self.hook(ctx, self.pid, session)
+        except RoundDeclined as e:
+            _log.warning(kv("round_declined", round=r, reason=str(e)[:200]))
+            link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)
+            return
         except Exception:  # a failed local update makes this party a dropout, not a dead process
             _log.exception(kv("local_update_failed", round=r))
             link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)

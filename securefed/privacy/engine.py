@@ -31,8 +31,8 @@ from securefed.protocols.base import PartyInput, VectorSum
 class FederationFacts:
     """Public facts the engine plans with."""
 
-    party_sizes: Mapping[str, int]  # records per party
-    participations: Mapping[str, int]  # planned rounds each party is selected in (selection is seeded)
+    party_sizes: Mapping[str, int]  # records per party (example-level only; a deployed party knows its own)
+    participations: Mapping[str, int]  # every party -> planned rounds it is selected in (selection is seeded)
     rounds: int
     parties_per_round: int
     max_steps: int
@@ -40,6 +40,7 @@ class FederationFacts:
     vector_len: int
     carrier_step: float  # distributed: the protocol input unit (secagg: clip / 2^precision_bits; plain: 1)
     seed: int
+    accounted: tuple[str, ...] = ()  # whose epsilon this engine reports (simulation and server: all; a party: itself)
 
 
 @dataclass
@@ -68,7 +69,7 @@ class PrivacyEngine:
 
     def user_sample_rate(self) -> float:
         f = self.facts
-        return f.parties_per_round / len(f.party_sizes) if self.cfg.sampling_amplification else 1.0
+        return f.parties_per_round / len(f.participations) if self.cfg.sampling_amplification else 1.0
 
     def user_noise(self) -> float:
         """z (noise std / sensitivity) that the *sum* must carry. With amplification every round
@@ -183,7 +184,7 @@ class PrivacyEngine:
     def round_metrics(self) -> dict[str, Any]:
         if not self.cfg.enabled:
             return {}
-        eps = {p: self.epsilon_of(p) for p in self.facts.party_sizes}
+        eps = {p: self.epsilon_of(p) for p in self.facts.accounted}
         out: dict[str, Any] = {
             "dp_mechanism": self.cfg.mechanism, "dp_delta": self.cfg.target_delta,
             "dp_epsilon_max": max(eps.values(), default=0.0),
@@ -202,8 +203,13 @@ class PrivacyEngine:
                 self.ledger[p] = (*self.ledger.get(p, ()), Spend(float(z), float(q), int(steps)))
 
 
-def build_engine(root: Any, party_ids: Sequence[str], party_sizes: Mapping[str, int], vector_len: int) -> PrivacyEngine:
-    """The engine for a simulation/deployment from the root config (needs `root.privacy`)."""
+def build_engine(root: Any, party_ids: Sequence[str], party_sizes: Mapping[str, int], vector_len: int,
+                 accounted: Sequence[str] | None = None) -> PrivacyEngine:
+    """The engine for a simulation, a deployed server or a deployed party from the root config.
+
+    party_ids: every party of the federation (selection and sampling rates depend on all of them).
+    party_sizes: the record counts this side knows (simulation: all; a party: its own; the server:
+    none, it never runs example-level DP-SGD). accounted: whose epsilon to report (default: all)."""
     from securefed.simulation.steps import select_parties
 
     cfg: PrivacyConfig = root.privacy
@@ -215,5 +221,5 @@ def build_engine(root: Any, party_ids: Sequence[str], party_sizes: Mapping[str, 
         carrier = root.aggregation.secagg.clip / 2 ** root.aggregation.secagg.precision_bits
     facts = FederationFacts(dict(party_sizes), participations, root.rounds, len(selections[0]),
                             root.training.max_steps, root.training.batch_size * root.training.grad_accum,
-                            vector_len, carrier, root.seed)
+                            vector_len, carrier, root.seed, tuple(party_ids if accounted is None else accounted))
     return PrivacyEngine(cfg, facts)

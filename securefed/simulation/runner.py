@@ -28,10 +28,9 @@ from securefed.atomic import atomic_write_text
 from securefed.simulation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.simulation.report import print_partition
 from securefed.simulation.evaluate import mean_metrics
-from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate, train_party
+from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
 from securefed.simulation.world import World, build_world
 from securefed.training.schedule import round_lr
-from securefed.training.dp_sgd import train_local_dp
 
 
 def weight_bound(weights: dict[str, int]) -> int:
@@ -72,12 +71,9 @@ def _train_party(world: World, pid: str, r: int, lr: float, server: ServerState,
     cfg = world.cfg
     start = server.params if world.algorithm.aggregates else state.own_params
     ctx = ClientContext(global_params=start, server_control=server.control)
-    if cfg.privacy.mechanism == "example":  # DP-SGD draws its own Poisson batches from the party's records
-        # (DPO: its pairs; world.task.dp_task clips per pair)
-        torch.manual_seed(derive_seed(cfg.seed, "torch", r, pid))  # LoRA dropout
-        out = train_local_dp(world.model, world.party_data[pid], world.tokenizer.pad_token_id, cfg.training, lr,
-                             world.algorithm, ctx, state, world.device, world.privacy.dp_sgd_params(pid, r),
-                             task=world.task.dp_task)
+    if cfg.privacy.mechanism == "example":
+        out = train_party_dp(world.task, world.model, world.tokenizer.pad_token_id, world.party_data[pid], cfg, r,
+                             pid, lr, world.algorithm, ctx, state, world.device, world.privacy.dp_sgd_params(pid, r))
         world.privacy.record_example(pid, out.noise_multiplier, out.sample_rate, out.steps)
         return out.result
     return train_party(world.task, world.model, world.tokenizer.pad_token_id, world.party_data[pid], cfg, r, pid,

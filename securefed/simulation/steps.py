@@ -48,6 +48,19 @@ def train_party(task: Any, model: Any, pad_id: int, items: Sequence[Any], cfg: R
     return task.train(model, batches, tc, lr, algorithm, ctx, state, device)
 
 
+def train_party_dp(task: Any, model: Any, pad_id: int, items: Sequence[Any], cfg: RootConfig, round_index: int,
+                   party_id: str, lr: float, algorithm: Any, ctx: ClientContext, state: ClientState, device: Any,
+                   dp: Any):
+    """train_party under example-level DP-SGD (dp: training.dp_sgd.DPSGDParams): Opacus draws its own
+    Poisson batches from the party's records (DPO: its pairs, clipped per pair by task.dp_task).
+    Returns the DPLocalResult (the spend to account is its noise multiplier, sample rate and steps)."""
+    from securefed.training.dp_sgd import train_local_dp
+
+    torch.manual_seed(derive_seed(cfg.seed, "torch", round_index, party_id))  # LoRA dropout
+    return train_local_dp(model, items, pad_id, cfg.training, lr, algorithm, ctx, state, device, dp,
+                          task=task.dp_task)
+
+
 def party_input(result: LocalResult, layout: FlatLayout, weight: float) -> PartyInput:
     control = None if result.control_delta is None else layout.flatten(result.control_delta)
     return PartyInput(layout.flatten(result.delta), control, float(weight))

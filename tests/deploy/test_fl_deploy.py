@@ -16,59 +16,26 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from securefed.data.default import default_rows
-from securefed.deploy.fl_apps import FLClientApp, FLServerApp
-from securefed.deploy.settings import load_federation
-from securefed.protocols import registry
-from securefed.protocols.driver import run_round
+from _fl_helpers import PARTIES, InProcessFederation, fl_overrides, free_port, write_party_data
 
 CLI = [sys.executable, "-m", "securefed.cli.app"]
-PARTIES = ["bank-c", "hospital-a", "hospital-b"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _write_party_data(tmp: Path) -> dict[str, Path]:
-    rows = default_rows()[:180]
-    out = {}
-    for i, pid in enumerate(PARTIES):
-        path = tmp / f"{pid}.jsonl"
-        path.write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in rows[i::3]))
-        out[pid] = path
-    return out
 
 
 def _in_process_reference(fed_dir: Path, data: dict[str, Path], rounds: int) -> dict[str, torch.Tensor]:
-    fed = load_federation(fed_dir / "server" / "federation.json")
-    protocol = registry.create(fed.protocol, fed.protocol_config)
-    server_mat, party_mats = protocol.provision(tuple(PARTIES))
-    server = FLServerApp(fed)
-    clients = {p: FLClientApp(fed, p, str(data[p]), fed_dir / "ref" / p) for p in PARTIES}
+    fed = InProcessFederation(fed_dir, data, fed_dir / "ref")
     for r in range(rounds):
-        selected = server.select(r, tuple(PARTIES))
-        ctx = server.round_context(r, selected)
-        payload = server.global_payload(r)
-        inputs = {p: clients[p].local_update(r, payload, ctx) for p in selected}
-        vsum, _ = run_round(protocol, ctx, inputs, server_mat, party_mats)
-        server.apply(r, vsum)
-    return dict(server.state.params)
+        fed.run_round(r)
+    return dict(fed.server.state.params)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("protocol, rounds", [("plain", 2), ("secagg", 1)])
-def test_real_processes_match_in_process(tmp_path, small_overrides, protocol, rounds):
+def _run_real_federation(tmp_path: Path, overrides: list[str]) -> tuple[Path, dict[str, Path], dict[str, str]]:
+    """provision + server + 3 clients as CLI processes; (federation dir, party data, log tails)."""
     fed_dir = tmp_path / "fed"
-    data = _write_party_data(tmp_path)
-    overrides = [o for o in small_overrides if not o.startswith(("parties", "data.", "rounds"))]
-    overrides += [f"rounds={rounds}", f"aggregation.protocol={protocol}"]
+    data = write_party_data(tmp_path)
     sets = [x for o in overrides for x in ("--set", o)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     res = subprocess.run([*CLI, "provision", "--parties", ",".join(PARTIES), "--server-host", "127.0.0.1",
-                          "--out", str(fed_dir), "--port", str(_port()), *sets], capture_output=True, text=True,
+                          "--out", str(fed_dir), "--port", str(free_port()), *sets], capture_output=True, text=True,
                          env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     # Logs go to files: a full stdout/stderr pipe would block a chatty process.
@@ -87,12 +54,25 @@ def test_real_processes_match_in_process(tmp_path, small_overrides, protocol, ro
                 p.kill()
         for f in logs.values():
             f.close()
-    tails = {n: (tmp_path / f"{n}.log").read_text()[-1500:] for n in logs}
-    assert all(p.returncode == 0 for p in procs), tails
+    tails = {n: (tmp_path / f"{n}.log").read_text() for n in logs}
+    assert all(p.returncode == 0 for p in procs), {n: t[-1500:] for n, t in tails.items()}
     final = load_file(str(fed_dir / "server" / "adapter" / "adapter_model.safetensors"))
     for pid in PARTIES:
         got = load_file(str(fed_dir / pid / "final-adapter" / "adapter_model.safetensors"))
         assert all(torch.equal(got[k], final[k]) for k in final)
+    return fed_dir, data, tails
+
+
+def _server_metrics(fed_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (fed_dir / "server" / "state" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol, rounds", [("plain", 2), ("secagg", 1)])
+def test_real_processes_match_in_process(tmp_path, small_overrides, protocol, rounds):
+    overrides = fl_overrides(small_overrides, f"rounds={rounds}", f"aggregation.protocol={protocol}")
+    fed_dir, data, _ = _run_real_federation(tmp_path, overrides)
+    final = load_file(str(fed_dir / "server" / "adapter" / "adapter_model.safetensors"))
     reference = _in_process_reference(fed_dir, data, rounds=rounds)
     if protocol == "plain":
         for k, v in reference.items():
@@ -108,5 +88,25 @@ def test_real_processes_match_in_process(tmp_path, small_overrides, protocol, ro
         worst = max(float((final[k] - v).abs().max()) for k, v in reference.items())
         assert worst <= bound * (1 + 1e-6), (worst, bound)
         assert max(float(v.abs().max()) for k, v in reference.items() if "lora_B" in k) > 10 * bound
-    metrics = [json.loads(x) for x in (fed_dir / "server" / "state" / "metrics.jsonl").read_text().splitlines()]
-    assert len([m for m in metrics if "contributors" in m.get("app", {})]) == rounds
+    assert len([m for m in _server_metrics(fed_dir) if "contributors" in m.get("app", {})]) == rounds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mechanism, protocol", [("example", "plain"), ("user-distributed", "secagg")])
+def test_real_processes_with_differential_privacy(tmp_path, small_overrides, mechanism, protocol):
+    overrides = fl_overrides(small_overrides, "rounds=1", f"aggregation.protocol={protocol}",
+                             f"privacy.mechanism={mechanism}", "privacy.noise_multiplier=1.0")
+    fed_dir, _, tails = _run_real_federation(tmp_path, overrides)
+    (app,) = [m["app"] for m in _server_metrics(fed_dir) if m["status"] == "ok"]
+    if mechanism == "example":
+        # Each party accounts its own DP-SGD (ledger on its disk, epsilon in its log); the server has none.
+        for pid in PARTIES:
+            (row,) = json.loads((fed_dir / pid / "state" / "privacy.json").read_text())
+            assert row["round"] == 0 and 0 < row["dp_epsilon"][pid] < float("inf")
+            assert set(row["dp_epsilon"]) == {pid}
+            assert "dp_epsilon" in tails[pid]
+        assert "dp_epsilon" not in app
+    else:
+        # The server decoded the distributed sum and accounted every contributor.
+        assert set(app["dp_epsilon"]) == set(PARTIES) and app["dp_epsilon_max"] > 0
+        assert not any((fed_dir / pid / "state" / "privacy.json").exists() for pid in PARTIES)

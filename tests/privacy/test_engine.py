@@ -15,7 +15,7 @@ PARTIES = ("a", "b", "c")
 
 
 def engine(rounds=3, dim=64, **kw) -> PrivacyEngine:
-    facts = FederationFacts({"a": 40, "b": 80, "c": 20}, {p: rounds for p in PARTIES}, rounds, 3, 5, 8, dim, 1.0, 0)
+    facts = FederationFacts({"a": 40, "b": 80, "c": 20}, {p: rounds for p in PARTIES}, rounds, 3, 5, 8, dim, 1.0, 0, PARTIES)
     return PrivacyEngine(PrivacyConfig(**kw), facts)
 
 
