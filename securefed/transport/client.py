@@ -10,6 +10,7 @@ the party dials); the CA is per-federation, so no other server can pass.
 from __future__ import annotations
 
 import json
+import gc
 import queue
 import threading
 from typing import Iterator
@@ -137,11 +138,20 @@ class PartyLink:
             self._out.put(out)
 
     def close(self) -> None:
-        """Half-close our side and drop the channel; safe to call twice."""
+        """End the call, drop the channel and collect the call object now; safe to call twice.
+
+        grpc's call object takes its state lock in __del__. Left for the interpreter's final garbage
+        collection, it can meet that lock held by one of grpc's daemon threads, frozen at shutdown, and
+        the process never exits (seen here: a party that had reconnected hung after BYE). Cancelling
+        and collecting it while those threads still run makes exit safe."""
         self._out.put(_END)
+        if self._responses is not None:
+            self._responses.cancel()  # no-op on a finished call
+            self._responses = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+            gc.collect()
 
 
 def call_status(address: str, tls: TlsFiles, limits: Limits, timeout: float,
