@@ -100,13 +100,15 @@ def test_party_killed_mid_round(tmp_path, procs, protocol):
 
 
 def test_server_killed_after_round_one_resumes_from_checkpoint(tmp_path, procs):
-    fed = provision(tmp_path / "fed", PARTIES, "plain", app={"train_delay_s": 1.5})
+    fed = provision(tmp_path / "fed", PARTIES, "plain", app={"train_delay_s": 3.0})
     ckpt = fed.server_dir / "state" / "checkpoint.bin"
     procs.server(fed, name="server1")
     for pid in PARTIES:
         procs.client(fed, pid)
     wait_for(ckpt.exists, 40, "the round-1 checkpoint")
-    procs.kill("server1")  # round 2 is in training (1.5 s): killed mid-federation
+    # Round 2 is in training (3 s, a margin for a loaded machine to notice the checkpoint): killed
+    # mid-federation.
+    procs.kill("server1")
     assert server_state(fed)["last_round"] == 0
     procs.server(fed, name="server2")
     assert procs.wait("server2", 60) == 0, procs.tail("server2")
