@@ -13,9 +13,11 @@ from _fl_helpers import PARTIES, InProcessFederation, fl_overrides, provision_fl
 from securefed.aggregate import FlatLayout
 from securefed.deploy.apps import RoundDeclined
 from securefed.deploy.fl_apps import FLServerApp
+from securefed.deploy.settings import load_federation
 from securefed.errors import ConfigError
 from securefed.privacy.accounting import Spend, epsilon, example_sample_rate
 from securefed.privacy.user_level import clip_l2
+from securefed.protocols.base import ProtocolAbort
 
 Z = 1.0
 DELTA = 1e-5
@@ -114,3 +116,15 @@ def test_user_level_dp_sum_carries_the_promised_noise(tmp_path, small_overrides,
     restarted = FLServerApp(fed.fed)
     restarted.load_state(fed.server.state_bytes())
     assert restarted.privacy.engine.epsilon_of(PARTIES[0]) == pytest.approx(metrics["dp_epsilon_max"])
+
+
+def test_server_refuses_a_round_when_every_user_level_budget_is_spent(tmp_path, small_overrides):
+    # One round of user-central noise z=1 costs more than this target: nobody may take part, and the
+    # coordinator gets a ProtocolAbort (the attempt aborts and is retried/failed, the server lives).
+    one_round = epsilon([Spend(Z, 1.0, 1)], DELTA)
+    fed_dir = tmp_path / "fed"
+    provision_fl(fed_dir, fl_overrides(small_overrides, "rounds=1", "privacy.mechanism=user-central",
+                                       f"privacy.noise_multiplier={Z}", f"privacy.target_epsilon={one_round / 2}"))
+    server = FLServerApp(load_federation(fed_dir / "server" / "federation.json"))
+    with pytest.raises(ProtocolAbort, match="budget is spent"):
+        server.select(0, PARTIES)
