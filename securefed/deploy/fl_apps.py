@@ -42,8 +42,8 @@ def federation_root_config(fed: FederationConfig) -> RootConfig:
 
 
 def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_host: str, cfg: RootConfig, *,
-                            port: int, max_weight: int = DEFAULT_MAX_WEIGHT, min_parties: int | None = None,
-                            **settings: Any) -> FederationPaths:
+                            port: int, max_weight: int = DEFAULT_MAX_WEIGHT,
+                            min_parties: int | None = None) -> FederationPaths:
     """Kits for a federation that trains `cfg` with these apps (`securefed provision`): the protocol
     and its settings come from `cfg.aggregation`, and the whole config travels in app.config."""
     section = cfg.aggregation.section()
@@ -52,7 +52,7 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
         section.model_dump(mode="json") if section is not None else None,
         {"port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(parties),
          "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,
-         "app": {"config": cfg.model_dump(mode="json"), "max_weight": max_weight}, **settings})
+         "app": {"config": cfg.model_dump(mode="json"), "max_weight": max_weight}})
 
 
 def pack_tensors(groups: Mapping[str, Mapping[str, torch.Tensor] | None], meta: Mapping[str, Any]) -> bytes:

@@ -73,7 +73,7 @@ class PartyPrivacy:
         row = {"round": round, **self.engine.close_round()}
         self.rows.append(row)
         atomic_write_text(self.path, json.dumps(self.rows, indent=1) + "\n")
-        _log.info(kv("dp_epsilon", round=round, epsilon=round_or_inf(row["dp_epsilon_max"]),
+        _log.info(kv("dp_epsilon", round=round, epsilon=f"{row['dp_epsilon_max']:.4g}",
                      delta=row["dp_delta"]))
         return row
 
@@ -124,10 +124,6 @@ class ServerPrivacy:
             return
         self.rows = json.loads(ledger)
         self.engine.restore(self.rows)
-
-
-def round_or_inf(x: float) -> float | str:
-    return "inf" if x == float("inf") else round(x, 4)
 
 
 def _load_rows(path: Path) -> list[dict[str, Any]]:

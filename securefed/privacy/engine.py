@@ -40,7 +40,7 @@ class FederationFacts:
     vector_len: int
     carrier_step: float  # distributed: the protocol input unit (secagg: clip / 2^precision_bits; plain: 1)
     seed: int
-    accounted: tuple[str, ...] = ()  # whose epsilon this engine reports (simulation and server: all; a party: itself)
+    accounted: tuple[str, ...]  # whose epsilon this engine reports (simulation and server: all; a party: itself)
 
 
 @dataclass
