@@ -6,41 +6,28 @@ from __future__ import annotations
 import pytest
 import torch
 
-from securefed.algorithms.base import Algorithm, ClientContext, ClientState, finish_without_control, no_client_state
+from securefed.algorithms.base import ClientContext, ClientState
 from securefed.models.adapter import adapter_params, get_adapter_state
 from securefed.training.batches import collate
 from securefed.training.config import TrainingConfig
 from securefed.training.dp_sgd import DPSGDParams, per_example_loss, resolve_mode, train_local_dp
 
-from _privacy_helpers import records, tiny_lora
+from _privacy_helpers import clipped_mean, records, spy_algorithm, tiny_lora
 
 C = 0.05  # small enough that every example is clipped: the test checks the clipping, not a no-op
 
 
-def spy_algorithm(seen: list):
-    def correction(params, grads, ctx, state):
-        seen.append({k: g.detach().clone() for k, g in grads.items()})
-        return dict(grads)
-
-    return Algorithm("spy", lambda p: None, lambda s, a: s, no_client_state, finish_without_control, correction)
-
-
 def manual_clipped_mean(model, data, clip):
     params = adapter_params(model)
-    total = {k: torch.zeros_like(p) for k, p in params.items()}
-    norms = []
+    grads = []
     for item in data:
         model.zero_grad(set_to_none=True)
         b = collate([item], pad_id=2)
         per_example_loss(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
                          b["labels"]).sum().backward()
-        g = {k: p.grad.detach().clone() for k, p in params.items()}
-        norm = torch.sqrt(sum((v.double() ** 2).sum() for v in g.values())).item()
-        norms.append(norm)
-        for k in total:
-            total[k] += g[k] * min(1.0, clip / (norm + 1e-6))
+        grads.append({k: p.grad.detach().clone() for k, p in params.items()})
     model.zero_grad(set_to_none=True)
-    return {k: v / len(data) for k, v in total.items()}, norms
+    return clipped_mean(grads, clip, len(data))
 
 
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])

@@ -10,25 +10,17 @@ import math
 import pytest
 import torch
 
-from securefed.algorithms.base import Algorithm, ClientContext, ClientState, finish_without_control, no_client_state
+from securefed.algorithms.base import ClientContext, ClientState
 from securefed.models.adapter import adapter_params, get_adapter_state
 from securefed.training.config import TrainingConfig
 from securefed.training.dp_sgd import DPSGDParams, train_local_dp
 from securefed.training.dpo import batch_dpo_loss, dpo_dp_task, reference_logprobs
 from securefed.training.preference_batches import TokenizedPair, collate_pairs
 
-from _privacy_helpers import records, tiny_lora
+from _privacy_helpers import clipped_mean, records, spy_algorithm, tiny_lora
 
 BETA = 0.5
 C = 0.01  # small enough that every pair is clipped: the test checks the clipping, not a no-op
-
-
-def spy_algorithm(seen: list):
-    def correction(params, grads, ctx, state):
-        seen.append({k: g.detach().clone() for k, g in grads.items()})
-        return dict(grads)
-
-    return Algorithm("spy", lambda p: None, lambda s, a: s, no_client_state, finish_without_control, correction)
 
 
 def pairs(n: int) -> list[TokenizedPair]:
@@ -46,16 +38,6 @@ def manual_pair_grads(model, data):
     model.zero_grad(set_to_none=True)
     return out
 
-
-def clipped_mean(grads, clip, expected):
-    total = {k: torch.zeros_like(v) for k, v in grads[0].items()}
-    norms = []
-    for g in grads:
-        norm = torch.sqrt(sum((v.double() ** 2).sum() for v in g.values())).item()
-        norms.append(norm)
-        for k in total:
-            total[k] += g[k] * min(1.0, clip / (norm + 1e-6))
-    return {k: v / expected for k, v in total.items()}, norms
 
 
 @pytest.mark.parametrize("clipping", ["all", "none", "some"])

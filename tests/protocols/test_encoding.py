@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,21 +20,9 @@ from securefed.protocols.encoding import (
     unpack_bits,
 )
 
+from _protocol_helpers import TestRng
+
 VECTORS = Path(__file__).parents[1] / "vectors"
-
-
-def stream(seed: bytes):
-    """Deterministic byte source for tests (SHA-256 counter mode)."""
-    state = {"i": 0}
-
-    def draw(n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(seed + state["i"].to_bytes(8, "little")).digest()
-            state["i"] += 1
-        return out[:n]
-
-    return draw
 
 
 def test_encoder_known_answer() -> None:
@@ -54,7 +41,7 @@ def test_encoder_known_answer() -> None:
 @settings(max_examples=25, deadline=None)
 @given(bits=st.integers(1, 64), count=st.integers(1, 200), seed=st.binary(min_size=1, max_size=8))
 def test_pack_roundtrip(bits: int, count: int, seed: bytes) -> None:
-    raw = np.frombuffer(stream(seed)(8 * count), dtype="<u8")
+    raw = np.frombuffer(TestRng(seed)(8 * count), dtype="<u8")
     values = raw & np.uint64((1 << bits) - 1) if bits < 64 else raw.copy()
     data = pack_bits(values, bits)
     assert len(data) == packed_size(count, bits)
@@ -77,7 +64,7 @@ def test_ring_roundtrip_signed() -> None:
 
 
 def test_stochastic_round_is_unbiased_and_bounded() -> None:
-    u = np.frombuffer(stream(b"u")(4 * 20000), "<u4").astype(np.float64) / 2**32
+    u = np.frombuffer(TestRng(b"u")(4 * 20000), "<u4").astype(np.float64) / 2**32
     q = stochastic_round(np.full(20000, 2.3), u, 10)
     assert set(np.unique(q)) <= {2, 3}
     assert abs(q.mean() - 2.3) < 0.02
@@ -92,7 +79,7 @@ def test_sum_never_wraps_at_the_extremes() -> None:
         total[:] = 0
         for i in range(n):
             x = np.full(m, 3.0 * sign, np.float32)  # beyond the clip: clipped to +-1
-            total += codec.encode(x, x, 9, stream(bytes([i]))).astype(np.uint64)
+            total += codec.encode(x, x, 9, TestRng(bytes([i]))).astype(np.uint64)
         dec = codec.decode_sum(total & np.uint64((1 << codec.bits) - 1))
         np.testing.assert_allclose(dec.delta_sum, sign * n * 9.0)
         np.testing.assert_allclose(dec.control_sum, sign * float(n))
@@ -111,18 +98,18 @@ def test_bits_grow_with_parties_weight_and_precision() -> None:
 def test_encode_rejects_bad_input() -> None:
     codec = FixedPointCodec.for_round(3, 3, False, 5, 1.0, 1.0, 8)
     with pytest.raises(ValueError):
-        codec.encode(np.zeros(3, np.float32), None, 6.0, stream(b"x"))  # weight above the bound
+        codec.encode(np.zeros(3, np.float32), None, 6.0, TestRng(b"x"))  # weight above the bound
     with pytest.raises(ValueError):
-        codec.encode(np.array([0, np.nan, 0], np.float32), None, 1.0, stream(b"x"))
+        codec.encode(np.array([0, np.nan, 0], np.float32), None, 1.0, TestRng(b"x"))
     with pytest.raises(ValueError):
-        codec.encode(np.zeros(4, np.float32), None, 1.0, stream(b"x"))
+        codec.encode(np.zeros(4, np.float32), None, 1.0, TestRng(b"x"))
 
 
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(1, 6), m=st.integers(1, 40), seed=st.binary(min_size=1, max_size=4))
 def test_decoded_sum_within_bound(n: int, m: int, seed: bytes) -> None:
     codec = FixedPointCodec.for_round(n, m, False, 20, 0.5, 1.0, 12)
-    rng = stream(seed)
+    rng = TestRng(seed)
     total = np.zeros(codec.length, dtype=np.uint64)
     exact = np.zeros(m)
     for i in range(n):

@@ -3,7 +3,6 @@ bytes; round trips that still aggregate; no secret in server bytes; malformed by
 
 from __future__ import annotations
 
-import hashlib
 import struct
 
 import numpy as np
@@ -19,19 +18,7 @@ from securefed.protocols.he import kits as he_kits
 from securefed.protocols.secagg import PartyMaterial, SecAgg, SecAggConfig, ServerMaterial
 from securefed.protocols.secagg import provisioning as sa
 
-
-class _Rng:
-    """Deterministic byte stream (SHA-256 counter mode)."""
-
-    def __init__(self, seed: bytes) -> None:
-        self._key, self._i = hashlib.sha256(seed).digest(), 0
-
-    def __call__(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(self._key + self._i.to_bytes(8, "little")).digest()
-            self._i += 1
-        return out[:n]
+from _protocol_helpers import TestRng
 
 
 def _assert_rejected(protocol, blob: bytes, match: str | None = None) -> None:
@@ -97,8 +84,8 @@ def test_secagg_loaded_materials_give_the_same_sum(secagg):
     codec = SecAgg(cfg)
     sm2 = codec.load_material(codec.dump_material(sm))
     pm2 = {pid: codec.load_material(codec.dump_material(m)) for pid, m in pm.items()}
-    want, _ = run_round(SecAgg(cfg, rng=_Rng(b"a")), ctx, inputs, sm, pm)
-    got, _ = run_round(SecAgg(cfg, rng=_Rng(b"a")), ctx, inputs, sm2, pm2)
+    want, _ = run_round(SecAgg(cfg, rng=TestRng(b"a")), ctx, inputs, sm, pm)
+    got, _ = run_round(SecAgg(cfg, rng=TestRng(b"a")), ctx, inputs, sm2, pm2)
     np.testing.assert_array_equal(got.delta_sum, want.delta_sum)
     assert got.total_weight == want.total_weight and got.contributors == want.contributors
     exact = sum(inputs[p].weight * inputs[p].delta.astype(np.float64) for p in SA_IDS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from typing import Callable
 
@@ -23,23 +22,9 @@ from securefed.protocols.secagg.party import KIND_PAIRWISE, KIND_SELF_MASK
 from securefed.protocols.secagg.plan import build_plan
 from securefed.protocols.secagg.primitives import ed25519_private
 
+from _protocol_helpers import TestRng
+
 ADV, SHARE, MASKED, CONS, UNMASK = (frames.STAGE_NAMES[s] for s in Stage)
-
-
-class TestRng:
-    """Deterministic byte stream for tests (SHA-256 counter mode); never Python's random."""
-
-    __test__ = False
-
-    def __init__(self, seed: bytes = b"seed") -> None:
-        self._key, self._i = hashlib.sha256(seed).digest(), 0
-
-    def __call__(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(self._key + self._i.to_bytes(8, "little")).digest()
-            self._i += 1
-        return out[:n]
 
 
 def make_round(n: int, m: int = 48, control: bool = False, cfg: SecAggConfig | None = None, seed: bytes = b"r",
