@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from securefed.deploy.kit import load_party_kit, load_server_kit
+from securefed.deploy.localrun import free_port
 from securefed.deploy.protocol_only import decode_state, protocol_only_input
 from securefed.deploy.provision import FederationPaths, provision_federation
 from securefed.protocols.base import RoundContext
 from securefed.protocols.driver import run_round
 
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def fast_settings(**over: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ and the whole federation driven in process (protocols.driver.run_round) with the
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,18 +11,13 @@ from securefed.config import load_config
 from securefed.data.default import default_rows
 from securefed.deploy.apps import RoundDeclined
 from securefed.deploy.fl_apps import FLClientApp, FLServerApp, provision_fl_federation
+from securefed.deploy.localrun import free_port
 from securefed.deploy.provision import FederationPaths
 from securefed.deploy.settings import load_federation
 from securefed.protocols import registry
 from securefed.protocols.driver import run_round
 
 PARTIES = ("bank-c", "hospital-a", "hospital-b")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_party_data(tmp: Path, rows_total: int = 180) -> dict[str, Path]:
