@@ -45,6 +45,7 @@ class RoundContext:
     vector_len: int  # m: number of adapter coordinates
     has_control: bool  # SCAFFOLD: a control delta of length m travels too
     max_weight: int  # upper bound on any party's weight (sample count), for fixed-point sizing
+    attempt: int = 0  # retry number of this round: protocols bind their transcript to (round, attempt)
 
     def __post_init__(self) -> None:
         if len(set(self.party_ids)) != len(self.party_ids):
@@ -53,6 +54,8 @@ class RoundContext:
             raise ValueError("party_ids must be sorted")
         if self.vector_len < 1 or self.max_weight < 1:
             raise ValueError("vector_len and max_weight must be >= 1")
+        if self.round < 0 or self.attempt < 0:
+            raise ValueError("round and attempt must be >= 0")
 
 
 @dataclass(frozen=True)
