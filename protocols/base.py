@@ -90,6 +90,29 @@ class VectorSum:
     stats: Mapping[str, Any] = field(default_factory=dict)  # e.g. clipped_fraction, bits
 
 
+class SumOutOfRange(ProtocolAbort):
+    """A protocol finished, but its decoded sum cannot come from honest inputs (a party encoded a
+    negative or oversized weight, or non-finite values). Only a party can cause this; the round's
+    result must not be applied."""
+
+
+def check_sum(result: VectorSum, ctx: RoundContext) -> VectorSum:
+    """Raises SumOutOfRange unless `result` is a sum honest parties of `ctx` could produce:
+    contributors selected and unique, 0 < total weight <= max_weight x contributors, finite values."""
+    n = len(result.contributors)
+    if n == 0 or len(set(result.contributors)) != n or not set(result.contributors) <= set(ctx.party_ids):
+        raise SumOutOfRange("decoded sum: contributors are not a subset of the selection")
+    w = result.total_weight
+    if not (np.isfinite(w) and 0 < w <= ctx.max_weight * n):
+        raise SumOutOfRange(f"decoded sum: total weight {w!r} outside (0, {ctx.max_weight} x {n}]")
+    if result.delta_sum.shape != (ctx.vector_len,) or not np.all(np.isfinite(result.delta_sum)):
+        raise SumOutOfRange("decoded sum: delta has the wrong shape or non-finite values")
+    if ctx.has_control != (result.control_sum is not None) or (
+            result.control_sum is not None and not np.all(np.isfinite(result.control_sum))):
+        raise SumOutOfRange("decoded sum: control sum missing, unexpected or non-finite")
+    return result
+
+
 @dataclass(frozen=True)
 class Message:
     stage: str

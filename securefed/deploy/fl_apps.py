@@ -169,6 +169,12 @@ class FLClientApp:
         blob = pack_tensors({"control": self.state.control, "own": self.state.own_params}, {})
         atomic_write_bytes(self.state_path, blob)
 
+    def expected_selection(self, round: int) -> tuple[str, ...]:
+        """This round's seeded selection: the server may narrow it to the parties it reaches, never
+        pick others (the party refuses; see party._round_start)."""
+        s = self.cfg.sampling
+        return select_parties([p.id for p in self.fed.parties], round, self.cfg.seed, s.count, s.fraction)
+
     def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
         groups, meta = unpack_tensors(global_payload)
         cctx = ClientContext(global_params=groups["params"], server_control=groups.get("control"))
