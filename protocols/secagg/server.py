@@ -91,6 +91,17 @@ class SecAggServer:
                 continue  # handled as dropped
         return self._handlers[stage](good)
 
+    def max_reply_bytes(self) -> int:
+        """The largest well-formed reply to the current stage (transport hook: anything bigger is
+        dropped before it is buffered). Generous per-item allowances; party ids are <= 64 bytes
+        in deployments, far below the 1 KiB allowed per neighbour item."""
+        k, slack = self._plan.k, 4096
+        if self._stage == Stage.MASKED:
+            return packed_size(self._plan.codec.length, self._plan.codec.bits) + slack
+        if self._stage in (Stage.SHARE, Stage.UNMASK):
+            return slack + 1024 * k
+        return slack
+
     def result(self) -> VectorSum:
         if self._result is None:
             raise ProtocolAbort("round not finished")

@@ -179,7 +179,11 @@ class Coordinator:
             for step in range(1, MAX_STAGES + 1):
                 # Messages a finished session still sends (e.g. the result) are delivered, but as
                 # in the driver their answers are not used, so nobody waits for them.
-                replies = self._stage(r, attempt, step, outbound, live, dropped, stages, wait=not session.done)
+                # The session's bound on this stage's replies (optional hook): a bigger reply is
+                # dropped by the hub before it is buffered.
+                bound = getattr(session, "max_reply_bytes", None)
+                replies = self._stage(r, attempt, step, outbound, live, dropped, stages, wait=not session.done,
+                                      max_reply_bytes=bound() if callable(bound) else None)
                 if session.done:
                     break
                 outbound = session.step(replies)
@@ -200,10 +204,11 @@ class Coordinator:
             raise SumOutOfRange(f"the app refused the sum: {str(e)[:160]}") from None
 
     def _stage(self, r: int, attempt: int, step: int, outbound: dict[str, Message], live: dict[str, Link],
-               dropped: set[str], stages: list[dict[str, Any]], wait: bool = True) -> dict[str, Message]:
+               dropped: set[str], stages: list[dict[str, Any]], wait: bool = True,
+               max_reply_bytes: int | None = None) -> dict[str, Message]:
         targets = {p: m for p, m in outbound.items() if p in live and p not in dropped}
         t0 = time.monotonic()
-        self.hub.expect(r, attempt, step, {p: live[p] for p in targets} if wait else {})
+        self.hub.expect(r, attempt, step, {p: live[p] for p in targets} if wait else {}, max_reply_bytes)
         for pid, msg in targets.items():
             self.hub.send(live[pid], Kind.STAGE, round=r, attempt=attempt, step=step, stage=msg.stage,
                           data=msg.payload)
