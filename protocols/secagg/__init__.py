@@ -23,8 +23,11 @@ from securefed.protocols.secagg.provisioning import (
     MaterialError,
     PartyMaterial,
     ServerMaterial,
+    assemble,
     dump_material,
     load_material,
+    party_keygen,
+    party_material,
     provision,
 )
 from securefed.protocols.secagg.server import SecAggServer
@@ -57,6 +60,19 @@ class SecAgg:
 
     def provision(self, party_ids: tuple[str, ...]) -> tuple[ServerMaterial, dict[str, PartyMaterial]]:
         return provision(tuple(party_ids), self._rng)
+
+    # --- keys generated where they are used (protocols/keygen.py) ---------------------------------
+
+    def party_keygen(self, party_id: str) -> tuple[bytes, bytes]:
+        """On the party's machine: (Ed25519 secret, public key)."""
+        return party_keygen(self._rng)
+
+    def assemble(self, roster: dict[str, bytes], finish: dict[str, bytes]) -> tuple[ServerMaterial, dict[str, bytes]]:
+        """Operator: pin the public keys; no phase 2, so `finish` is empty."""
+        return assemble(roster)
+
+    def party_material(self, party_id: str, secret: bytes, public: bytes) -> PartyMaterial:
+        return party_material(party_id, secret, public)
 
     def dump_material(self, material: ServerMaterial | PartyMaterial) -> bytes:
         """Server or party material as versioned, kind-tagged bytes (MaterialCodec hook for the
