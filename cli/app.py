@@ -113,21 +113,58 @@ def provision(
     port: int = typer.Option(7443, help="coordinator port"),
     max_weight: int = typer.Option(4096, "--max-weight", help="public bound on a party's sample weight"),
     min_parties: Optional[int] = typer.Option(None, "--min-parties", help="quorum per round (default: all)"),
+    request: List[Path] = typer.Option([], "--request", "-r",
+                                       help="a party's request folder from `securefed keygen` (repeat per party)"),
+    local_keys: bool = typer.Option(False, "--local-keys",
+                                    help="make every party's keys on this machine (testing only)"),
 ) -> None:
-    """Create a federation: CA, certificates, protocol keys, one kit per party and the server's."""
+    """Create a federation from the parties' key requests: CA, signed certificates, pinned public keys,
+    one public kit per party (to copy next to its keys) and the server's."""
     from securefed.config import load_config
     from securefed.deploy.fl_apps import provision_fl_federation
+    from securefed.deploy.keygen import request_party
 
     try:
         cfg = load_config(config, set_)
         ids = [p.strip() for p in parties.split(",") if p.strip()]
+        if bool(request) == local_keys:
+            raise UserError("give each party's --request folder (made by `securefed keygen` on its machine), "
+                            "or --local-keys to make every party's keys here (testing only)")
+        requests = {request_party(d): d for d in request} if request else None
         paths = provision_fl_federation(out, ids, server_host, cfg, port=port, max_weight=max_weight,
-                                        min_parties=min_parties)
+                                        min_parties=min_parties, requests=requests)
     except (UserError, ValueError) as e:
         _fail(str(e))
     Console().print(f"federation {paths.config.federation_id} written to {out}: hand each party its folder "
                     f"({', '.join(sorted(paths.party_dirs))}); keep {paths.ca_dir} offline; "
                     f"run the coordinator from {paths.server_dir}")
+
+
+@app.command()
+def keygen(
+    party: str = typer.Option(..., "--party", help="this party's id, as the operator will list it"),
+    out: Path = typer.Option(..., "--out", "-o", help="new folder for this party's keys (stays on this machine)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="the federation's TOML config (protocol)"),
+    set_: List[str] = typer.Option([], "--set", "-s", help="override: dotted.key=value (repeatable)"),
+    finish: Optional[Path] = typer.Option(None, "--finish", help="two-phase protocols: the operator's roster.json"),
+) -> None:
+    """On a party's machine: make its TLS key, certificate request and protocol keys. Only
+    <out>/request goes to the operator; copy the kit it sends back into <out>."""
+    from securefed.config import load_config
+    from securefed.deploy.fl_apps import keygen_fl_party
+    from securefed.deploy.keygen import keygen_finish
+
+    try:
+        cfg = load_config(config, set_)
+        if finish is not None:
+            section = cfg.aggregation.section()
+            req = keygen_finish(out, finish, cfg.aggregation.protocol,
+                                section.model_dump(mode="json") if section is not None else None)
+        else:
+            req = keygen_fl_party(out, party, cfg)
+    except (UserError, ValueError) as e:
+        _fail(str(e))
+    Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator")
 
 
 @app.command()

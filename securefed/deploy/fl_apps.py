@@ -21,6 +21,7 @@ from securefed.atomic import atomic_write_bytes
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
 from securefed.config import RootConfig, from_dict
 from securefed.deploy.fl_privacy import PartyPrivacy, ServerPrivacy, deployment_config
+from securefed.deploy.keygen import keygen_party
 from securefed.deploy.provision import FederationPaths, provision_federation
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
@@ -43,9 +44,11 @@ def federation_root_config(fed: FederationConfig) -> RootConfig:
 
 def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_host: str, cfg: RootConfig, *,
                             port: int, max_weight: int = DEFAULT_MAX_WEIGHT,
-                            min_parties: int | None = None) -> FederationPaths:
+                            min_parties: int | None = None,
+                            requests: Mapping[str, Path] | None = None) -> FederationPaths:
     """Kits for a federation that trains `cfg` with these apps (`securefed provision`): the protocol
-    and its settings come from `cfg.aggregation`, and the whole config travels in app.config."""
+    and its settings come from `cfg.aggregation`, and the whole config travels in app.config.
+    requests: party id -> its `securefed keygen` request folder (None: make every party's keys here)."""
     section = cfg.aggregation.section()
     settings: dict[str, Any] = {
         "port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(parties),
@@ -55,7 +58,14 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
         settings["max_message_bytes"] = message_bound(cfg)
     return provision_federation(
         out_dir, list(parties), server_host, cfg.aggregation.protocol,
-        section.model_dump(mode="json") if section is not None else None, settings)
+        section.model_dump(mode="json") if section is not None else None, settings, requests)
+
+
+def keygen_fl_party(out_dir: str | Path, party_id: str, cfg: RootConfig) -> Path:
+    """`securefed keygen`: this party's keys for a federation that will run `cfg`'s protocol."""
+    section = cfg.aggregation.section()
+    return keygen_party(out_dir, party_id, cfg.aggregation.protocol,
+                        section.model_dump(mode="json") if section is not None else None)
 
 
 def message_bound(cfg: RootConfig) -> int:

@@ -107,6 +107,18 @@ class Request:
     public2: bytes | None
 
 
+def request_party(request_dir: str | Path) -> str:
+    """The party id a request folder is for (as its public-key file says)."""
+    path = Path(request_dir) / PUBLIC
+    try:
+        pid = json.loads(path.read_text()).get("party_id")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{path}: not a keygen request ({e})") from None
+    if not isinstance(pid, str):
+        raise ConfigError(f"{path}: no party id")
+    return pid
+
+
 def read_request(request_dir: str | Path, party_id: str, protocol_name: str) -> Request:
     """Operator: one party's request folder. The CSR itself is checked when it is signed."""
     d = Path(request_dir)

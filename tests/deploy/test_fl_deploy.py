@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -34,15 +35,26 @@ def _run_real_federation(tmp_path: Path, overrides: list[str]) -> tuple[Path, di
     data = write_party_data(tmp_path)
     sets = [x for o in overrides for x in ("--set", o)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # Each party makes its keys in its own folder (its machine); the operator sees only the requests.
+    kits = {p: tmp_path / "machines" / p for p in PARTIES}
+    for p in PARTIES:
+        res = subprocess.run([*CLI, "keygen", "--party", p, "--out", str(kits[p]), *sets], capture_output=True,
+                             text=True, env=env, timeout=120)
+        assert res.returncode == 0, res.stderr
+    reqs = [x for p in PARTIES for x in ("--request", str(kits[p] / "request"))]
     res = subprocess.run([*CLI, "provision", "--parties", ",".join(PARTIES), "--server-host", "127.0.0.1",
-                          "--out", str(fed_dir), "--port", str(free_port()), *sets], capture_output=True, text=True,
-                         env=env, timeout=120)
+                          "--out", str(fed_dir), "--port", str(free_port()), *reqs, *sets], capture_output=True,
+                         text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
+    for p in PARTIES:  # the operator's public kit goes next to the party's keys
+        for f in (fed_dir / p).iterdir():
+            shutil.copy(f, kits[p] / f.name)
+    assert not list(fed_dir.rglob("party-key.pem")) and not list(fed_dir.rglob("protocol-secret.bin"))
     # Logs go to files: a full stdout/stderr pipe would block a chatty process.
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in ["server", *PARTIES]}
     procs = [subprocess.Popen([*CLI, "server", "--federation", str(fed_dir / "server")], env=env,
                               stdout=logs["server"], stderr=subprocess.STDOUT)]
-    procs += [subprocess.Popen([*CLI, "client", "--kit", str(fed_dir / p), "--data", str(data[p])], env=env,
+    procs += [subprocess.Popen([*CLI, "client", "--kit", str(kits[p]), "--data", str(data[p])], env=env,
                                stdout=logs[p], stderr=subprocess.STDOUT) for p in PARTIES]
     try:
         deadline = time.monotonic() + 240
@@ -58,7 +70,7 @@ def _run_real_federation(tmp_path: Path, overrides: list[str]) -> tuple[Path, di
     assert all(p.returncode == 0 for p in procs), {n: t[-1500:] for n, t in tails.items()}
     final = load_file(str(fed_dir / "server" / "adapter" / "adapter_model.safetensors"))
     for pid in PARTIES:
-        got = load_file(str(fed_dir / pid / "final-adapter" / "adapter_model.safetensors"))
+        got = load_file(str(kits[pid] / "final-adapter" / "adapter_model.safetensors"))
         assert all(torch.equal(got[k], final[k]) for k in final)
     return fed_dir, data, tails
 
@@ -101,7 +113,7 @@ def test_real_processes_with_differential_privacy(tmp_path, small_overrides, mec
     if mechanism == "example":
         # Each party accounts its own DP-SGD (ledger on its disk, epsilon in its log); the server has none.
         for pid in PARTIES:
-            (row,) = json.loads((fed_dir / pid / "state" / "privacy.json").read_text())
+            (row,) = json.loads((tmp_path / "machines" / pid / "state" / "privacy.json").read_text())
             assert row["round"] == 0 and 0 < row["dp_epsilon"][pid] < float("inf")
             assert set(row["dp_epsilon"]) == {pid}
             assert "dp_epsilon" in tails[pid]
@@ -109,4 +121,4 @@ def test_real_processes_with_differential_privacy(tmp_path, small_overrides, mec
     else:
         # The server decoded the distributed sum and accounted every contributor.
         assert set(app["dp_epsilon"]) == set(PARTIES) and app["dp_epsilon_max"] > 0
-        assert not any((fed_dir / pid / "state" / "privacy.json").exists() for pid in PARTIES)
+        assert not any((tmp_path / "machines" / pid / "state" / "privacy.json").exists() for pid in PARTIES)
