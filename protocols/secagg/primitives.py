@@ -187,11 +187,17 @@ def keystream(key: bytes, nbytes: int) -> bytes:
 
 
 def expand_mask(key: bytes, length: int, bits: int) -> np.ndarray:
-    """(length,) uniform elements of Z_{2^b}: little-endian words of the keystream, masked to b bits
-    (2^b divides the word size, so masking keeps them uniform)."""
-    dtype = ring_dtype(bits)
-    words = np.frombuffer(keystream(key, length * dtype.itemsize), dtype=dtype.newbyteorder("<"))
-    return (words & dtype.type((1 << bits) - 1)).astype(dtype)
+    """(length,) uniform elements of Z_{2^b}: the mask MaskAccumulator adds for `key`."""
+    acc = MaskAccumulator(np.zeros(length, dtype=ring_dtype(bits)), bits, copy=False)
+    acc.add_mask(key, +1)
+    return acc.result()
+
+
+# Rings of 33..40 bits (n ~ 1000 parties at 16 precision bits): a mask element is a 32-bit word plus
+# 8 high bits from one byte, lo + 2^32 * hi mod 2^b, instead of a full 64-bit word. That is 5
+# keystream bytes per coordinate instead of 8, and the high bytes accumulate in a uint8 vector
+# (wrapping mod 256 keeps them right mod 2^(b-32)), folded in once at the end.
+SPLIT_MAX_BITS = 40
 
 
 class MaskAccumulator:
@@ -199,7 +205,10 @@ class MaskAccumulator:
 
     The keystream is generated chunk by chunk into one small reused buffer (update_into; CTR
     continues across chunks) and added as uint32/uint64 words: the buffer stays in cache, and
-    wrap-around mod 2^32 or 2^64 followed by the final mask gives the sum mod 2^b.
+    wrap-around mod 2^32 or 2^64 followed by the final mask gives the sum mod 2^b. Keystream layout,
+    per chunk of c coordinates: b <= 32: c little-endian uint32 words; 32 < b <= 40: c uint32 words
+    then c high bytes; b > 40: c uint64 words. Chunks are CHUNK_BYTES // word size coordinates,
+    so every party and the server expand a key identically.
     """
 
     CHUNK_BYTES = 1 << 22
@@ -210,11 +219,17 @@ class MaskAccumulator:
             raise ValueError("initial vector must be 1-d of the ring dtype")
         self.bits = bits
         self._acc = initial.copy() if copy else initial  # (L,)
+        self._split = 32 < bits <= SPLIT_MAX_BITS
         self._words = max(1, self.CHUNK_BYTES // dtype.itemsize)
-        nbytes = min(initial.size, self._words) * dtype.itemsize
+        c = min(initial.size, self._words)
+        word = np.dtype(np.uint32) if self._split else dtype
+        nbytes = c * (5 if self._split else dtype.itemsize)
         self._zeros = bytes(nbytes)
         self._buf = bytearray(nbytes + 16)  # update_into wants room for one more block
-        self._view = np.frombuffer(self._buf, dtype=dtype.newbyteorder("<"), count=nbytes // dtype.itemsize)
+        self._view = np.frombuffer(self._buf, dtype=word.newbyteorder("<"), count=c)
+        if self._split:
+            self._hi_view = np.frombuffer(self._buf, dtype=np.uint8, count=c, offset=4 * c)
+            self._hi = np.zeros(initial.size, dtype=np.uint8)  # (L,) high bytes, mod 256
 
     def add(self, other: np.ndarray) -> None:
         self._acc += other.astype(self._acc.dtype, copy=False)
@@ -223,16 +238,31 @@ class MaskAccumulator:
         if len(key) != KEY_BYTES:
             raise ValueError("PRG key must be 32 bytes")
         encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
-        itemsize = self._acc.dtype.itemsize
+        per = 5 if self._split else self._acc.dtype.itemsize
         for start in range(0, self._acc.size, self._words):
             chunk = self._acc[start : start + self._words]
-            encryptor.update_into(memoryview(self._zeros)[: chunk.size * itemsize], self._buf)
-            if sign > 0:
-                chunk += self._view[: chunk.size]
+            c = chunk.size
+            if self._split and c < self._view.size:  # last, short chunk: its high bytes follow its words
+                encryptor.update_into(memoryview(self._zeros)[: 5 * c], self._buf)
+                lo = np.frombuffer(self._buf, dtype="<u4", count=c)
+                hi = np.frombuffer(self._buf, dtype=np.uint8, count=c, offset=4 * c)
             else:
-                chunk -= self._view[: chunk.size]
+                encryptor.update_into(memoryview(self._zeros)[: c * per], self._buf)
+                lo = self._view[:c]
+                hi = self._hi_view[:c] if self._split else None
+            if sign > 0:
+                chunk += lo
+                if hi is not None:
+                    self._hi[start : start + c] += hi
+            else:
+                chunk -= lo
+                if hi is not None:
+                    self._hi[start : start + c] -= hi
 
     def result(self) -> np.ndarray:
+        if self._split:
+            self._acc += self._hi.astype(np.uint64) << np.uint64(32)
+            self._hi[:] = 0
         np.bitwise_and(self._acc, self._acc.dtype.type((1 << self.bits) - 1), out=self._acc)
         return self._acc
 

@@ -136,3 +136,31 @@ def test_mask_expansion_is_uniform_over_the_ring() -> None:
     from scipy.stats import chi2 as chi2_dist
 
     assert chi2_dist.sf(chi2, counts.size - 1) > 1e-4
+
+
+@pytest.mark.parametrize("bits", [29, 33, 37, 40, 41])
+def test_masks_cancel_and_agree_across_chunks(bits: int, monkeypatch) -> None:
+    """Every ring path (uint32, split 32-bit words + high bytes, uint64) over several chunks and a
+    short last chunk: +mask then -mask is the identity, masks add like expand_mask says, and the
+    high bits of a split-ring mask are uniform."""
+    from securefed.protocols.encoding import ring_dtype
+    from securefed.protocols.secagg.primitives import MaskAccumulator
+
+    monkeypatch.setattr(MaskAccumulator, "CHUNK_BYTES", 4096)  # 512..1024 coordinates per chunk
+    n = 5000
+    x = (np.arange(n, dtype=np.uint64) * 2654435761 % (1 << bits)).astype(ring_dtype(bits))
+    k1, k2 = bytes(range(32)), bytes(range(1, 33))
+    acc = MaskAccumulator(x, bits)
+    acc.add_mask(k1, +1)
+    acc.add_mask(k2, -1)
+    got = acc.result().astype(np.uint64)
+    want = (x.astype(np.uint64) + expand_mask(k1, n, bits).astype(np.uint64)
+            - expand_mask(k2, n, bits).astype(np.uint64)) & np.uint64((1 << bits) - 1)
+    np.testing.assert_array_equal(got, want)
+    back = MaskAccumulator(got.astype(ring_dtype(bits)), bits)
+    back.add_mask(k1, -1)
+    back.add_mask(k2, +1)
+    np.testing.assert_array_equal(back.result(), x)
+    top = expand_mask(k1, 40_000, bits).astype(np.int64) >> (bits - 3)  # 8 buckets of the top 3 bits
+    counts = np.bincount(top, minlength=8)
+    assert counts.min() > 40_000 / 8 * 0.9

@@ -165,6 +165,16 @@ def test_exact_sum_under_random_dropouts(n, sparse, control, frac, drops, seed) 
         assert set(result.contributors) == sent_input
 
 
+@pytest.mark.parametrize("precision", [26, 30, 36])  # rings of 33, 37 (split masks) and 43 bits
+def test_exact_sum_with_wide_rings_and_a_dropout(precision: int) -> None:
+    cfg = SecAggConfig(precision_bits=precision)
+    proto, ctx, inputs, sm, pm = make_round(5, m=24, cfg=cfg)
+    assert build_plan(ctx, cfg, roster_seed(sm.identity_keys)).codec.bits in (33, 37, 43)
+    result, _ = run_round(proto, ctx, inputs, sm, pm, {"p02": MASKED})
+    assert result.contributors == ("p00", "p01", "p03", "p04")
+    assert_exact(result, inputs)
+
+
 @pytest.mark.parametrize("graph", ["complete", "sparse"])
 def test_dropouts_at_every_stage_at_once(graph: str) -> None:
     cfg = (SecAggConfig(graph="sparse", neighbours=8, threshold=5, precision_bits=10) if graph == "sparse"
