@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import sys
 from typing import Callable, Mapping
 
 import numpy as np
@@ -44,7 +45,8 @@ LABEL_ATTEMPT = b"securefed/secagg/v2/attempt"
 LABEL_ROSTER = b"securefed/secagg/v2/roster"
 LABEL_TRANSCRIPT = b"securefed/secagg/v2/consistency-transcript"
 
-_ZERO_IV = bytes(16)  # every PRG key expands exactly one stream, so a fixed counter start is safe
+_ZERO_IV = bytes(16)
+_LITTLE = sys.byteorder == "little"  # every PRG key expands exactly one stream, so a fixed counter start is safe
 
 
 def os_rng(n: int) -> bytes:
@@ -194,9 +196,9 @@ def expand_mask(key: bytes, length: int, bits: int) -> np.ndarray:
 
 
 # Rings of 33..40 bits (n ~ 1000 parties at 16 precision bits): a mask element is a 32-bit word plus
-# 8 high bits from one byte, lo + 2^32 * hi mod 2^b, instead of a full 64-bit word. That is 5
-# keystream bytes per coordinate instead of 8, and the high bytes accumulate in a uint8 vector
-# (wrapping mod 256 keeps them right mod 2^(b-32)), folded in once at the end.
+# a high byte, lo + 2^32 * hi mod 2^b, so 5 keystream bytes per coordinate instead of 8. The
+# accumulator keeps the low 32 bits in uint32 (same-type adds, no casting) and the high bits in a
+# uint8 vector (wrapping mod 256 is right mod 2^(b-32)), adding each word's carry into it.
 SPLIT_MAX_BITS = 40
 
 
@@ -204,11 +206,11 @@ class MaskAccumulator:
     """acc = x +/- PRG(k1) +/- PRG(k2) ... mod 2^b, in place, without per-coordinate Python.
 
     The keystream is generated chunk by chunk into one small reused buffer (update_into; CTR
-    continues across chunks) and added as uint32/uint64 words: the buffer stays in cache, and
-    wrap-around mod 2^32 or 2^64 followed by the final mask gives the sum mod 2^b. Keystream layout,
-    per chunk of c coordinates: b <= 32: c little-endian uint32 words; 32 < b <= 40: c uint32 words
-    then c high bytes; b > 40: c uint64 words. Chunks are CHUNK_BYTES // word size coordinates,
-    so every party and the server expand a key identically.
+    continues across chunks) and added as words: the buffer stays in cache, and wrap-around mod the
+    word size followed by the final mask gives the sum mod 2^b. Keystream layout, per chunk of c
+    coordinates: b <= 32: c little-endian uint32 words; 32 < b <= 40: c uint32 words then c high
+    bytes; b > 40: c uint64 words. Chunks are CHUNK_BYTES // word size coordinates, the same on
+    every party and the server, so a key always expands to the same mask.
     """
 
     CHUNK_BYTES = 1 << 22
@@ -222,47 +224,55 @@ class MaskAccumulator:
         self._split = 32 < bits <= SPLIT_MAX_BITS
         self._words = max(1, self.CHUNK_BYTES // dtype.itemsize)
         c = min(initial.size, self._words)
-        word = np.dtype(np.uint32) if self._split else dtype
-        nbytes = c * (5 if self._split else dtype.itemsize)
-        self._zeros = bytes(nbytes)
-        self._buf = bytearray(nbytes + 16)  # update_into wants room for one more block
-        self._view = np.frombuffer(self._buf, dtype=word.newbyteorder("<"), count=c)
+        self._per = 5 if self._split else dtype.itemsize  # keystream bytes per coordinate
+        self._zeros = bytes(c * self._per)
+        self._buf = bytearray(c * self._per + 16)  # update_into wants room for one more block
         if self._split:
-            self._hi_view = np.frombuffer(self._buf, dtype=np.uint8, count=c, offset=4 * c)
-            self._hi = np.zeros(initial.size, dtype=np.uint8)  # (L,) high bytes, mod 256
+            if not _LITTLE:
+                raise ValueError("split ring needs a little-endian machine")
+            self._lo = self._acc.astype(np.uint32)  # (L,) low 32 bits (a truncating cast: one pass)
+            self._hi = self._acc.view(np.uint8)[4::8].copy()  # (L,) byte 4 = bits 32..39, mod 256
+            self._carry = np.empty(c, dtype=bool)
 
     def add(self, other: np.ndarray) -> None:
+        if self._split:
+            raise ValueError("add() before masking only")  # not needed by the protocol on this path
         self._acc += other.astype(self._acc.dtype, copy=False)
 
     def add_mask(self, key: bytes, sign: int) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError("PRG key must be 32 bytes")
         encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
-        per = 5 if self._split else self._acc.dtype.itemsize
-        for start in range(0, self._acc.size, self._words):
-            chunk = self._acc[start : start + self._words]
+        target = self._lo if self._split else self._acc
+        for start in range(0, target.size, self._words):
+            chunk = target[start : start + self._words]
             c = chunk.size
-            if self._split and c < self._view.size:  # last, short chunk: its high bytes follow its words
-                encryptor.update_into(memoryview(self._zeros)[: 5 * c], self._buf)
-                lo = np.frombuffer(self._buf, dtype="<u4", count=c)
-                hi = np.frombuffer(self._buf, dtype=np.uint8, count=c, offset=4 * c)
-            else:
-                encryptor.update_into(memoryview(self._zeros)[: c * per], self._buf)
-                lo = self._view[:c]
-                hi = self._hi_view[:c] if self._split else None
+            encryptor.update_into(memoryview(self._zeros)[: c * self._per], self._buf)
+            words = np.frombuffer(self._buf, dtype=chunk.dtype.newbyteorder("<"), count=c)
+            if not self._split:
+                if sign > 0:
+                    chunk += words
+                else:
+                    chunk -= words
+                continue
+            hi, high = self._hi[start : start + c], np.frombuffer(self._buf, dtype=np.uint8, count=c, offset=4 * c)
+            carry = self._carry[:c]
             if sign > 0:
-                chunk += lo
-                if hi is not None:
-                    self._hi[start : start + c] += hi
+                chunk += words
+                np.less(chunk, words, out=carry)  # wrapped past 2^32: carry one into the high bits
+                hi += high
+                hi += carry.view(np.uint8)  # same-type add: no casting loop
             else:
-                chunk -= lo
-                if hi is not None:
-                    self._hi[start : start + c] -= hi
+                np.less(chunk, words, out=carry)  # will wrap below 0: borrow one from the high bits
+                chunk -= words
+                hi -= high
+                hi -= carry.view(np.uint8)
 
     def result(self) -> np.ndarray:
         if self._split:
-            self._acc += self._hi.astype(np.uint64) << np.uint64(32)
-            self._hi[:] = 0
+            words = self._acc.view(np.uint32).reshape(-1, 2)  # (L, 2): low, high half of each word
+            words[:, 0] = self._lo
+            words[:, 1] = self._hi
         np.bitwise_and(self._acc, self._acc.dtype.type((1 << self.bits) - 1), out=self._acc)
         return self._acc
 

@@ -44,8 +44,24 @@ class Evil(SecAgg):
         return _Session()
 
 
-def _resign(msg: Message, stage: Stage, binding, sign, fields: list[bytes]) -> Message:
+def _resign(stage: Stage, binding, sign, fields: list[bytes]) -> Message:
     return frames.message(stage, frames.sign(sign, frames.encode(binding, stage, Direction.FROM_PARTY, fields)))
+
+
+def _unmask_liar(edit):
+    """A behaviour for Evil: answer honestly, but rewrite share i of the unmask reply to edit(i, y)
+    and sign the result with the party's own key (a colluding holder lying about its shares)."""
+    def behave(session, msg, sign):
+        reply = session.handle(msg)
+        if msg.stage != STAGE[Stage.UNMASK]:
+            return reply
+        binding = session._plan.binding
+        fields = frames.decode(binding, Stage.UNMASK, Direction.FROM_PARTY, reply.payload[:-SIG_BYTES])
+        for i in range(1, len(fields)):
+            owner, kind, y = frames.unpack_fields(fields[i], count=3)
+            fields[i] = frames.pack_fields([owner, kind, edit(i, y)])
+        return _resign(Stage.UNMASK, binding, sign, fields)
+    return behave
 
 
 def _exact(inputs, contributors):
@@ -66,7 +82,7 @@ def test_party_advertising_a_low_order_key_is_dropped_alone() -> None:
         if msg.stage != STAGE[Stage.ADVERTISE]:
             return reply
         binding = session._plan.binding
-        return _resign(reply, Stage.ADVERTISE, binding, sign, [b"p6", bytes(32), bytes(32)])
+        return _resign(Stage.ADVERTISE, binding, sign, [b"p6", bytes(32), bytes(32)])
 
     proto = Evil("p6", zero_keys)
     sm, pm = proto.provision(IDS)
@@ -86,7 +102,7 @@ def test_relayed_low_order_key_is_skipped_not_fatal() -> None:
     att = new_attempt(proto, context(IDS, m=16), 0, make_inputs(IDS, 16, 1), sm, pm)
     adverts = att.deliver(att.server.start())
     sign6 = ed25519_private(pm["p6"].signing_key).sign
-    bad = _resign(adverts["p6"], Stage.ADVERTISE, att.plan.binding, sign6, [b"p6", bytes(32), bytes(32)])
+    bad = _resign(Stage.ADVERTISE, att.plan.binding, sign6, [b"p6", bytes(32), bytes(32)])
     relayed = [adverts[p].payload for p in IDS if p not in ("p0", "p6")] + [bad.payload]
     reply = att.deliver({"p0": att.forge(Stage.SHARE, "p0", relayed)})
     assert "p0" not in att.refused
@@ -97,17 +113,7 @@ def test_relayed_low_order_key_is_skipped_not_fatal() -> None:
 def test_one_bad_share_does_not_abort_the_round() -> None:
     """A colluding holder reveals a wrong share at unmask. v1: the reconstruction with the t
     smallest x failed the commitment and the round aborted. Now the server finds t good shares."""
-    def lie(session, msg, sign):
-        reply = session.handle(msg)
-        if msg.stage != STAGE[Stage.UNMASK]:
-            return reply
-        binding = session._plan.binding
-        fields = frames.decode(binding, Stage.UNMASK, Direction.FROM_PARTY, reply.payload[:-SIG_BYTES])
-        owner, kind, y = frames.unpack_fields(fields[1], count=3)
-        wrong = shamir.encode_share((shamir.decode_share(y) + 1) % shamir.PRIME)
-        fields[1] = frames.pack_fields([owner, kind, wrong])
-        return _resign(reply, Stage.UNMASK, binding, sign, fields)
-
+    lie = _unmask_liar(lambda i, y: shamir.encode_share((shamir.decode_share(y) + 1) % shamir.PRIME) if i == 1 else y)
     proto = Evil("p0", lie)  # p0 holds the share with the smallest x for every owner
     sm, pm = proto.provision(IDS)
     inputs = make_inputs(IDS, m=32, seed=6)
@@ -118,16 +124,7 @@ def test_one_bad_share_does_not_abort_the_round() -> None:
 
 def test_too_many_bad_shares_abort_without_a_wrong_sum() -> None:
     """Bad shares beyond what any consistent subset tolerates: the round aborts, never a wrong sum."""
-    def garbage(session, msg, sign):
-        reply = session.handle(msg)
-        if msg.stage != STAGE[Stage.UNMASK]:
-            return reply
-        binding = session._plan.binding
-        fields = frames.decode(binding, Stage.UNMASK, Direction.FROM_PARTY, reply.payload[:-SIG_BYTES])
-        for i in range(1, len(fields)):
-            owner, kind, y = frames.unpack_fields(fields[i], count=3)
-            fields[i] = frames.pack_fields([owner, kind, shamir.encode_share(7)])
-        return _resign(reply, Stage.UNMASK, binding, sign, fields)
+    garbage = _unmask_liar(lambda i, y: shamir.encode_share(7))
 
     class Many(SecAgg):
         def party(self, ctx, pid, data, material):
