@@ -90,7 +90,12 @@ class VectorSum:
     stats: Mapping[str, Any] = field(default_factory=dict)  # e.g. clipped_fraction, bits
 
 
-class SumOutOfRange(ProtocolAbort):
+class RoundSpent(ProtocolAbort):
+    """The round cannot complete and must not be retried: parties already revealed unmasking
+    material for it (secagg parties refuse to unmask a round twice). The runner skips the round."""
+
+
+class SumOutOfRange(RoundSpent):
     """A protocol finished, but its decoded sum cannot come from honest inputs (a party encoded a
     negative or oversized weight, or non-finite values). Only a party can cause this; the round's
     result must not be applied."""

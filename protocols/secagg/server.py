@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, RoundContext, VectorSum
+from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, RoundContext, RoundSpent, VectorSum
 from securefed.protocols.encoding import packed_size, ring_dtype, unpack_bits
 from securefed.protocols.secagg import frames, shamir
 from securefed.protocols.secagg.config import SecAggConfig
@@ -228,7 +228,7 @@ class SecAggServer:
                     acc.add_mask(seed, -plan.mask_sign(j, pid))
         except ProtocolError:
             # a holder lied about a share; the honest ones already revealed only what is safe
-            raise ProtocolAbort("unmasking failed: too few valid shares") from None
+            raise RoundSpent("unmasking failed: too few valid shares") from None
         decoded = codec.decode_sum(acc.result())
         m, n3 = codec.vector_len, len(self._survivors)
         fp32 = 4 * (m * (2 if codec.has_control else 1) + 1)

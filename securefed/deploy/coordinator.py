@@ -33,7 +33,15 @@ from securefed.deploy.provision import OPERATOR_NAME
 from securefed.deploy.settings import FederationConfig
 from securefed.deploy.wire import encode_round_end, encode_round_start
 from securefed.errors import ConfigError
-from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, SumOutOfRange, VectorSum, check_sum
+from securefed.protocols.base import (
+    Message,
+    ProtocolAbort,
+    ProtocolError,
+    RoundSpent,
+    SumOutOfRange,
+    VectorSum,
+    check_sum,
+)
 from securefed.transport.frames import Kind
 from securefed.transport.logfmt import kv
 from securefed.transport.server import Hub, Link, grpc_options
@@ -110,10 +118,11 @@ class Coordinator:
             self._live, self._dropped = {}, set()
             try:
                 result, app_metrics = self._attempt(r, attempt, record)
-            except SumOutOfRange as e:
-                # Parties have unmasked this round: its inputs must not be summed again under
-                # another survivor set (the difference of two sums is one party's update), and
-                # secagg parties refuse to. The round is skipped (nothing applied), not retried.
+            except RoundSpent as e:
+                # Parties have unmasked this round (an out-of-range sum, or shares that did not
+                # reconstruct): its inputs must not be summed again under another survivor set (the
+                # difference of two sums is one party's update), and secagg parties refuse to. The
+                # round is skipped (nothing applied), not retried.
                 record.update(status="rejected", reason=str(e)[:200])
                 self._end(self._live, r, attempt, "aborted", record, before, t0)
                 save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
