@@ -106,7 +106,8 @@ def provision_federation(
     except BaseException:
         for d in created:
             shutil.rmtree(d, ignore_errors=True)
-        (root / ROSTER).unlink(missing_ok=True)
+        if requests is None:  # across machines the roster is the output the parties need for phase 2
+            (root / ROSTER).unlink(missing_ok=True)
         raise
 
 

@@ -90,3 +90,57 @@ def test_operator_refuses_bad_requests(tmp_path) -> None:
                              requests={**requests, "carol": requests["alice"]})
     with pytest.raises(ConfigError, match="already holds keys"):
         keygen_party(machines["alice"], "alice", "secagg")
+
+
+class _TwoPhase:
+    """A protocol whose keygen has a second phase (as threshold HE will): each party's public2 must
+    depend on everyone's phase-1 keys, and the operator only relays bytes."""
+
+    name = "test-two-phase"
+
+    def __init__(self, config=None) -> None:
+        self.config = config
+
+    def party_keygen(self, pid):
+        return b"secret-" + pid.encode(), b"pk-" + pid.encode()
+
+    def party_keygen_finish(self, pid, secret, roster):
+        return secret + b"+2", b"dealt-by-" + pid.encode() + b":" + b",".join(sorted(roster.values()))
+
+    def assemble(self, roster, finish):
+        assert set(finish) == set(roster)
+        return b"server", {pid: finish[pid] for pid in roster}
+
+    def party_material(self, pid, secret, public):
+        if not public.startswith(b"dealt-by-" + pid.encode()):
+            raise ConfigError("not mine")
+        return secret, public
+
+    def dump_material(self, material):
+        return material
+
+    def load_material(self, data):
+        return data
+
+
+def test_two_phase_keygen_runs_phase_two_before_assembling(tmp_path) -> None:
+    from securefed.deploy.keygen import keygen_finish
+    from securefed.protocols import registry
+
+    if "test-two-phase" not in registry.names():
+        registry.register("test-two-phase", _TwoPhase)
+    local = provision_federation(tmp_path / "local", PARTIES, "h", "test-two-phase")
+    secret, public = load_party_kit(local.party_dirs["bob"]).protocol_and_material()[1]
+    assert secret == b"secret-bob+2" and public == b"dealt-by-bob:pk-alice,pk-bob,pk-carol"
+    # Across machines: the operator publishes the roster, parties finish, then provisioning goes on.
+    machines = {pid: tmp_path / "m" / pid for pid in PARTIES}
+    requests = {pid: keygen_party(machines[pid], pid, "test-two-phase") for pid in PARTIES}
+    with pytest.raises(ConfigError, match="second keygen phase"):
+        provision_federation(tmp_path / "op", PARTIES, "h", "test-two-phase", requests=requests)
+    for pid in PARTIES:
+        keygen_finish(machines[pid], tmp_path / "op" / "roster.json", "test-two-phase")
+    fed = provision_federation(tmp_path / "op", PARTIES, "h", "test-two-phase", requests=requests)
+    shutil.copy(fed.party_dirs["carol"] / PARTY_PUBLIC, machines["carol"] / PARTY_PUBLIC)
+    for f in ("ca.pem", "party.pem", "federation.json"):
+        shutil.copy(fed.party_dirs["carol"] / f, machines["carol"] / f)
+    assert load_party_kit(machines["carol"]).protocol_and_material()[1][0] == b"secret-carol+2"
