@@ -74,7 +74,7 @@ class _Abort:
 
 _CLOSE = object()
 _END = object()
-HELLO_TIMEOUT_S = 5.0
+HELLO_TIMEOUT_S = 10.0
 
 
 @dataclass(eq=False)
