@@ -120,43 +120,43 @@ def packed_size(count: int, bits: int) -> int:
     return (count * bits + 7) // 8
 
 
-# Up to 56 bits, value k of a group of 8 (8b bits = b bytes) fits one little-endian 64-bit window
-# starting at byte floor(k b / 8), shifted by (k b) mod 8. So the same layout is written with 8
-# passes over L/8 windows (unaligned uint64 views into a (G, b + 8) byte buffer) instead of 64
-# passes over a transposed copy: about 3x less memory traffic for the masked upload.
-_WINDOW_MAX_BITS = 56
+# From 8 to 56 bits, value k of a group of 8 (8b bits = b bytes) fits one little-endian 64-bit
+# window starting at byte floor(k b / 8) of its group, shifted by (k b) mod 8. So the same layout is
+# written with 8 vectorised passes, one per k, over unaligned uint64 views with a stride of b bytes
+# straight into the output buffer (windows of one k never overlap since b >= 8; those of different
+# k are OR-ed one after another, and bits past a value are zero), instead of 64 passes over a
+# transposed copy.
+_WINDOW_BITS = range(8, 57)
 
 
-def _windows(buf: np.ndarray, groups: int, row: int, offset: int) -> np.ndarray:
-    """(G,) little-endian uint64 views at byte `offset` of each `row`-byte row of buf (unaligned)."""
-    return np.ndarray((groups,), dtype="<u8", buffer=buf, offset=offset, strides=(row,))
+def _windows(buf: np.ndarray, groups: int, bits: int, offset: int) -> np.ndarray:
+    """(G,) little-endian uint64 views at byte `offset` of each b-byte group of buf (unaligned)."""
+    return np.ndarray((groups,), dtype="<u8", buffer=buf, offset=offset, strides=(bits,))
 
 
 def _pack_windows(values: np.ndarray, bits: int) -> bytes:
     count = int(values.size)
-    groups, row = -(-count // 8), bits + 8
-    v = np.zeros(groups * 8, dtype=np.uint64)
-    v[:count] = values
-    v = v.reshape(groups, 8)  # (G, 8)
-    buf = np.zeros(groups * row, dtype=np.uint8)  # (G rows of b bytes + 8 bytes of window room)
+    groups = -(-count // 8)
+    if count % 8:
+        values = np.concatenate([values, np.zeros(groups * 8 - count, dtype=values.dtype)])
+    v = values.reshape(groups, 8)  # (G, 8)
+    buf = np.zeros(groups * bits + 8, dtype=np.uint8)  # + 8: room for the last window
     for k in range(8):
         offset, shift = divmod(k * bits, 8)
-        w = _windows(buf, groups, row, offset)
-        w |= v[:, k] << np.uint64(shift)
-    return buf.reshape(groups, row)[:, :bits].tobytes()[: packed_size(count, bits)]
+        w = _windows(buf, groups, bits, offset)
+        w |= v[:, k].astype(np.uint64) << np.uint64(shift)
+    return buf[: packed_size(count, bits)].tobytes()
 
 
 def _unpack_windows(data: bytes, bits: int, count: int) -> np.ndarray:
-    groups, row = -(-count // 8), bits + 8
-    flat = np.zeros(groups * bits, dtype=np.uint8)
-    flat[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-    buf = np.zeros(groups * row, dtype=np.uint8)
-    buf.reshape(groups, row)[:, :bits] = flat.reshape(groups, bits)
+    groups = -(-count // 8)
+    buf = np.zeros(groups * bits + 8, dtype=np.uint8)
+    buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
     mask = np.uint64((1 << bits) - 1)
     out = np.empty((groups, 8), dtype=np.uint64)  # (G, 8)
     for k in range(8):
         offset, shift = divmod(k * bits, 8)
-        out[:, k] = (_windows(buf, groups, row, offset) >> np.uint64(shift)) & mask
+        out[:, k] = (_windows(buf, groups, bits, offset) >> np.uint64(shift)) & mask
     return out.reshape(-1)[:count].copy() if groups * 8 != count else out.reshape(-1)
 
 
@@ -171,7 +171,7 @@ def pack_bits(values: np.ndarray, bits: int) -> bytes:
     count = int(values.size)
     if bits in (8, 16, 32, 64):
         return np.ascontiguousarray(values, dtype=f"<u{bits // 8}").tobytes()
-    if bits <= _WINDOW_MAX_BITS:
+    if bits in _WINDOW_BITS:
         return _pack_windows(values, bits)
     groups = -(-count // 64)
     padded = np.zeros(groups * 64, dtype=np.uint64)
@@ -198,7 +198,7 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
         raise ValueError("packed vector has nonzero padding")
     if bits in (8, 16, 32, 64):
         return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(np.uint64)
-    if bits <= _WINDOW_MAX_BITS:
+    if bits in _WINDOW_BITS:
         return _unpack_windows(data, bits, count)
     groups = -(-count // 64)
     buf = np.zeros(groups * bits * 8, dtype=np.uint8)
