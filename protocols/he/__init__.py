@@ -21,6 +21,10 @@ from securefed.protocols.he.context import HEPartyMaterial, HEPublic, provision
 from securefed.protocols.he.kits import MaterialError, dump_material, load_material
 from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE, HEParty
 from securefed.protocols.he.server import HEServer
+from securefed.protocols.he.tkeys import ThresholdPartyMaterial, ThresholdPublic
+from securefed.protocols.he.tkeys import provision as provision_threshold
+from securefed.protocols.he.tparty import ThresholdParty
+from securefed.protocols.he.tserver import ThresholdServer
 from securefed.protocols.registry import register
 
 __all__ = ["HE", "HEConfig", "HEParty", "HEPartyMaterial", "HEPublic", "HEServer", "INPUT_STAGE",
@@ -35,7 +39,10 @@ class HE:
             config = HEConfig.model_validate(config)  # e.g. a dict section from a YAML config
         self.config = config or HEConfig()
 
-    def provision(self, party_ids: tuple[str, ...]) -> tuple[HEPublic, dict[str, HEPartyMaterial]]:
+    def provision(self, party_ids: tuple[str, ...]):
+        """threshold: the parties' keygen run in process (tkeys.provision); single_key: one SEAL key."""
+        if self.config.mode == "threshold":
+            return provision_threshold(tuple(party_ids), self.config.threshold_fraction)
         return provision(self.config, tuple(party_ids))
 
     def dump_material(self, material: HEPublic | HEPartyMaterial) -> bytes:
@@ -47,10 +54,14 @@ class HE:
         """Inverse of dump_material; raises MaterialError (ConfigError and ValueError) if malformed."""
         return load_material(data)
 
-    def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> HEParty:
+    def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> HEParty | ThresholdParty:
+        if isinstance(material, ThresholdPartyMaterial):
+            return ThresholdParty(ctx, party_id, data, material, self.config)
         return HEParty(ctx, party_id, data, material, self.config)
 
-    def server(self, ctx: RoundContext, material: Any) -> HEServer:
+    def server(self, ctx: RoundContext, material: Any) -> HEServer | ThresholdServer:
+        if isinstance(material, ThresholdPublic):
+            return ThresholdServer(ctx, material, self.config)
         return HEServer(ctx, material, self.config)
 
 
