@@ -18,6 +18,7 @@ from typing import Any
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.context import HEPartyMaterial, HEPublic, provision
+from securefed.protocols.he import tkits
 from securefed.protocols.he.kits import MaterialError, dump_material, load_material
 from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE, HEParty
 from securefed.protocols.he.server import HEServer
@@ -48,10 +49,14 @@ class HE:
     def dump_material(self, material: HEPublic | HEPartyMaterial) -> bytes:
         """Server material (no key) or party material (the shared secret key: store it 0600) as
         versioned, role-tagged kit bytes (MaterialCodec hook for the deploy layer; see kits.py)."""
+        if isinstance(material, (ThresholdPublic, ThresholdPartyMaterial)):
+            return tkits.dump(material)
         return dump_material(material)
 
     def load_material(self, data: bytes) -> HEPublic | HEPartyMaterial:
         """Inverse of dump_material; raises MaterialError (ConfigError and ValueError) if malformed."""
+        if bytes(data[: len(tkits.MAGIC)]) == tkits.MAGIC:
+            return tkits.load(data)
         return load_material(data)
 
     def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> HEParty | ThresholdParty:

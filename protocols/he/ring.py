@@ -37,12 +37,19 @@ def _bitrev(i: int, bits: int) -> int:
 
 
 def _root_of_unity(p: int, order: int) -> int:
-    """A primitive `order`-th root of unity mod p (order a power of two dividing p - 1)."""
+    """The smallest primitive `order`-th root of unity mod p (order a power of two dividing p - 1):
+    SEAL's choice, so that our NTT form is bit-for-bit SEAL's (tested)."""
     for g in range(2, p):
         w = pow(g, (p - 1) // order, p)
         if pow(w, order // 2, p) == p - 1:
-            return w
-    raise ValueError(f"no primitive {order}-th root of unity mod {p}")
+            break
+    else:
+        raise ValueError(f"no primitive {order}-th root of unity mod {p}")
+    best, x, w2 = w, w, w * w % p
+    for _ in range(order // 2 - 1):  # the primitive roots are the odd powers of w
+        x = x * w2 % p
+        best = min(best, x)
+    return best
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,7 @@ def _check_phase2(label: str, ros: dict[str, Phase1], pid: str, p2: Phase2, t: i
     _verify(ros[pid].sign_pub, p2.b_sig, _pk_msg(label, pid, p2.b), f"key share of {pid!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ThresholdPublic:
     """Public key material: what the server holds and every party checks."""
 
@@ -253,13 +253,25 @@ class ThresholdPublic:
     def point(self, pid: str) -> int:
         return self.roster.index(pid) + 1
 
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ThresholdPublic) and (self.label, self.roster, self.sign_pubs, self.threshold)
+                == (other.label, other.roster, other.sign_pubs, other.threshold)
+                and np.array_equal(self.b_ntt, other.b_ntt))
 
-def _key_id(label: str, ros: dict[str, Phase1], t: int, b: np.ndarray) -> bytes:
+    __hash__ = None  # type: ignore[assignment]
+
+
+def public_key_id(label: str, roster: tuple[str, ...], sign_pubs: tuple[bytes, ...], t: int, b: np.ndarray) -> bytes:
+    """16-byte id of the public key material; every message of a round carries it."""
     h = hashlib.sha256(b"securefed-he-key-v1|" + label.encode() + b"|" + str(t).encode())
-    for pid in sorted(ros):
-        h.update(ros[pid].raw)
+    for pid, pub in zip(roster, sign_pubs):
+        h.update(pid.encode() + b"|" + pub)
     h.update(elem_bytes(b))
     return h.digest()[:16]
+
+
+def _key_id(label: str, ros: dict[str, Phase1], t: int, b: np.ndarray) -> bytes:
+    return public_key_id(label, tuple(ros), tuple(p.sign_pub for p in ros.values()), t, b)
 
 
 def assemble(roster: dict[str, bytes], finish: dict[str, bytes]) -> tuple[ThresholdPublic, dict[str, bytes]]:
@@ -294,7 +306,7 @@ def assemble(roster: dict[str, bytes], finish: dict[str, bytes]) -> tuple[Thresh
     return public, bundles
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ThresholdPartyMaterial:
     """A party's key material: its own key share and the Shamir shares dealt to it."""
 
@@ -303,6 +315,14 @@ class ThresholdPartyMaterial:
     sign_key: bytes = field(repr=False)
     s_ntt: np.ndarray = field(repr=False)  # own additive share s_i (L, N), NTT form
     shares: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # dealer -> share at my point
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ThresholdPartyMaterial) and self.public == other.public
+                and (self.party_id, self.sign_key) == (other.party_id, other.sign_key)
+                and np.array_equal(self.s_ntt, other.s_ntt) and self.shares.keys() == other.shares.keys()
+                and all(np.array_equal(v, other.shares[k]) for k, v in self.shares.items()))
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def party_material(secret: KeygenSecret, bundle: bytes) -> ThresholdPartyMaterial:

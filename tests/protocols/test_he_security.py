@@ -24,7 +24,7 @@ CTX = RoundContext("f", 3, PIDS, 2000, True, 100)
 
 @pytest.fixture(scope="module")
 def he() -> HE:
-    return HE(HEConfig(preset="n4096"))
+    return HE(HEConfig(mode="single_key", preset="n4096"))
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_ciphertexts_from_another_parameter_set_are_dropped(he, kit):
     """Same key id forged, ciphertexts from N=8192: SEAL's parameter check rejects them."""
     public, _ = kit
     inputs = make_inputs(CTX, seed=12)
-    edit = foreign_ciphertexts(HEConfig(preset="n8192"), public.key_id)
+    edit = foreign_ciphertexts(HEConfig(mode="single_key", preset="n8192"), public.key_id)
     result, _ = run_round(Tamper(he, "b", edit), CTX, inputs, *kit)
     assert result.contributors == ("a", "c", "d")
     assert_matches_plain(result, plain_round(CTX, inputs, {"b": ""}))
@@ -200,7 +200,7 @@ def test_forged_key_id_same_parameters_is_caught_at_decryption(he, kit):
     """Same parameters, another key, forged key id: indistinguishable until decryption, where the sum
     fails the integrity check (noise far beyond the bound). The round aborts; nothing is revealed."""
     public, _ = kit
-    edit = foreign_ciphertexts(HEConfig(preset="n4096"), public.key_id)
+    edit = foreign_ciphertexts(HEConfig(mode="single_key", preset="n4096"), public.key_id)
     with pytest.raises(ProtocolAbort, match="integrity"):
         run_round(Tamper(he, "b", edit), CTX, make_inputs(CTX), *kit)
 

@@ -175,7 +175,7 @@ HE_IDS = ("a", "b", "c")
 
 @pytest.fixture(scope="module")
 def he():
-    proto = registry.create("he", HEConfig(preset="n4096"))
+    proto = registry.create("he", HEConfig(mode="single_key", preset="n4096"))
     return proto, *proto.provision(HE_IDS)
 
 
