@@ -45,6 +45,7 @@ class RoundContext:
     vector_len: int  # m: number of adapter coordinates
     has_control: bool  # SCAFFOLD: a control delta of length m travels too
     max_weight: int  # upper bound on any party's weight (sample count), for fixed-point sizing
+    attempt: int = 0  # retry number of this round: protocols bind their transcript to (round, attempt)
 
     def __post_init__(self) -> None:
         if len(set(self.party_ids)) != len(self.party_ids):
@@ -53,6 +54,8 @@ class RoundContext:
             raise ValueError("party_ids must be sorted")
         if self.vector_len < 1 or self.max_weight < 1:
             raise ValueError("vector_len and max_weight must be >= 1")
+        if self.round < 0 or self.attempt < 0:
+            raise ValueError("round and attempt must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,29 @@ class VectorSum:
     total_weight: float
     contributors: tuple[str, ...]
     stats: Mapping[str, Any] = field(default_factory=dict)  # e.g. clipped_fraction, bits
+
+
+class SumOutOfRange(ProtocolAbort):
+    """A protocol finished, but its decoded sum cannot come from honest inputs (a party encoded a
+    negative or oversized weight, or non-finite values). Only a party can cause this; the round's
+    result must not be applied."""
+
+
+def check_sum(result: VectorSum, ctx: RoundContext) -> VectorSum:
+    """Raises SumOutOfRange unless `result` is a sum honest parties of `ctx` could produce:
+    contributors selected and unique, 0 < total weight <= max_weight x contributors, finite values."""
+    n = len(result.contributors)
+    if n == 0 or len(set(result.contributors)) != n or not set(result.contributors) <= set(ctx.party_ids):
+        raise SumOutOfRange("decoded sum: contributors are not a subset of the selection")
+    w = result.total_weight
+    if not (np.isfinite(w) and 0 < w <= ctx.max_weight * n):
+        raise SumOutOfRange(f"decoded sum: total weight {w!r} outside (0, {ctx.max_weight} x {n}]")
+    if result.delta_sum.shape != (ctx.vector_len,) or not np.all(np.isfinite(result.delta_sum)):
+        raise SumOutOfRange("decoded sum: delta has the wrong shape or non-finite values")
+    if ctx.has_control != (result.control_sum is not None) or (
+            result.control_sum is not None and not np.all(np.isfinite(result.control_sum))):
+        raise SumOutOfRange("decoded sum: control sum missing, unexpected or non-finite")
+    return result
 
 
 @dataclass(frozen=True)

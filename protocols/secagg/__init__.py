@@ -10,19 +10,24 @@ consistency check, unmask (see party.py / server.py; framing in frames.py).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.protocols.registry import register
 from securefed.protocols.secagg.config import SecAggConfig
+from securefed.protocols.secagg.ledger import RoundLedger
 from securefed.protocols.secagg.party import SecAggParty
 from securefed.protocols.secagg.primitives import Rng, os_rng
 from securefed.protocols.secagg.provisioning import (
     MaterialError,
     PartyMaterial,
     ServerMaterial,
+    assemble,
     dump_material,
     load_material,
+    party_keygen,
+    party_material,
     provision,
 )
 from securefed.protocols.secagg.server import SecAggServer
@@ -45,9 +50,29 @@ class SecAgg:
             raise TypeError(f"secagg config must be a SecAggConfig, a dict or None, not {type(config).__name__}")
         self.config = config
         self._rng = rng
+        # party id -> its round ledger. In memory by default (one simulated federation per protocol
+        # object); a deployed party binds its on-disk one with bind_party_state.
+        self._ledgers: dict[str, RoundLedger] = {}
+
+    def bind_party_state(self, party_id: str, directory: str | Path, max_rounds: int) -> None:
+        """Deployment hook: keep `party_id`'s round ledger in `directory` (it survives restarts)."""
+        self._ledgers[party_id] = RoundLedger(Path(directory) / "secagg-rounds.json", max_rounds)
 
     def provision(self, party_ids: tuple[str, ...]) -> tuple[ServerMaterial, dict[str, PartyMaterial]]:
         return provision(tuple(party_ids), self._rng)
+
+    # --- keys generated where they are used (protocols/keygen.py) ---------------------------------
+
+    def party_keygen(self, party_id: str) -> tuple[bytes, bytes]:
+        """On the party's machine: (Ed25519 secret, public key)."""
+        return party_keygen(self._rng)
+
+    def assemble(self, roster: dict[str, bytes], finish: dict[str, bytes]) -> tuple[ServerMaterial, dict[str, bytes]]:
+        """Operator: pin the public keys; no phase 2, so `finish` is empty."""
+        return assemble(roster)
+
+    def party_material(self, party_id: str, secret: bytes, public: bytes) -> PartyMaterial:
+        return party_material(party_id, secret, public)
 
     def dump_material(self, material: ServerMaterial | PartyMaterial) -> bytes:
         """Server or party material as versioned, kind-tagged bytes (MaterialCodec hook for the
@@ -59,7 +84,8 @@ class SecAgg:
         return load_material(data)
 
     def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> SecAggParty:
-        return SecAggParty(ctx, party_id, data, material, self.config, self._rng)
+        ledger = self._ledgers.setdefault(party_id, RoundLedger())
+        return SecAggParty(ctx, party_id, data, material, self.config, self._rng, ledger)
 
     def server(self, ctx: RoundContext, material: Any) -> SecAggServer:
         return SecAggServer(ctx, material, self.config)

@@ -164,5 +164,10 @@ def unpack_ids(data: bytes, known: Mapping[str, object]) -> tuple[str, ...]:
     return ids
 
 
-def ids_digest(ids: Sequence[str]) -> bytes:
-    return hashlib.sha256(b"securefed/secagg/v1/survivors" + pack_ids(ids)).digest()
+def transcript_digest(salt: bytes, survivors: Sequence[str], c_pk: bytes, s_pk: bytes) -> bytes:
+    """What a consistency signature covers: the attempt (its salt names federation, round and
+    attempt), the survivor set, and the signer's own fresh keys of this attempt. A verifier checks
+    it against the keys the signer advertised to it in this session, so a signature made in any
+    other attempt (other keys) or on any other set does not verify."""
+    return hashlib.sha256(b"securefed/secagg/v2/consistency" + salt + pack_ids(survivors)
+                          + pack_fields([c_pk, s_pk])).digest()

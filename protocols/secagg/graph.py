@@ -2,14 +2,22 @@
 
 complete (SecAgg): every pair. sparse (SecAgg+, Bell et al. 2020): a Harary-style ring over a
 random permutation of the parties, each party joined to the k/2 nearest on either side, so the
-graph is exactly k-regular and symmetric. The permutation comes from a public seed derived from
-(federation id, round): every participant computes the same graph, and the server cannot choose it.
+graph is exactly k-regular and symmetric.
+
+Malicious server: the ring order of a round is the parties sorted by a label HKDF(roster seed,
+round, party id). The roster seed is fixed when the identity keys are pinned (primitives.roster_seed)
+and parties refuse round numbers that repeat, go backwards or pass the configured rounds, so the
+server cannot try round numbers until colluders surround a target. Leaving a party out of the
+selection only closes the gap around it (everyone else keeps their relative order), exactly as if
+that party had dropped out; it cannot reshuffle the ring.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import struct
+from typing import Sequence
 
 from securefed.protocols.secagg.primitives import LABEL_GRAPH, hkdf, keystream
 
@@ -55,10 +63,27 @@ def permutation(n: int, seed: bytes) -> list[int]:
     return order
 
 
+def round_order(party_ids: Sequence[str], seed: bytes, round_: int) -> tuple[int, ...]:
+    """Indices of `party_ids` in ring order for one round: sorted by a per-party label derived from
+    the roster seed and the round, so the relative order of two parties does not depend on who
+    else was selected."""
+    key = hkdf(seed, struct.pack("<Q", round_), LABEL_GRAPH)
+    labels = [hashlib.sha256(key + pid.encode()).digest() for pid in party_ids]
+    return tuple(sorted(range(len(party_ids)), key=labels.__getitem__))
+
+
 @functools.lru_cache(maxsize=16)
 def neighbours(n: int, k: int, seed: bytes) -> tuple[frozenset[int], ...]:
-    """Neighbour sets by party index. k >= n - 1 gives the complete graph. Cached: a pure function
-    of public inputs that every session of a simulated round would otherwise recompute."""
+    """Neighbour sets by party index over a seeded permutation (the v1 graph; known-answer tests)."""
+    return ring(tuple(permutation(n, seed)) if 1 <= k < n - 1 else tuple(range(n)), k)
+
+
+@functools.lru_cache(maxsize=16)
+def ring(order: tuple[int, ...], k: int) -> tuple[frozenset[int], ...]:
+    """Neighbour sets by party index: each joined to the k/2 nearest on either side of `order`.
+    k >= n - 1 gives the complete graph. Cached: a pure function of public inputs that every
+    session of a simulated round would otherwise recompute."""
+    n = len(order)
     if n < 2 or k < 1:
         raise ValueError("graph needs n >= 2 and k >= 1")
     if k >= n - 1:
@@ -66,7 +91,6 @@ def neighbours(n: int, k: int, seed: bytes) -> tuple[frozenset[int], ...]:
         return tuple(everyone - {i} for i in range(n))
     if k % 2:
         raise ValueError("sparse graph needs an even k")
-    order = permutation(n, seed)
     half = k // 2
     sets: list[set[int]] = [set() for _ in range(n)]
     for pos, party in enumerate(order):

@@ -19,6 +19,7 @@ from securefed.protocols.encoding import pack_bits
 from securefed.protocols.secagg import frames, shamir
 from securefed.protocols.secagg.config import SecAggConfig
 from securefed.protocols.secagg.frames import Direction, Stage
+from securefed.protocols.secagg.ledger import RoundLedger
 from securefed.protocols.secagg.plan import build_plan
 from securefed.protocols.secagg.primitives import (
     KEY_BYTES,
@@ -27,10 +28,12 @@ from securefed.protocols.secagg.primitives import (
     Rng,
     commit,
     draw,
+    check_x25519_public,
     ed25519_private,
     open_sealed,
     pairwise_seed,
     prg_reader,
+    roster_seed,
     seal,
     share_key,
     x25519_private,
@@ -59,13 +62,17 @@ class SecAggParty:
         material: PartyMaterial,
         config: SecAggConfig,
         rng: Rng,
+        ledger: RoundLedger | None = None,
     ) -> None:
+        """ledger: this party's memory of rounds (never unmask a round twice, no rounds backwards);
+        None = a private in-memory one, which protects this session only."""
         data.validate(ctx)
         if data.control_delta is not None and not np.all(np.isfinite(data.control_delta)):
             raise ValueError("control_delta has non-finite values")
         if not isinstance(material, PartyMaterial) or material.party_id != party_id:
             raise ValueError("material was provisioned for another party")
-        self._plan = build_plan(ctx, config)
+        self._plan = build_plan(ctx, config, roster_seed(material.identity_keys))
+        self._ledger = ledger if ledger is not None else RoundLedger()
         if party_id not in self._plan.index:
             raise ValueError(f"party {party_id!r} is not selected for this round")
         self._id = party_id
@@ -81,6 +88,7 @@ class SecAggParty:
         }
         # round secrets and what this party learned, filled stage by stage
         self._c_raw = self._s_raw = self._b = b""
+        self._own_keys: tuple[bytes, bytes] = (b"", b"")  # this attempt's (c_pk, s_pk)
         self._peer_keys: dict[str, tuple[bytes, bytes]] = {}  # live neighbour -> (c_pk, s_pk)
         self._held: dict[str, tuple[bytes, bytes]] = {}  # neighbour -> (s share, b share)
         self._survivors: tuple[str, ...] = ()
@@ -114,18 +122,24 @@ class SecAggParty:
     def _advertise(self, rest: list[bytes]) -> list[bytes]:
         if rest:
             raise ProtocolError("invalid message")
+        self._ledger.begin(self._plan.ctx.round)
         self._c_raw, self._s_raw = draw(self._rng, KEY_BYTES), draw(self._rng, KEY_BYTES)
-        return [x25519_public_bytes(x25519_private(self._c_raw)), x25519_public_bytes(x25519_private(self._s_raw))]
+        self._own_keys = (x25519_public_bytes(x25519_private(self._c_raw)),
+                          x25519_public_bytes(x25519_private(self._s_raw)))
+        return list(self._own_keys)
 
     def _share(self, adverts: list[bytes]) -> list[bytes]:
         plan = self._plan
+        seen: set[str] = set()
         for blob in adverts:
             sender, f = frames.open_signed(plan.binding, Stage.ADVERTISE, blob, self._identity, count=3)
-            if sender not in self._neighbours or sender in self._peer_keys:
+            if sender not in self._neighbours or sender in self._peer_keys or sender in seen:
                 raise ProtocolError("invalid message")
-            if len(f[1]) != KEY_BYTES or len(f[2]) != KEY_BYTES:
-                raise ProtocolError("invalid message")
-            self._peer_keys[sender] = (f[1], f[2])
+            seen.add(sender)
+            try:
+                self._peer_keys[sender] = (check_x25519_public(f[1]), check_x25519_public(f[2]))
+            except ProtocolError:
+                continue  # the neighbour signed a low-order or non-canonical key: it is out, not us
         if len(self._peer_keys) < plan.threshold:
             raise ProtocolError("too few live neighbours")
         self._b = draw(self._rng, KEY_BYTES)
@@ -181,20 +195,23 @@ class SecAggParty:
         if not (live & self._neighbours) <= set(self._held):
             raise ProtocolError("invalid survivor set")  # a survivor that never shared with us
         self._survivors = survivors
-        return [frames.ids_digest(survivors)]
+        return [frames.transcript_digest(self._plan.binding.salt, survivors, *self._own_keys)]
 
     def _unmask(self, rest: list[bytes]) -> list[bytes]:
         plan = self._plan
         if not rest or frames.unpack_ids(rest[0], plan.index) != self._survivors:
             raise ProtocolError("invalid survivor set")  # not the set we signed
-        digest, live, signers = frames.ids_digest(self._survivors), set(self._survivors), set()
+        live, signers = set(self._survivors), set()
         for blob in rest[1:]:
             sender, f = frames.open_signed(plan.binding, Stage.CONSISTENCY, blob, self._identity, count=2)
-            if sender not in self._neighbours or sender not in live or sender in signers or f[1] != digest:
+            if sender not in self._peer_keys or sender not in live or sender in signers:
                 raise ProtocolError("invalid message")
+            if f[1] != frames.transcript_digest(plan.binding.salt, self._survivors, *self._peer_keys[sender]):
+                raise ProtocolError("invalid message")  # signed in another attempt or on another set
             signers.add(sender)
         if len(signers) < plan.threshold:
             raise ProtocolError("too few consistent neighbours")
+        self._ledger.claim_unmask(plan.ctx.round)  # persisted before any share leaves
         out = []
         for peer in sorted(self._held):
             kind = KIND_SELF_MASK if peer in live else KIND_PAIRWISE

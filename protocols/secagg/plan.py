@@ -12,7 +12,7 @@ from securefed.protocols.encoding import FixedPointCodec
 from securefed.protocols.secagg import graph
 from securefed.protocols.secagg.config import SecAggConfig
 from securefed.protocols.secagg.frames import Binding
-from securefed.protocols.secagg.primitives import round_salt
+from securefed.protocols.secagg.primitives import attempt_salt, round_salt
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,14 @@ class RoundPlan:
 
 
 @functools.lru_cache(maxsize=8)
-def build_plan(ctx: RoundContext, config: SecAggConfig) -> RoundPlan:
-    """Raises ValueError (naming the field) when the config cannot serve this round.
+def build_plan(ctx: RoundContext, config: SecAggConfig, seed: bytes) -> RoundPlan:
+    """`seed`: the roster seed (primitives.roster_seed of the pinned identity keys).
+    Raises ValueError (naming the field) when the config cannot serve this round.
     Cached: a simulated round builds one plan per party from identical public inputs."""
     n = len(ctx.party_ids)
     kind, k, t = config.resolve(n)
-    salt = round_salt(ctx.federation_id, ctx.round)
-    sets = graph.neighbours(n, k, graph.graph_seed(salt))
+    salt = attempt_salt(round_salt(ctx.federation_id, ctx.round), ctx.attempt)
+    sets = graph.ring(graph.round_order(ctx.party_ids, seed, ctx.round), k)
     codec = FixedPointCodec.for_round(
         n, ctx.vector_len, ctx.has_control, ctx.max_weight, config.clip, config.control_clip, config.precision_bits
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -40,6 +40,9 @@ LABEL_PAIRWISE = b"securefed/secagg/v1/pairwise-mask-seed"
 LABEL_SHARE_KEY = b"securefed/secagg/v1/share-encryption-key"
 LABEL_GRAPH = b"securefed/secagg/v1/neighbour-graph-seed"
 LABEL_COMMIT = b"securefed/secagg/v1/self-mask-commitment"
+LABEL_ATTEMPT = b"securefed/secagg/v2/attempt"
+LABEL_ROSTER = b"securefed/secagg/v2/roster"
+LABEL_TRANSCRIPT = b"securefed/secagg/v2/consistency-transcript"
 
 _ZERO_IV = bytes(16)  # every PRG key expands exactly one stream, so a fixed counter start is safe
 
@@ -62,6 +65,22 @@ def round_salt(federation_id: str, round_: int) -> bytes:
     return hashlib.sha256(LABEL_ROUND + struct.pack("<I", len(fed)) + fed + struct.pack("<Q", round_)).digest()
 
 
+def attempt_salt(salt: bytes, attempt: int) -> bytes:
+    """32 bytes naming one attempt of a round: every frame, AEAD context and commitment of the attempt
+    is bound to it, so nothing signed or sealed in one attempt verifies in another."""
+    return hashlib.sha256(LABEL_ATTEMPT + salt + struct.pack("<Q", attempt)).digest()
+
+
+def roster_seed(identity_keys: Mapping[str, bytes]) -> bytes:
+    """A seed fixed once the roster of identity keys is pinned: every party's own fresh public key
+    enters it, so neither the server nor the operator picks it (see graph.round_order)."""
+    h = hashlib.sha256(LABEL_ROSTER)
+    for pid in sorted(identity_keys):
+        raw = pid.encode()
+        h.update(struct.pack("<I", len(raw)) + raw + bytes(identity_keys[pid]))
+    return h.digest()
+
+
 def hkdf(secret: bytes, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
 
@@ -75,6 +94,25 @@ def x25519_private(raw: bytes) -> X25519PrivateKey:
 
 def x25519_public_bytes(sk: X25519PrivateKey) -> bytes:
     return sk.public_key().public_bytes_raw()
+
+
+# A fixed, public scalar: X25519 with any clamped scalar maps a low-order point to the identity,
+# whose all-zero output `cryptography` refuses; so one exchange tells a low-order key apart.
+_PROBE = X25519PrivateKey.from_private_bytes(hashlib.sha256(b"securefed/secagg/v2/low-order-probe").digest())
+_P25519 = 2**255 - 19
+
+
+def check_x25519_public(pk: bytes) -> bytes:
+    """Raises ProtocolError unless pk is a canonical (u < p, top bit clear) X25519 public key of
+    large order. A low-order key would make every pairwise secret with its owner a public
+    constant; a non-canonical one gives two encodings of one key."""
+    if not isinstance(pk, (bytes, bytearray)) or len(pk) != KEY_BYTES or int.from_bytes(pk, "little") >= _P25519:
+        raise ProtocolError("invalid message")
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(bytes(pk)))
+    except ValueError:
+        raise ProtocolError("invalid message") from None
+    return bytes(pk)
 
 
 def _agree(sk: X25519PrivateKey, peer_pk: bytes) -> bytes:

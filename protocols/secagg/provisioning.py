@@ -1,6 +1,9 @@
-"""Long-lived identity keys, made once per federation: each party gets its own Ed25519 signing key
-and everyone's public keys; the server gets the public keys only (it can verify, never sign).
-`dump_material`/`load_material` turn either kind into self-describing bytes (layout below)."""
+"""Long-lived identity keys, made once per federation: each party makes its own Ed25519 signing key
+on its own machine (party_keygen), the operator pins everyone's public keys (assemble), and the
+party combines its secret with the pinned table (party_material), checking its own key is in it.
+The server gets the public keys only (it can verify, never sign). `provision` runs the same steps
+in one process (simulation). `dump_material`/`load_material` turn either kind into
+self-describing bytes (layout below)."""
 
 from __future__ import annotations
 
@@ -28,12 +31,40 @@ class PartyMaterial:
     identity_keys: Mapping[str, bytes] = field(repr=False)  # party id -> Ed25519 public key
 
 
+def party_keygen(rng: Rng) -> tuple[bytes, bytes]:
+    """On the party's machine: (Ed25519 private key, its public key), 32 bytes each."""
+    sk = draw(rng, KEY_BYTES)
+    return sk, ed25519_public_bytes(ed25519_private(sk))
+
+
+def assemble(roster: Mapping[str, bytes]) -> tuple[ServerMaterial, dict[str, bytes]]:
+    """Operator: pin the parties' public keys. Every party receives the same table (the server
+    material's bytes). Raises MaterialError for a key that is not a valid Ed25519 public key."""
+    table = MappingProxyType({pid: _check_public(pid, pk) for pid, pk in sorted(roster.items())})
+    server = ServerMaterial(table)
+    blob = dump_material(server)
+    return server, {pid: blob for pid in table}
+
+
+def party_material(party_id: str, secret: bytes, public: bytes) -> PartyMaterial:
+    """On the party's machine: its secret and the pinned table -> PartyMaterial. Raises
+    MaterialError unless the table pins exactly this party's own key (an operator that
+    substituted it would otherwise make the party sign under a key the others do not expect)."""
+    table = load_material(public)
+    if not isinstance(table, ServerMaterial):
+        raise MaterialError("secagg material: expected the pinned identity key table")
+    if len(secret) != KEY_BYTES or table.identity_keys.get(party_id) != ed25519_public_bytes(ed25519_private(secret)):
+        raise MaterialError(f"secagg material: the pinned identity key of {party_id!r} is not this party's key")
+    return PartyMaterial(party_id, secret, table.identity_keys)
+
+
 def provision(party_ids: tuple[str, ...], rng: Rng) -> tuple[ServerMaterial, dict[str, PartyMaterial]]:
+    """The in-process equivalent of keygen on every party + assemble by the operator."""
     if len(set(party_ids)) != len(party_ids):
         raise ValueError("duplicate party ids")
-    secrets = {pid: draw(rng, KEY_BYTES) for pid in party_ids}
-    public = MappingProxyType({pid: ed25519_public_bytes(ed25519_private(sk)) for pid, sk in secrets.items()})
-    return ServerMaterial(public), {pid: PartyMaterial(pid, secrets[pid], public) for pid in party_ids}
+    keys = {pid: party_keygen(rng) for pid in party_ids}
+    server, public = assemble({pid: pk for pid, (_, pk) in keys.items()})
+    return server, {pid: party_material(pid, keys[pid][0], public[pid]) for pid in party_ids}
 
 
 # --- serialization (the deploy layer's MaterialCodec hook, see securefed/deploy/material.py) -----

@@ -25,10 +25,11 @@ from securefed.protocols.secagg.frames import Direction, Stage
 from securefed.protocols.secagg.party import KIND_PAIRWISE, KIND_SELF_MASK
 from securefed.protocols.secagg.plan import build_plan
 from securefed.protocols.secagg.primitives import (
-    KEY_BYTES,
     MaskAccumulator,
+    check_x25519_public,
     commit,
     pairwise_seed,
+    roster_seed,
     x25519_private,
     x25519_public_bytes,
 )
@@ -39,7 +40,7 @@ class SecAggServer:
     def __init__(self, ctx: RoundContext, material: ServerMaterial, config: SecAggConfig) -> None:
         if not isinstance(material, ServerMaterial) or not set(ctx.party_ids) <= set(material.identity_keys):
             raise ValueError("server material lacks identity keys for some selected parties")
-        self._plan = build_plan(ctx, config)
+        self._plan = build_plan(ctx, config, roster_seed(material.identity_keys))
         self._nb = {pid: self._plan.neighbours(pid) for pid in ctx.party_ids}
         self._identity = material.identity_keys
         self._stage: Stage | None = None
@@ -90,6 +91,17 @@ class SecAggServer:
                 continue  # handled as dropped
         return self._handlers[stage](good)
 
+    def max_reply_bytes(self) -> int:
+        """The largest well-formed reply to the current stage (transport hook: anything bigger is
+        dropped before it is buffered). Generous per-item allowances; party ids are <= 64 bytes
+        in deployments, far below the 1 KiB allowed per neighbour item."""
+        k, slack = self._plan.k, 4096
+        if self._stage == Stage.MASKED:
+            return packed_size(self._plan.codec.length, self._plan.codec.bits) + slack
+        if self._stage in (Stage.SHARE, Stage.UNMASK):
+            return slack + 1024 * k
+        return slack
+
     def result(self) -> VectorSum:
         if self._result is None:
             raise ProtocolAbort("round not finished")
@@ -99,8 +111,11 @@ class SecAggServer:
 
     def _after_advertise(self, good: Mapping[str, list[bytes]]) -> dict[str, Message]:
         for pid, f in good.items():
-            if len(f) == 3 and len(f[1]) == KEY_BYTES and len(f[2]) == KEY_BYTES:
-                self._adverts[pid] = (self._raw[pid], f[1], f[2])
+            try:
+                if len(f) == 3:
+                    self._adverts[pid] = (self._raw[pid], check_x25519_public(f[1]), check_x25519_public(f[2]))
+            except ProtocolError:
+                continue  # a low-order or non-canonical key: the party is dropped, nobody else is
         u1 = self._prune(set(self._adverts), Stage.ADVERTISE)
         return self._send(Stage.SHARE, {pid: [self._adverts[j][0] for j in sorted(self._nb[pid] & u1)] for pid in u1})
 
@@ -152,9 +167,9 @@ class SecAggServer:
         return self._send(Stage.CONSISTENCY, {pid: [frames.pack_ids(survivors)] for pid in survivors})
 
     def _after_consistency(self, good: Mapping[str, list[bytes]]) -> dict[str, Message]:
-        digest = frames.ids_digest(self._survivors)
+        salt = self._plan.binding.salt
         for pid, f in good.items():
-            if len(f) == 2 and f[1] == digest:
+            if len(f) == 2 and f[1] == frames.transcript_digest(salt, self._survivors, *self._adverts[pid][1:]):
                 self._signed_sets[pid] = self._raw[pid]
         u4 = set(self._signed_sets)
         self._record_drops(Stage.CONSISTENCY, u4)
@@ -198,18 +213,16 @@ class SecAggServer:
         live = set(self._survivors)
         try:
             for pid in self._survivors:  # remove each survivor's self mask
-                b = shamir.int_to_secret(shamir.recover(shares.get((pid, KIND_SELF_MASK), {}), t))
-                if commit(b, plan.binding.salt) != self._commits[pid]:
-                    raise ProtocolError("reconstruction failed")
+                b = shamir.int_to_secret(shamir.recover_verified(
+                    shares.get((pid, KIND_SELF_MASK), {}), t, lambda v, pid=pid: self._opens_commit(pid, v)))
                 acc.add_mask(b, -1)
             for pid in sorted(self._u2 - live):  # cancel what survivors added for dropped neighbours
                 partners = sorted(self._nb[pid] & live)
                 if not partners:
                     continue
-                raw = shamir.int_to_secret(shamir.recover(shares.get((pid, KIND_PAIRWISE), {}), t))
+                raw = shamir.int_to_secret(shamir.recover_verified(
+                    shares.get((pid, KIND_PAIRWISE), {}), t, lambda v, pid=pid: self._matches_key(pid, v)))
                 s_sk = x25519_private(raw)
-                if x25519_public_bytes(s_sk) != self._adverts[pid][2]:
-                    raise ProtocolError("reconstruction failed")
                 for j in partners:
                     seed = pairwise_seed(s_sk, self._adverts[j][2], plan.binding.salt, plan.index[pid], plan.index[j])
                     acc.add_mask(seed, -plan.mask_sign(j, pid))
@@ -232,6 +245,16 @@ class SecAggServer:
             "recovered_dropouts": len(self._u2 - live),
         }
         return VectorSum(decoded.delta_sum, decoded.control_sum, decoded.total_weight, self._survivors, stats)
+
+    def _opens_commit(self, pid: str, value: int) -> bool:
+        """Is `value` the self-mask seed pid committed to at share time?"""
+        return value < 1 << 256 and commit(shamir.int_to_secret(value), self._plan.binding.salt) == self._commits[pid]
+
+    def _matches_key(self, pid: str, value: int) -> bool:
+        """Is `value` the secret of the pairwise public key pid advertised?"""
+        if value >= 1 << 256:
+            return False
+        return x25519_public_bytes(x25519_private(shamir.int_to_secret(value))) == self._adverts[pid][2]
 
     def _check_recoverable(self, responders: set[str]) -> None:
         t, live = self._plan.threshold, set(self._survivors)

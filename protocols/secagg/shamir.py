@@ -8,7 +8,8 @@ fewer reveal nothing about it.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+import itertools
+from typing import Callable, Iterable, Mapping, Sequence
 
 from securefed.protocols.base import ProtocolError
 from securefed.protocols.secagg.primitives import Rng, draw
@@ -80,6 +81,33 @@ def recover(shares: Mapping[int, int], threshold: int) -> int:
                 den = den * (xj - xi) % PRIME
         secret = (secret + yi * num * pow(den, -1, PRIME)) % PRIME
     return secret
+
+
+MAX_DECODE_TRIES = 4096  # interpolations one robust recovery may spend before giving up
+
+
+def recover_verified(shares: Mapping[int, int], threshold: int, accept: Callable[[int], bool]) -> int:
+    """f(0) from some `threshold` of `shares` that `accept` (a check against a commitment or public
+    key) takes, trying subsets that leave out 0, 1, 2, ... shares in turn. So a few bad shares (a
+    lying holder) cost a few extra interpolations instead of the round: with e bad shares among
+    m >= t + e, a good subset is reached after at most sum_{r<=e} C(t + r, r) tries. Raises
+    ProtocolError when no subset within MAX_DECODE_TRIES is accepted."""
+    points = sorted(shares.items())
+    if len(points) < threshold:
+        raise ProtocolError("not enough shares")
+    tried: set[tuple[int, ...]] = set()
+    for r in range(len(points) - threshold + 1):
+        for left_out in itertools.combinations(range(threshold + r), r):
+            keep = tuple(i for i in range(threshold + r) if i not in left_out)
+            if keep in tried:
+                continue
+            tried.add(keep)
+            if len(tried) > MAX_DECODE_TRIES:
+                raise ProtocolError("reconstruction failed")
+            value = recover(dict(points[i] for i in keep), threshold)
+            if accept(value):
+                return value
+    raise ProtocolError("reconstruction failed")
 
 
 def encode_share(y: int) -> bytes:

@@ -43,6 +43,9 @@ class ClientApp(Protocol):
 
     def receive_final(self, payload: bytes) -> None: ...
 
+    # Optional: expected_selection(round) -> tuple[str, ...]. When present, the party refuses a
+    # round whose selection is not a subset of it (the server cannot pick selections at will).
+
 
 ServerAppFactory = Callable[[FederationConfig], ServerApp]
 ClientAppFactory = Callable[[FederationConfig, str], ClientApp]  # (federation, party id)

@@ -14,6 +14,7 @@ Only sizes, counts and durations are logged or written to metrics: never a paylo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -32,7 +33,7 @@ from securefed.deploy.provision import OPERATOR_NAME
 from securefed.deploy.settings import FederationConfig
 from securefed.deploy.wire import encode_round_end, encode_round_start
 from securefed.errors import ConfigError
-from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, VectorSum
+from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, SumOutOfRange, VectorSum, check_sum
 from securefed.transport.frames import Kind
 from securefed.transport.logfmt import kv
 from securefed.transport.server import Hub, Link, grpc_options
@@ -109,6 +110,16 @@ class Coordinator:
             self._live, self._dropped = {}, set()
             try:
                 result, app_metrics = self._attempt(r, attempt, record)
+            except SumOutOfRange as e:
+                # Parties have unmasked this round: its inputs must not be summed again under
+                # another survivor set (the difference of two sums is one party's update), and
+                # secagg parties refuse to. The round is skipped (nothing applied), not retried.
+                record.update(status="rejected", reason=str(e)[:200])
+                self._end(self._live, r, attempt, "aborted", record, before, t0)
+                save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
+                self.completed = r + 1
+                _log.warning(kv("round_rejected", round=r, attempt=attempt, reason=str(e)[:200]))
+                return
             except ProtocolAbort as e:
                 record.update(status="aborted", reason=str(e)[:200])
                 self._end(self._live, r, attempt, "aborted", record, before, t0)
@@ -141,6 +152,7 @@ class Coordinator:
         ctx = self.app.round_context(r, selected)
         if ctx.federation_id != fed.federation_id or ctx.round != r or ctx.party_ids != selected:
             raise ValueError("ServerApp.round_context disagrees with the federation, round or selection")
+        ctx = dataclasses.replace(ctx, attempt=attempt)  # protocols bind their transcript to it
         live = self._live = {pid: links[pid] for pid in selected}
         record["selected"] = list(selected)
 
@@ -167,7 +179,11 @@ class Coordinator:
             for step in range(1, MAX_STAGES + 1):
                 # Messages a finished session still sends (e.g. the result) are delivered, but as
                 # in the driver their answers are not used, so nobody waits for them.
-                replies = self._stage(r, attempt, step, outbound, live, dropped, stages, wait=not session.done)
+                # The session's bound on this stage's replies (optional hook): a bigger reply is
+                # dropped by the hub before it is buffered.
+                bound = getattr(session, "max_reply_bytes", None)
+                replies = self._stage(r, attempt, step, outbound, live, dropped, stages, wait=not session.done,
+                                      max_reply_bytes=bound() if callable(bound) else None)
                 if session.done:
                     break
                 outbound = session.step(replies)
@@ -180,14 +196,19 @@ class Coordinator:
             # A server session that cannot go on (or cannot serve this selection) is an abort of
             # this attempt, not a crash of the federation.
             raise ProtocolAbort(f"protocol failed: {type(e).__name__}") from None
+        check_sum(result, ctx)  # a party's out-of-range encoding stops here, before the app
         self.phase = "applying"
-        return result, self.app.apply(r, result)
+        try:
+            return result, self.app.apply(r, result)
+        except (ValueError, FloatingPointError) as e:
+            raise SumOutOfRange(f"the app refused the sum: {str(e)[:160]}") from None
 
     def _stage(self, r: int, attempt: int, step: int, outbound: dict[str, Message], live: dict[str, Link],
-               dropped: set[str], stages: list[dict[str, Any]], wait: bool = True) -> dict[str, Message]:
+               dropped: set[str], stages: list[dict[str, Any]], wait: bool = True,
+               max_reply_bytes: int | None = None) -> dict[str, Message]:
         targets = {p: m for p, m in outbound.items() if p in live and p not in dropped}
         t0 = time.monotonic()
-        self.hub.expect(r, attempt, step, {p: live[p] for p in targets} if wait else {})
+        self.hub.expect(r, attempt, step, {p: live[p] for p in targets} if wait else {}, max_reply_bytes)
         for pid, msg in targets.items():
             self.hub.send(live[pid], Kind.STAGE, round=r, attempt=attempt, step=step, stage=msg.stage,
                           data=msg.payload)

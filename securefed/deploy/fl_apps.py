@@ -47,12 +47,24 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
     """Kits for a federation that trains `cfg` with these apps (`securefed provision`): the protocol
     and its settings come from `cfg.aggregation`, and the whole config travels in app.config."""
     section = cfg.aggregation.section()
+    settings: dict[str, Any] = {
+        "port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(parties),
+        "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,
+        "app": {"config": cfg.model_dump(mode="json"), "max_weight": max_weight}}
+    if cfg.aggregation.protocol in ("plain", "secagg"):  # he ciphertexts are sized by their own codec
+        settings["max_message_bytes"] = message_bound(cfg)
     return provision_federation(
         out_dir, list(parties), server_host, cfg.aggregation.protocol,
-        section.model_dump(mode="json") if section is not None else None,
-        {"port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(parties),
-         "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,
-         "app": {"config": cfg.model_dump(mode="json"), "max_weight": max_weight}})
+        section.model_dump(mode="json") if section is not None else None, settings)
+
+
+def message_bound(cfg: RootConfig) -> int:
+    """Max message size sized from the adapter instead of a flat 512 MiB: the global payload (params
+    and a control variate, fp32) with 3x headroom plus 16 MiB for metadata. plain and secagg replies
+    are at most 1.0x fp32 of the same vectors, so they always fit."""
+    model, _, _ = _model(cfg)
+    m = FlatLayout.of(get_adapter_state(model)).size
+    return (16 << 20) + 3 * (2 * 4 * m)
 
 
 def pack_tensors(groups: Mapping[str, Mapping[str, torch.Tensor] | None], meta: Mapping[str, Any]) -> bytes:
@@ -168,6 +180,12 @@ class FLClientApp:
     def _save_state(self) -> None:
         blob = pack_tensors({"control": self.state.control, "own": self.state.own_params}, {})
         atomic_write_bytes(self.state_path, blob)
+
+    def expected_selection(self, round: int) -> tuple[str, ...]:
+        """This round's seeded selection: the server may narrow it to the parties it reaches, never
+        pick others (the party refuses; see party._round_start)."""
+        s = self.cfg.sampling
+        return select_parties([p.id for p in self.fed.parties], round, self.cfg.seed, s.count, s.fraction)
 
     def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
         groups, meta = unpack_tensors(global_payload)

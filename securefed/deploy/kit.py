@@ -10,10 +10,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from securefed.deploy.keygen import SECRET, load_party_secret_material
 from securefed.deploy.material import decode_material
 from securefed.deploy.settings import FederationConfig, load_federation
 from securefed.errors import ConfigError
 from securefed.protocols import registry
+from securefed.protocols.keygen import keygen_for
 from securefed.transport.tls import TlsFiles, fingerprint_pem
 
 
@@ -28,6 +30,8 @@ class Kit:
         """The protocol object (from federation.json) and this role's material."""
         fed = self.federation
         protocol = registry.create(fed.protocol, fed.protocol_config)
+        if self.role != "server" and (self.dir / SECRET).exists():  # keys made here by `securefed keygen`
+            return protocol, load_party_secret_material(self.dir, self.role, fed.protocol, keygen_for(protocol))
         path = self.dir / "material.bin"
         try:
             blob = path.read_bytes()

@@ -9,6 +9,7 @@ server counts the party as a dropout) and the party reconnects for the next one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -47,6 +48,8 @@ class _Party:
         self.on_round = on_round  # progress display: called with each completed round's number
         self.pid = kit.role
         self.protocol, self.material = kit.protocol_and_material()
+        if hasattr(self.protocol, "bind_party_state"):  # e.g. secagg's round ledger, kept in the kit
+            self.protocol.bind_party_state(self.pid, kit.dir, kit.federation.rounds)
         self.session: Any = None
         self.key: tuple[int, int] | None = None  # (round, attempt) of the session
         self.rounds_completed = 0
@@ -84,6 +87,10 @@ class _Party:
             ctx, payload = decode_round_start(data)
             if ctx.federation_id != self.kit.federation.federation_id or ctx.round != r or self.pid not in ctx.party_ids:
                 raise WireError("round context does not match this federation, round or party")
+            ctx = dataclasses.replace(ctx, attempt=attempt)
+            expected = getattr(self.app, "expected_selection", None)
+            if expected is not None and not set(ctx.party_ids) <= set(expected(r)):
+                raise WireError("selection is not a subset of this round's seeded selection")
         except WireError as e:
             _log.warning(kv("round_refused", round=r, reason=str(e)[:120]))
             link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)

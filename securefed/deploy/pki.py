@@ -81,13 +81,46 @@ def issue(ca: Issued, common_name: str, *, server_names: list[str] | None = None
     """A leaf certificate: a TLS server certificate when `server_names` is given (SAN = those
     names), else a client certificate whose CN is the identity (party id)."""
     key = ec.generate_private_key(ec.SECP256R1())
+    return Issued(key, _leaf(ca, common_name, key.public_key(), server_names))
+
+
+def make_csr(common_name: str) -> tuple[bytes, bytes]:
+    """On the party's machine: (private key PEM, certificate signing request PEM) for CN = party id."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(_name(common_name)).sign(key, hashes.SHA256())
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+
+
+def issue_for_csr(ca: Issued, csr_pem: bytes, common_name: str) -> bytes:
+    """Operator: a client certificate (PEM) for a party's CSR, after checking it is well-formed,
+    self-signed by its key, names exactly `common_name` and holds a P-256 key. Raises ValueError
+    naming what is wrong. The party's private key never comes here."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise ValueError(f"certificate request of {common_name!r} is not a PEM CSR") from None
+    if not csr.is_signature_valid:
+        raise ValueError(f"certificate request of {common_name!r} has a bad signature")
+    cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(cns) != 1 or cns[0].value != common_name:
+        raise ValueError(f"certificate request of {common_name!r} names another party")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError(f"certificate request of {common_name!r} must hold an EC P-256 key")
+    return _leaf(ca, common_name, key, None).public_bytes(serialization.Encoding.PEM)
+
+
+def _leaf(ca: Issued, common_name: str, public_key: ec.EllipticCurvePublicKey,
+          server_names: list[str] | None) -> x509.Certificate:
     now = dt.datetime.now(dt.timezone.utc)
     eku = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
     b = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
         .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
@@ -97,7 +130,7 @@ def issue(ca: Issued, common_name: str, *, server_names: list[str] | None = None
     )
     if server_names:
         b = b.add_extension(_san(server_names), critical=False)
-    return Issued(key, b.sign(ca.key, hashes.SHA256()))
+    return b.sign(ca.key, hashes.SHA256())
 
 
 def write_atomic(path: Path, data: bytes, *, private: bool) -> None:

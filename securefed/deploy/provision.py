@@ -1,32 +1,49 @@
-"""`provision_federation`: one folder per party, one for the server, one for the offline CA.
+"""`provision_federation`: the operator's side of setting up a federation.
 
     out/ca/      ca.pem, ca-key.pem            keep offline; only needed to issue more certificates
     out/server/  ca.pem, server.pem, server-key.pem, operator.pem, operator-key.pem,
                  material.bin (the protocol's server material: public), federation.json
-    out/<pid>/   ca.pem, party.pem, party-key.pem, material.bin (the party's secret material,
-                 e.g. its Ed25519 identity signing key for secagg), federation.json
+    out/<pid>/   ca.pem, party.pem, federation.json, party-public.bin (the pinned public material)
+                 -> the party copies these next to the keys `securefed keygen` made on its machine
 
-The server folder never holds a party secret: party keys are generated and written straight into
-their own folder. The operator certificate lets whoever runs the server query Status; it is not a
-party and cannot open a Session.
+Parties make their own keys (securefed/deploy/keygen.py): the operator signs their certificate
+requests and pins the public halves of their protocol keys; no party private key is ever here.
+Without `requests` (tests, localrun: every party on this machine) each party's keygen runs first,
+into that party's own kit folder, and the operator part reads only the requests, as it would
+across machines. A protocol without keygen hooks (see protocols/keygen.py) falls back to the
+dealer model: the operator makes the party material (material.bin, 0600), and this is logged.
+The operator certificate lets whoever runs the server query Status; it is not a party.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from securefed.deploy.keygen import (
+    REQUEST,
+    ROSTER,
+    keygen_finish,
+    keygen_party,
+    protocol_of,
+    read_request,
+    write_party_public,
+    write_roster,
+)
 from securefed.deploy.material import encode_material
-from securefed.deploy.pki import issue, make_ca, write_atomic
+from securefed.deploy.pki import issue, issue_for_csr, make_ca, write_atomic
 from securefed.deploy.settings import FederationConfig, PartyEntry, apply_settings, check_party_id
 from securefed.errors import ConfigError
-from securefed.protocols import registry
 from securefed.transport.tls import fingerprint_pem
+
+_log = logging.getLogger("securefed.deploy.provision")
 
 DEFAULT_PORT = 7878
 OPERATOR_NAME = "operator"
@@ -63,11 +80,14 @@ def provision_federation(
     protocol_name: str,
     protocol_config: Any = None,
     settings: Mapping[str, Any] | None = None,
+    requests: Mapping[str, str | Path] | None = None,
 ) -> FederationPaths:
     """Create every kit of a new federation under `out_dir` (which must not contain one yet).
 
     settings: port, rounds, min_parties, max_round_retries, chunk_size, max_message_bytes,
-    algorithm, model, timeouts (a dict of settings.Timeouts fields), app (free-form dict)."""
+    algorithm, model, timeouts (a dict of settings.Timeouts fields), app (free-form dict).
+    requests: party id -> the request folder its `securefed keygen` made; None = make every
+    party's keys here, in its kit folder (all parties on this machine: tests, localrun)."""
     root = Path(out_dir)
     ids = tuple(sorted(parties))
     for pid in ids:
@@ -79,22 +99,59 @@ def provision_federation(
     if (root / "server" / "federation.json").exists():
         raise ConfigError(f"{root}: already holds a federation; use a new folder")
 
-    cfg_json = json_config(protocol_config)
-    protocol = registry.create(protocol_name, cfg_json)
-    server_material, party_materials = protocol.provision(ids)
-    if set(party_materials) != set(ids):
-        raise ConfigError(f"protocol {protocol_name!r} provisioned material for other parties than asked")
+    # Nothing half-written: on any failure, remove the folders this call created.
+    created = [d for d in (root / "ca", root / "server", *(root / pid for pid in ids)) if not d.exists()]
+    try:
+        return _provision(root, ids, server_host, protocol_name, json_config(protocol_config), settings or {}, requests)
+    except BaseException:
+        for d in created:
+            shutil.rmtree(d, ignore_errors=True)
+        (root / ROSTER).unlink(missing_ok=True)
+        raise
+
+
+def _provision(root: Path, ids: tuple[str, ...], server_host: str, protocol_name: str, cfg_json: Any,
+               settings: Mapping[str, Any], requests: Mapping[str, str | Path] | None) -> FederationPaths:
+    protocol, kg = protocol_of(protocol_name, cfg_json)
+    local = requests is None
+    if local:
+        requests = {pid: keygen_party(root / pid, pid, protocol_name, cfg_json) for pid in ids}
+    if set(requests) != set(ids):
+        raise ConfigError("requests: need exactly one request folder per party")
+    reqs = {pid: read_request(requests[pid], pid, protocol_name) for pid in ids}
+    if kg.two_phase and any(r.public2 is None for r in reqs.values()):
+        write_roster(root / ROSTER, protocol_name, reqs)
+        if not local:
+            raise ConfigError(f"protocol {protocol_name!r} has a second keygen phase: give {root / ROSTER} to every "
+                              "party, run `securefed keygen --finish` there, then provision again")
+        for pid in ids:
+            keygen_finish(root / pid, root / ROSTER, protocol_name, cfg_json)
+        reqs = {pid: read_request(requests[pid], pid, protocol_name) for pid in ids}
+    if kg.dealer:
+        _log.warning("protocol %r has no keygen hooks: the operator makes its party material (dealer model)",
+                     protocol_name)
+        server_material, party_materials = protocol.provision(ids)
+        if set(party_materials) != set(ids):
+            raise ConfigError(f"protocol {protocol_name!r} provisioned material for other parties than asked")
+        party_public: dict[str, bytes] = {}
+    else:
+        server_material, party_public = kg.assemble({p: r.public for p, r in reqs.items()},
+                                                    {p: r.public2 for p, r in reqs.items() if r.public2 is not None})
+        party_materials = {}
 
     federation_id = secrets.token_hex(16)
     ca = make_ca(federation_id)
     names = [server_host, "localhost", "127.0.0.1"]
     server_cert = issue(ca, server_host, server_names=names)
     operator = issue(ca, OPERATOR_NAME)
-    party_certs = {pid: issue(ca, pid) for pid in ids}
+    try:
+        party_certs = {pid: issue_for_csr(ca, reqs[pid].csr_pem, pid) for pid in ids}
+    except ValueError as e:
+        raise ConfigError(f"requests: {e}") from None
 
     base = FederationConfig(
         federation_id=federation_id,
-        parties=tuple(PartyEntry(pid, fingerprint_pem(party_certs[pid].cert_pem)) for pid in ids),
+        parties=tuple(PartyEntry(pid, fingerprint_pem(party_certs[pid])) for pid in ids),
         server_host=server_host,
         server_port=DEFAULT_PORT,
         server_cert_sha256=fingerprint_pem(server_cert.cert_pem),
@@ -104,7 +161,7 @@ def provision_federation(
         rounds=1,
         min_parties=len(ids),
     )
-    fed = apply_settings(base, settings or {})
+    fed = apply_settings(base, settings)
     fed_json = fed.to_json().encode()
     ca_pem = ca.cert_pem
 
@@ -125,11 +182,16 @@ def provision_federation(
     for pid in ids:
         d = root / pid
         write_atomic(d / "ca.pem", ca_pem, private=False)
-        write_atomic(d / "party.pem", party_certs[pid].cert_pem, private=False)
-        write_atomic(d / "party-key.pem", party_certs[pid].key_pem, private=True)
-        write_atomic(d / "material.bin", encode_material(protocol, party_materials[pid]), private=True)
+        write_atomic(d / "party.pem", party_certs[pid], private=False)
+        if kg.dealer:
+            write_atomic(d / "material.bin", encode_material(protocol, party_materials[pid]), private=True)
+        else:
+            write_party_public(d, protocol_name, pid, party_public[pid])
         write_atomic(d / "federation.json", fed_json, private=False)
+        if local:
+            shutil.rmtree(d / REQUEST)
         party_dirs[pid] = d
+    (root / ROSTER).unlink(missing_ok=True)
     for d in (ca_dir, server_dir, *party_dirs.values()):
         os.chmod(d, 0o700)
     return FederationPaths(root, ca_dir, server_dir, party_dirs, fed)

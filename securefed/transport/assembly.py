@@ -10,7 +10,7 @@ Chunks of one message must arrive in order and agree on every envelope field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from securefed.transport.frames import (
     HEADER_SIZE,
@@ -116,6 +116,11 @@ class _Pending:
     next_index: int
     parts: list[bytes] = field(default_factory=list)
     size: int = 0
+    discard: bool = False  # over the receiver's budget: checked chunk by chunk, never stored
+
+
+# The receiver's budget for a message, asked at its first chunk: the most bytes it will buffer.
+Budget = Callable[[Frame], int]
 
 
 class Reassembler:
@@ -129,7 +134,14 @@ class Reassembler:
         allowed: frozenset[Kind],
         limits: Limits,
         session: bytes | None = None,
+        budget: Budget | None = None,
     ) -> None:
+        """budget: bytes this receiver will buffer for a message, decided at its first chunk from
+        what it expects (e.g. the current stage's largest reply); a larger message is still checked
+        frame by frame but its data is dropped, and it is counted in `discarded`, never delivered.
+        None: max_message_bytes."""
+        self._budget = budget
+        self.discarded = 0
         self._fed = federation_id
         self._sender = sender
         self._allowed = allowed
@@ -163,7 +175,8 @@ class Reassembler:
                 raise FrameError("INVALID_ARGUMENT", "message does not start at chunk 0")
             if f.seq != self._last_seq + 1:
                 raise FrameError("INVALID_ARGUMENT", "replayed or out-of-order sequence number")
-            p = self._pending = _Pending(f, 0)
+            over = self._budget is not None and f.total > self._budget(f)
+            p = self._pending = _Pending(f, 0, discard=over)
         else:
             a = p.first
             same = (a.kind, a.round, a.attempt, a.step, a.seq, a.count, a.total, a.stage) == (
@@ -176,12 +189,16 @@ class Reassembler:
         want = f.total - f.index * self._limits.chunk_size if last else self._limits.chunk_size
         if len(f.data) != want:
             raise FrameError("INVALID_ARGUMENT", "chunk length does not match the message length")
-        p.parts.append(f.data)
-        p.size += len(f.data)
+        if not p.discard:
+            p.parts.append(f.data)
+            p.size += len(f.data)
         p.next_index += 1
         if not last:
             return None
         self._pending = None
         self._last_seq = f.seq
+        if p.discard:
+            self.discarded += 1
+            return None
         a = p.first
         return Envelope(a.kind, a.round, a.attempt, a.step, a.stage, a.sender, a.seq, b"".join(p.parts))

@@ -74,7 +74,7 @@ class _Abort:
 
 _CLOSE = object()
 _END = object()
-HELLO_TIMEOUT_S = 10.0
+HELLO_TIMEOUT_S = 5.0
 
 
 @dataclass(eq=False)
@@ -94,7 +94,13 @@ class _Expectation:
     attempt: int
     step: int
     links: dict[str, Link]
+    max_reply_bytes: int | None = None  # None: the federation's max_message_bytes
     replies: dict[str, Envelope] = field(default_factory=dict)
+
+
+# Control answers (HELLO, READY, NOREPLY, DROPPED) and anything unasked (late, stale): at most this
+# much is buffered. A bigger one is read and thrown away frame by frame, never held whole.
+SMALL_MESSAGE_BYTES = 4096
 
 
 class Hub:
@@ -118,12 +124,14 @@ class Hub:
         self._links: dict[str, Link] = {}
         self._expect: _Expectation | None = None
         self._farewell: bytes | None = None
+        self._opening: set[str] = set()  # parties with a stream still waiting for its HELLO
         self._farewelled: set[str] = set()  # parties that were sent FINAL + BYE
         self.bytes_in: dict[str, int] = {}
         self.bytes_out: dict[str, int] = {}
         self.rejected = 0  # streams ended for breaking the envelope rules
         self.refused = 0  # TLS-valid certificates that are not pinned in the federation
         self.stale = 0  # well-formed answers that arrived too late or unasked
+        self.oversized = 0  # messages above what their stage allows: read, dropped, never buffered
 
     # -- gRPC wiring -------------------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
@@ -151,8 +159,19 @@ class Hub:
             _log.warning(kv("refused", reason="certificate not pinned in federation"))
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "certificate not in this federation")
         pid = peer.name
-        reasm = Reassembler(federation_id=self._fed, sender=pid, allowed=PARTY_KINDS, limits=self._limits)
-        got = self._first_frame(requests)
+        with self._cond:
+            # One opening stream per party: a party cannot park many silent streams on workers.
+            busy = pid in self._opening
+            self._opening.add(pid)
+        if busy:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "another stream of this party is still opening")
+        reasm = Reassembler(federation_id=self._fed, sender=pid, allowed=PARTY_KINDS, limits=self._limits,
+                            budget=lambda f: self._budget(pid, f))
+        try:
+            got = self._first_frame(requests)
+        finally:
+            with self._cond:
+                self._opening.discard(pid)
         if got is None:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no HELLO within {HELLO_TIMEOUT_S:g} s")
         if got is _END:
@@ -210,16 +229,31 @@ class Hub:
         except queue.Empty:
             return None
 
+    def _budget(self, pid: str, f: Any) -> int:
+        """Bytes to buffer for the message that starts with frame f: the current stage's bound for
+        an expected REPLY of this party, SMALL_MESSAGE_BYTES for anything else."""
+        with self._cond:
+            e = self._expect
+            if (e is not None and f.kind == Kind.REPLY and pid in e.links
+                    and (f.round, f.attempt, f.step) == (e.round, e.attempt, e.step)):
+                return self._limits.max_message_bytes if e.max_reply_bytes is None else e.max_reply_bytes
+        return SMALL_MESSAGE_BYTES
+
     def _read(self, requests: Iterator[bytes], reasm: Reassembler, link: Link) -> None:
         try:
             for raw in requests:
                 self._count_in(link.party, len(raw))
                 try:
+                    before = reasm.discarded
                     env = reasm.feed(raw)
                 except FrameError as e:
                     self._reject(link.party, e)
                     link.outbound.put(_Abort(e.code, e.detail))
                     return
+                if reasm.discarded != before:
+                    with self._cond:
+                        self.oversized += 1
+                    _log.warning(kv("oversized", party=link.party, reason="message above the stage's bound, dropped"))
                 if env is not None:
                     self._deliver(link, env)
         except grpc.RpcError:
@@ -308,10 +342,12 @@ class Hub:
             link.outbound.put(out)
         return n
 
-    def expect(self, round: int, attempt: int, step: int, links: Mapping[str, Link]) -> None:
-        """Declare the answers the coordinator waits for next; call before sending the requests."""
+    def expect(self, round: int, attempt: int, step: int, links: Mapping[str, Link],
+               max_reply_bytes: int | None = None) -> None:
+        """Declare the answers the coordinator waits for next; call before sending the requests.
+        max_reply_bytes: the largest reply this stage allows (bigger ones are dropped unbuffered)."""
         with self._cond:
-            self._expect = _Expectation(round, attempt, step, dict(links))
+            self._expect = _Expectation(round, attempt, step, dict(links), max_reply_bytes)
 
     def wait_replies(self, timeout: float) -> dict[str, Envelope]:
         """Answers to the current expectation, once every expected link answered or closed, or at

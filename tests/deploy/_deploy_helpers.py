@@ -7,15 +7,23 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from securefed.deploy.coordinator import run_server
 from securefed.deploy.kit import load_party_kit, load_server_kit
 from securefed.deploy.localrun import free_port
-from securefed.deploy.protocol_only import decode_state, protocol_only_input
+from securefed.deploy.party import run_client
+from securefed.deploy.protocol_only import (
+    ProtocolOnlyClientApp,
+    ProtocolOnlyServerApp,
+    decode_state,
+    protocol_only_input,
+)
 from securefed.deploy.provision import FederationPaths, provision_federation
 from securefed.protocols.base import RoundContext
 from securefed.protocols.driver import run_round
@@ -184,9 +192,39 @@ def pick_drop(fed: FederationPaths, selected: Sequence[str], victim: str) -> tup
     # masked input, the case that needs the protocol's recovery.
     mid = len(handled) // 2
     for i in [mid] + [j for j in range(1, len(handled)) if j != mid] + [0]:
+        protocol = kit.protocol_and_material()[0]  # a fresh one: secagg parties never redo a round
         try:
             run_round(protocol, ctx, inputs, server_material, party_material, drop_at={victim: handled[i]})
         except ProtocolAbort:
             continue
         return handled.index(handled[i]) + 1, handled[i]
     raise AssertionError("no stage at which a dropout is survivable")
+
+
+def run_inprocess(fed: FederationPaths, hooks: Mapping[str, Any] | None = None, timeout: float = 60.0) -> dict:
+    """Coordinator and parties of `fed` as threads of this process (protocol-only apps); hooks: party
+    id -> SessionHook. Returns each role's result; fails if any raised or did not finish."""
+    parties = sorted(fed.party_dirs)
+    results: dict[str, object] = {}
+
+    def target(name, fn):
+        try:
+            results[name] = fn()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            results[name] = e
+
+    threads = [threading.Thread(target=target, args=("server", lambda: run_server(fed.server_dir, ProtocolOnlyServerApp)),
+                                daemon=True)]
+    for pid in parties:
+        hook = (hooks or {}).get(pid)
+        threads.append(threading.Thread(target=target, daemon=True, args=(pid, lambda d=fed.party_dirs[pid], h=hook: run_client(
+            d, lambda f, p: ProtocolOnlyClientApp(f, p), session_hook=h))))
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.1, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "federation did not finish in time"
+    for name, r in results.items():
+        assert not isinstance(r, BaseException), f"{name}: {r!r}"
+    return results

@@ -7,16 +7,12 @@ reply must be ignored)."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from _deploy_helpers import expected_sums, metrics, pick_drop, provision, server_state
-from securefed.deploy.coordinator import run_server
-from securefed.deploy.party import run_client
-from securefed.deploy.protocol_only import ProtocolOnlyClientApp, ProtocolOnlyServerApp
+from _deploy_helpers import expected_sums, metrics, pick_drop, provision, run_inprocess, server_state
 from securefed.protocols import registry
 
 PARTIES = ("p0", "p1", "p2")
@@ -56,30 +52,7 @@ class _Stall:
 
 
 def _run(fed, hooks=None, timeout=60.0):
-    parties = sorted(fed.party_dirs)
-    results: dict[str, object] = {}
-
-    def target(name, fn):
-        try:
-            results[name] = fn()
-        except BaseException as e:  # noqa: BLE001 - reported below
-            results[name] = e
-
-    threads = [threading.Thread(target=target, args=("server", lambda: run_server(fed.server_dir, ProtocolOnlyServerApp)),
-                                daemon=True)]
-    for pid in parties:
-        hook = (hooks or {}).get(pid)
-        threads.append(threading.Thread(target=target, daemon=True, args=(pid, lambda d=fed.party_dirs[pid], h=hook: run_client(
-            d, lambda f, p: ProtocolOnlyClientApp(f, p), session_hook=h))))
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.1, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "federation did not finish in time"
-    for name, r in results.items():
-        assert not isinstance(r, BaseException), f"{name}: {r!r}"
-    return results
+    return run_inprocess(fed, hooks, timeout)
 
 
 def _close(fed, state, rounds, drop_at=None):

@@ -20,7 +20,7 @@ from securefed.protocols.secagg import SecAgg, SecAggConfig, frames
 from securefed.protocols.secagg.frames import Direction, Stage
 from securefed.protocols.secagg.party import KIND_PAIRWISE, KIND_SELF_MASK
 from securefed.protocols.secagg.plan import build_plan
-from securefed.protocols.secagg.primitives import ed25519_private
+from securefed.protocols.secagg.primitives import ed25519_private, roster_seed
 
 from _protocol_helpers import TestRng
 
@@ -117,7 +117,7 @@ def test_matches_plain_within_quantization_bound(control: bool) -> None:
     ps, ppm = plain.provision(ctx.party_ids)
     ref, _ = run_round(plain, ctx, {p: inputs[p] for p in got.contributors}, ps, ppm)
     assert got.contributors == ref.contributors == tuple(p for p in ctx.party_ids if p != "p03")
-    bound = build_plan(ctx, cfg).codec.error_bound(len(got.contributors))
+    bound = build_plan(ctx, cfg, roster_seed(sm.identity_keys)).codec.error_bound(len(got.contributors))
     assert got.stats["error_bound"] == bound
     assert np.max(np.abs(got.delta_sum - ref.delta_sum)) <= bound
     assert got.total_weight == ref.total_weight
@@ -148,7 +148,7 @@ def test_exact_sum_under_random_dropouts(n, sparse, control, frac, drops, seed) 
     cfg = SecAggConfig(graph="sparse" if sparse else "complete", neighbours=4 if sparse else None,
                        threshold_fraction=frac, precision_bits=10)
     proto, ctx, inputs, sm, pm = make_round(n, m=16, control=control, cfg=cfg, seed=seed)
-    plan = build_plan(ctx, cfg)
+    plan = build_plan(ctx, cfg, roster_seed(sm.identity_keys))
     drop_at = {ctx.party_ids[i % n]: s for i, s in drops}
     try:
         result, _ = run_round(proto, ctx, inputs, sm, pm, drop_at)
@@ -201,8 +201,8 @@ def test_masked_input_is_uniform() -> None:
         return payload
 
     run_manual(proto, ctx, inputs, sm, pm, from_party=grab)
-    codec = build_plan(ctx, proto.config).codec
-    fields = frames.decode(build_plan(ctx, proto.config).binding, Stage.MASKED, Direction.FROM_PARTY,
+    codec = build_plan(ctx, proto.config, roster_seed(sm.identity_keys)).codec
+    fields = frames.decode(build_plan(ctx, proto.config, roster_seed(sm.identity_keys)).binding, Stage.MASKED, Direction.FROM_PARTY,
                            captured["y"][:-64])
     ring = unpack_bits(fields[1], codec.bits, codec.length)[:40_000]
     low_bytes = (ring & np.uint64(0xFF)).astype(np.int64)  # the low byte of each b-bit element
@@ -256,7 +256,7 @@ def test_tampered_relayed_signature_drops_the_recipient() -> None:
 
 def test_wrong_length_correctly_signed_is_rejected() -> None:
     proto, ctx, inputs, sm, pm = make_round(6)
-    plan = build_plan(ctx, proto.config)
+    plan = build_plan(ctx, proto.config, roster_seed(sm.identity_keys))
     sign = ed25519_private(pm["p03"].signing_key).sign
 
     def truncate(stage: str, pid: str, payload: bytes) -> bytes:
@@ -326,7 +326,7 @@ def test_sparse_party_with_too_few_neighbours_aborts() -> None:
     cfg = SecAggConfig(graph="sparse", neighbours=4, threshold=3, precision_bits=10)
     proto, ctx, inputs, sm, pm = make_round(10, cfg=cfg)
     victim = "p00"
-    nbrs = sorted(build_plan(ctx, cfg).neighbours(victim))
+    nbrs = sorted(build_plan(ctx, cfg, roster_seed(sm.identity_keys)).neighbours(victim))
     with pytest.raises(ProtocolAbort):  # victim's input is in, but 2 of its 4 holders vanish
         run_round(proto, ctx, inputs, sm, pm, drop_at={nbrs[0]: CONS, nbrs[1]: CONS})
 
@@ -338,12 +338,12 @@ def _through_consistency(n: int = 5):
     out = server.start()
     for _ in range(4):  # advertise, share, masked, consistency
         out = server.step({p: parties[p].handle(m) for p, m in out.items()})
-    return proto, ctx, parties, out
+    return proto, ctx, parties, out, sm
 
 
 def test_party_refuses_unmask_for_a_different_survivor_set() -> None:
-    proto, ctx, parties, out = _through_consistency()
-    plan = build_plan(ctx, proto.config)
+    proto, ctx, parties, out, sm = _through_consistency()
+    plan = build_plan(ctx, proto.config, roster_seed(sm.identity_keys))
     fields = frames.decode(plan.binding, Stage.UNMASK, Direction.TO_PARTY, out["p00"].payload)
     forged = frames.encode(plan.binding, Stage.UNMASK, Direction.TO_PARTY,
                            [fields[0], frames.pack_ids(["p00", "p01", "p02", "p03"]), *fields[2:]])
@@ -352,7 +352,7 @@ def test_party_refuses_unmask_for_a_different_survivor_set() -> None:
 
 
 def test_party_never_reveals_both_shares_of_a_peer() -> None:
-    proto, ctx, parties, out = _through_consistency()
+    proto, ctx, parties, out, _ = _through_consistency()
     party = parties["p00"]
     party.handle(out["p00"])  # reveals b shares of all survivors
     with pytest.raises(ProtocolError):

@@ -1,0 +1,8 @@
+"""The deployment-level attacks reuse the in-process federation runner of tests/deploy."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
