@@ -42,6 +42,9 @@ _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 _RAW_PRIV = (serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
+DEFAULT_LABEL = "securefed-he-v1"  # domain label of the keygen flow; also names the common polynomial a
+
+
 class KeygenError(ValueError):
     """A keygen message is malformed, unsigned, or inconsistent with the roster (one line)."""
 
@@ -138,6 +141,32 @@ class KeygenSecret:
     b_ntt: np.ndarray = field(repr=False)
     own_share: np.ndarray | None = field(default=None, repr=False)  # after phase 2
     roster: tuple[bytes, ...] = ()  # the phase-1 bytes phase 2 was dealt against (sorted by pid)
+
+
+def secret_to_bytes(s: KeygenSecret) -> bytes:
+    """The keygen secret as bytes (the party keeps them 0600 on its machine)."""
+    head = {"label": s.label, "party_id": s.party_id, "threshold_fraction": s.threshold_fraction,
+            "own_share": s.own_share is not None, "roster": len(s.roster)}
+    blobs = [s.sign_key, s.dh_key, elem_bytes(s.s_ntt), elem_bytes(s.b_ntt)]
+    blobs += ([elem_bytes(s.own_share)] if s.own_share is not None else []) + list(s.roster)
+    return b"SFHEKG1" + _pack(head, blobs)
+
+
+def secret_from_bytes(data: bytes, party_id: str) -> KeygenSecret:
+    ring = rlwe.ring_for()
+    if not data.startswith(b"SFHEKG1"):
+        raise KeygenError("he keygen secret: bad magic")
+    head, blobs = _unpack(data[7:], "he keygen secret")
+    try:
+        n_share, n_roster = int(bool(head["own_share"])), int(head["roster"])
+        if head["party_id"] != party_id or len(blobs) != 4 + n_share + n_roster:
+            raise KeygenError("he keygen secret: another party's, or malformed")
+        own = elem_from(ring, blobs[4], "he keygen secret") if n_share else None
+        return KeygenSecret(str(head["label"]), party_id, float(head["threshold_fraction"]), blobs[0], blobs[1],
+                            elem_from(ring, blobs[2], "he keygen secret"), elem_from(ring, blobs[3], "he keygen secret"),
+                            own, tuple(blobs[4 + n_share :]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise KeygenError(f"he keygen secret: malformed ({e})") from None
 
 
 def threshold_for(n: int, fraction: float) -> int:
@@ -359,13 +388,12 @@ def party_material(secret: KeygenSecret, bundle: bytes) -> ThresholdPartyMateria
     return ThresholdPartyMaterial(public, secret.party_id, secret.sign_key, secret.s_ntt, shares)
 
 
-def provision(party_ids: tuple[str, ...], threshold_fraction: float = 0.5, label: str | None = None,
+def provision(party_ids: tuple[str, ...], threshold_fraction: float = 0.5, label: str = DEFAULT_LABEL,
               rng: ByteSource = os.urandom) -> tuple[ThresholdPublic, dict[str, ThresholdPartyMaterial]]:
-    """In-process equivalent of the keygen flow (simulation, tests): every step as on the parties'
-    machines, from the OS CSPRNG; the operator step sees public bytes only."""
+    """The keygen flow in process, on objects (tests): every step as on the parties' machines; the
+    operator step sees public bytes only. The protocol's provision goes through the byte hooks."""
     if len(set(party_ids)) != len(party_ids) or len(party_ids) < 2:
         raise ValueError("party_ids must be at least 2 distinct ids")
-    label = label or rng(16).hex()
     phase1 = {pid: party_keygen(label, pid, threshold_fraction, rng) for pid in party_ids}
     roster = {pid: pub for pid, (_, pub) in phase1.items()}
     phase2 = {pid: party_keygen_finish(sec, roster, rng) for pid, (sec, _) in phase1.items()}

@@ -30,13 +30,17 @@ from securefed.protocols.he import tround as tr
 from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.ring import ByteSource
 from securefed.protocols.he.tkeys import ThresholdPartyMaterial
+from securefed.protocols.secagg.ledger import RoundLedger
 
 INPUT_STAGE, ATTEST_STAGE, DECRYPT_STAGE, RECOVER_STAGE = "he/input", "he/attest", "he/decrypt", "he/recover"
 
 
 class ThresholdParty:
     def __init__(self, ctx: RoundContext, party_id: str, data: PartyInput, material: ThresholdPartyMaterial,
-                 config: HEConfig, rng: ByteSource = os.urandom) -> None:
+                 config: HEConfig, rng: ByteSource = os.urandom, ledger: RoundLedger | None = None) -> None:
+        """ledger: this party's memory of rounds: one partial decryption per round across attempts
+        (two decryptions of sums that share this party's unchanged update would let their
+        difference isolate another party), no rounds backwards."""
         if party_id not in ctx.party_ids or party_id != material.party_id:
             raise ValueError(f"party {party_id!r} is not selected for this round or holds another key")
         data.validate(ctx)
@@ -45,6 +49,8 @@ class ThresholdParty:
         self.ctx, self.party_id, self.data, self.config, self.rng = ctx, party_id, data, config, rng
         self.material, self.public = material, material.public
         self.layout = tr.TLayout.for_round(ctx, config, self.public)
+        self.ledger = ledger or RoundLedger()
+        self.ledger.begin(ctx.round)
         self._c1: np.ndarray | None = None  # own upload's c1 (NTT form)
         self._sum: tuple[tuple[str, ...], np.ndarray] | None = None  # checked (contributors, c1 sum)
         self._recovered = False
@@ -116,6 +122,7 @@ class ThresholdParty:
         alpha, beta = rlwe.challenge(ring, script, lay.n_ct)
         if not np.array_equal(total, rlwe.linear_hash(ring, c1_sum, alpha, beta)):
             raise ProtocolError("unexpected message")  # not the sum of the attested uploads
+        self.ledger.claim_unmask(self.ctx.round)  # on disk before the partial decryption leaves
         self._sum = (ids, c1_sum)
         d = rlwe.partial_decrypt(ring, c1_sum, self.material.s_ntt, lay.budget.flood_bits, self.rng)
         return Message(DECRYPT_STAGE, framing.header(tr.KIND_PARTIAL, self.public.key_id, self.ctx.round) + lay.pack(d))

@@ -83,9 +83,10 @@ class TLayout:
 
 
 def transcript(public: ThresholdPublic, ctx: RoundContext, contributors: tuple[str, ...], sum_hash: bytes) -> bytes:
-    """What an attestation binds: key, federation, round, the exact contributor list, the c1 sum."""
+    """What an attestation binds: key, federation, round and attempt, the exact contributor list,
+    the c1 sum."""
     return b"|".join([b"securefed-he-attest-v1", public.key_id, ctx.federation_id.encode(),
-                      struct.pack("<Q", ctx.round), framing.encode_ids(contributors), sum_hash])
+                      struct.pack("<QQ", ctx.round, ctx.attempt), framing.encode_ids(contributors), sum_hash])
 
 
 def evals_to_bytes(h: np.ndarray) -> bytes:
