@@ -110,7 +110,8 @@ class HE:
         if isinstance(material, ThresholdPartyMaterial):
             ledger = self._ledgers.setdefault(party_id, RoundLedger())
             return ThresholdParty(ctx, party_id, data, material, self.config, self._rng, ledger)
-        return HEParty(ctx, party_id, data, material, self.config)
+        ledger = self._ledgers.setdefault(party_id, RoundLedger())
+        return HEParty(ctx, party_id, data, material, self.config, ledger)
 
     def server(self, ctx: RoundContext, material: Any) -> HEServer | ThresholdServer:
         if isinstance(material, ThresholdPublic):

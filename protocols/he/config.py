@@ -73,10 +73,10 @@ class HEConfig(BaseModel):
     # Run an encrypt/sum/decrypt self-test at provisioning and refuse if it exceeds the bound.
     self_test: bool = True
 
-    # Who decrypts the encrypted sum: "rotate" = one surviving contributor chosen by round number
-    # (next one on dropout), "first" = the first surviving contributor (next one on dropout),
-    # "all" = every surviving contributor; their answers must agree.
-    decryptor: Literal["rotate", "first", "all"] = "rotate"
+    # single_key mode: who decrypts. Only "rotate": round r's one decryptor is roster[r % n], for the
+    # whole federation (several decryptors, or a fallback to the next one, would let a server
+    # decrypt different sums of one round and subtract them; "first"/"all" were removed for that).
+    decryptor: Literal["rotate"] = "rotate"
     # A "sum" of a single party is that party's update: refuse to decrypt fewer contributors.
     min_contributors: int = 2
 
