@@ -108,7 +108,7 @@ def decode_message(ring: Ring, x: np.ndarray, value_bits: int, k: int, delta_bit
     half = 1 << (delta_bits - 1)
     v = (flat + half) >> delta_bits  # round(x / Delta), floor semantics on Python ints
     resid = flat - (v << delta_bits)
-    if strict and any(abs(int(r)) > noise_bound for r in resid):
+    if strict and max(-int(resid.min()), int(resid.max())) > noise_bound:
         return None
     base, hb = 1 << value_bits, 1 << (value_bits - 1)
     digits = np.empty((k, v.size), dtype=np.int64)
@@ -116,7 +116,7 @@ def decode_message(ring: Ring, x: np.ndarray, value_bits: int, k: int, delta_bit
         dj = ((v + hb) % base) - hb
         digits[j] = dj.astype(np.int64)
         v = (v - dj) >> value_bits
-    if strict and any(int(r) != 0 for r in v):
+    if strict and (int(v.min()) != 0 or int(v.max()) != 0):
         return None
     return digits.reshape(k, n_ct, ring.n).transpose(1, 0, 2).reshape(-1)
 
