@@ -69,24 +69,24 @@ def test_random_federations_thresholds_and_decryption_dropouts(seed):
     assert_close_to_plain(result, inputs)
 
 
-def test_input_dropouts_leave_the_survivors_sum():
+def _four_parties(threshold_fraction: float, seed: int, drop_at: dict[str, str]):
+    """One round of 4 selected key holders with `drop_at` dropouts -> (result, inputs)."""
     ids = ("a", "b", "c", "d")
-    he = HE(HEConfig(threshold_fraction=0.3))  # t = 2
-    public, parties = he.provision(ids)
+    he = HE(HEConfig(threshold_fraction=threshold_fraction))
     ctx = RoundContext("fed", 1, ids, M, False, 10)
-    inputs = make_inputs(ctx, 1)
-    result, _ = run_round(he, ctx, inputs, public, parties, drop_at={"b": "he/input", "d": "he/attest"})
+    inputs = make_inputs(ctx, seed)
+    return run_round(he, ctx, inputs, *he.provision(ids), drop_at=drop_at)[0], inputs
+
+
+def test_input_dropouts_leave_the_survivors_sum():
+    result, inputs = _four_parties(0.3, 1, {"b": "he/input", "d": "he/attest"})  # t = 2
     assert result.contributors == ("a", "c")
     assert_close_to_plain(result, inputs)
 
 
 def test_too_few_partial_decryptions_abort():
-    ids = ("a", "b", "c", "d")
-    he = HE(HEConfig(threshold_fraction=0.6))  # t = 3
-    public, parties = he.provision(ids)
-    ctx = RoundContext("fed", 1, ids, M, False, 10)
     with pytest.raises(ProtocolAbort, match="t=3"):
-        run_round(he, ctx, make_inputs(ctx, 2), public, parties, drop_at={"a": DECRYPT_STAGE, "b": DECRYPT_STAGE})
+        _four_parties(0.6, 2, {"a": DECRYPT_STAGE, "b": DECRYPT_STAGE})  # t = 3
 
 
 def test_a_dropout_during_recovery_aborts():
