@@ -46,6 +46,16 @@ class ThresholdServer:
             raise ProtocolAbort("round not finished")
         return self._result
 
+    def max_reply_bytes(self) -> int:
+        """The largest well-formed reply to the current stage (transport hook: anything bigger is
+        dropped before it is buffered)."""
+        lay, slack = self.layout, 1024
+        if self._stage == "input":
+            return 2 * lay.elems_bytes + slack
+        if self._stage == "attest":
+            return lay.evals_bytes + tr.SIG_LEN + slack
+        return lay.elems_bytes + slack  # he/decrypt, he/recover: one ring element per ciphertext
+
     def start(self) -> dict[str, Message]:
         return {pid: Message(INPUT_STAGE, b"") for pid in self.ctx.party_ids}
 

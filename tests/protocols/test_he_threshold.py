@@ -98,6 +98,24 @@ def test_a_dropout_during_recovery_aborts():
         run_round(he, ctx, make_inputs(ctx, 3), public, parties, drop_at={"a": RECOVER_STAGE})
 
 
+def test_reply_bound_per_stage_admits_honest_replies_only():
+    ids = ("a", "b", "c")
+    he = HE(HEConfig(threshold_fraction=0.0))  # t = 2
+    public, parties = he.provision(ids)
+    ctx = RoundContext("fed", 0, ids, M, False, 10)
+    inputs = make_inputs(ctx, 5)
+    server = he.server(ctx, public)
+    sessions = {p: he.party(ctx, p, inputs[p], parties[p]) for p in ids}
+    outbound = server.start()
+    while not server.done:
+        bound = server.max_reply_bytes()
+        replies = {p: sessions[p].handle(m) for p, m in outbound.items()}
+        # honest replies fit, with at most ~1 KiB to spare (a tight bound: bigger ones are dropped)
+        assert all(len(r.payload) <= bound <= len(r.payload) + 1024 for r in replies.values())
+        outbound = server.step(replies)
+    assert_close_to_plain(server.result(), inputs)
+
+
 def test_precision_is_secaggs():
     """Same fixed-point codec as secagg: the same per-coordinate error bound for the same round."""
     ids = ("a", "b", "c")
