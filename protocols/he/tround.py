@@ -47,6 +47,8 @@ class TLayout:
     def for_round(cls, ctx: RoundContext, config: HEConfig, public: ThresholdPublic) -> "TLayout":
         if not set(ctx.party_ids) <= set(public.roster):
             raise ValueError("round selects parties outside the key's roster")
+        if len(ctx.party_ids) < public.threshold:
+            raise ValueError(f"round selects {len(ctx.party_ids)} parties; threshold he needs t={public.threshold}")
         ring = rlwe.ring_for()
         codec = FixedPointCodec.for_round(len(ctx.party_ids), ctx.vector_len, ctx.has_control, ctx.max_weight,
                                           config.clip, config.clip, config.precision_bits)
