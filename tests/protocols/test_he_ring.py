@@ -1,10 +1,12 @@
 """The threshold `he` ring layer: known answers (tests/vectors/he_ring.json), the negacyclic
-product against a schoolbook one, and interoperability with SEAL (same NTT convention, SEAL's
-public-key encryptions decrypt with our arithmetic, our products equal SEAL's)."""
+product against a schoolbook one, and interoperability with SEAL both ways (same NTT convention;
+SEAL's public-key encryptions decrypt with our arithmetic; SEAL decrypts our public-key
+encryptions; our products equal SEAL's)."""
 
 from __future__ import annotations
 
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import tenseal.sealapi as seal
 
 from securefed.protocols.he import rlwe
 from securefed.protocols.he.ring import PRIMES_8192, Ring, sample_cbd, sample_ternary
+from securefed.protocols.he.sealio import load_bytes, save_bytes
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "vectors"))
 import make_he_ring_vectors as kat  # noqa: E402
@@ -145,3 +148,39 @@ def test_our_product_equals_seal_multiply_plain(seal_bfv):
     plain[:40] = coeffs
     ours = ring.intt(ring.mul(ring.ntt(c1), ring.ntt(ring.from_int64(plain))))
     assert np.array_equal(ours, _ct_poly(prod, ring.n, 1))
+
+
+def _seal_ciphertext_from(ctx, template, c0: np.ndarray, c1: np.ndarray):
+    """A SEAL ciphertext holding our (c0, c1) (coefficient form): SEAL's own serialization of
+    `template` with its words replaced, written uncompressed (SEAL reads any compression mode)."""
+    zstandard = pytest.importorskip("zstandard")
+    blob = save_bytes(template.save)
+    raw = zstandard.ZstdDecompressor().decompress(blob[16:])
+    words = np.concatenate([c0.reshape(-1), c1.reshape(-1)]).astype("<u8").tobytes()
+    assert raw[-len(words) :] != words and len(raw) > len(words)
+    body = raw[: -len(words)] + words
+    magic, hsize, major, minor, _, reserved, _ = struct.unpack_from("<HBBBBHQ", blob)
+    out = struct.pack("<HBBBBHQ", magic, hsize, major, minor, 0, reserved, 16 + len(body)) + body
+    ct = seal.Ciphertext()
+    load_bytes(lambda path: ct.load(ctx, path), out)
+    return ct
+
+
+def test_seal_decrypts_our_encryption(seal_bfv):
+    """Our public-key encryption (rlwe.encrypt) under a key built from SEAL's secret key, given to
+    SEAL as a ciphertext: SEAL's decryptor returns the plaintext."""
+    ctx, keygen, ring, t = seal_bfv
+    s_ntt = _secret_ntt(keygen, ring.n)
+    rng = np.random.default_rng(7).bytes
+    a = rlwe.crs(ring, b"interop")
+    b = ring.sub(ring.ntt(ring.from_int64(sample_cbd(rng, (ring.n,)))), ring.mul(a, s_ntt))
+    m = (np.arange(ring.n) * 31 + 5) % t
+    q = ring.primes[0]
+    scaled = (m * q + t // 2) // t  # BFV's round(q * m / t), as SEAL encodes (exact in int64)
+    c0, c1 = rlwe.encrypt(ring, a, b, ring.from_int64(scaled).reshape(1, 1, ring.n), rng)
+    template = seal.Ciphertext()
+    seal.Encryptor(ctx, keygen.secret_key()).encrypt_symmetric(seal.Plaintext("1"), template)
+    ct = _seal_ciphertext_from(ctx, template, c0[0], ring.intt(c1)[0])
+    pt = seal.Plaintext()
+    seal.Decryptor(ctx, keygen.secret_key()).decrypt(ct, pt)
+    assert [pt.data(i) for i in range(ring.n)] == [int(v) for v in m]
