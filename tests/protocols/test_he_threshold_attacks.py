@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from securefed.protocols.base import Message, PartyInput, ProtocolError, RoundContext
-from securefed.protocols.encoding import from_ring
 from securefed.protocols.he import HE, HEConfig, framing, rlwe, tkeys
 from securefed.protocols.he import tround as tr
 from securefed.protocols.he.tparty import ATTEST_STAGE, DECRYPT_STAGE, INPUT_STAGE, RECOVER_STAGE
