@@ -1,13 +1,16 @@
-"""Benchmark the `he` protocol against `plain` (and `secagg` when registered): time to encrypt /
-sum / decrypt, and bytes per parameter, for several vector sizes and CKKS parameter sets.
+"""Benchmark the `he` protocol side by side: threshold mode (the default), today's single-key mode,
+NVFlare's recipe (TenSEAL CKKS, N=8192, coeff [60,40,40], scale 2^40, one ckks_vector per tensor),
+and `plain` / `secagg`: time to encrypt / sum / decrypt, bytes per parameter, error vs plain.
 
-    python benchmarks/he.py                 # 1e5, 1e6, 8.4M (2**23), 1e7 parameters; n4096 and n8192
-    python benchmarks/he.py --quick         # tiny sizes, a few seconds
-    python benchmarks/he.py --out he.json   # also write the rows as JSON
+    python -m benchmarks.he                 # 1e5, 1e6, 8.4M (2**23) parameters
+    python -m benchmarks.he --quick         # tiny sizes, a few seconds
+    python -m benchmarks.he --out he.json   # also write the rows as JSON
 
-Sizes count adapter coordinates m (no SCAFFOLD control). Times are one party's encryption, the
-server's whole input stage (load + validate + add for all parties, serialize the sum), one party's
-decryption, and the server's unpacking; all single-threaded, in process.
+Sizes count adapter coordinates m (no SCAFFOLD control). Threshold rows: one party's encryption
+(input stage), one party's attestation, the server's input + attestation stages, one party's
+partial decryption (sum check included), one recovery share (a roster of parties + 1 with one
+key holder not selected, so recovery runs), and the server's decode. Single-key rows: one party's
+encryption, the server's sum, one decryption, unpacking. All single-threaded, in process.
 """
 
 from __future__ import annotations
@@ -28,8 +31,81 @@ from securefed.protocols.he import HE, HEConfig
 FP32 = 4
 
 
+def _timed(sessions, outbound) -> tuple[dict, list[float]]:
+    replies, times = {}, []
+    for pid, msg in outbound.items():
+        t0 = time.perf_counter()
+        replies[pid] = sessions[pid].handle(msg)
+        times.append(time.perf_counter() - t0)
+    return replies, times
+
+
+def bench_threshold(m: int, pids: tuple[str, ...], inputs: dict[str, PartyInput]) -> dict:
+    he = HE(HEConfig())
+    t0 = time.perf_counter()
+    public, parties = he.provision(pids + ("spare",))  # a key holder not selected: recovery runs
+    t_prov = time.perf_counter() - t0
+    ctx = RoundContext("bench", 1, pids, m, False, 100)
+    server = he.server(ctx, public)
+    sessions = {p: he.party(ctx, p, inputs[p], parties[p]) for p in pids}
+    replies, enc = _timed(sessions, server.start())
+    up = len(next(iter(replies.values())).payload)
+    t0 = time.perf_counter()
+    out = server.step(replies)
+    t_sum = time.perf_counter() - t0
+    replies, att = _timed(sessions, out)
+    t0 = time.perf_counter()
+    out = server.step(replies)
+    t_sum += time.perf_counter() - t0
+    request = next(iter(out.values()))
+    replies, dec = _timed(sessions, out)
+    out = server.step(replies)
+    replies, rec = _timed(sessions, out)
+    t0 = time.perf_counter()
+    server.step(replies)
+    t_decode = time.perf_counter() - t0
+    result = server.result()
+    return {
+        "protocol": "he", "params": "thresh", "m": m, "parties": len(pids),
+        "provision_s": t_prov, "encrypt_s": float(np.median(enc)), "attest_s": float(np.median(att)),
+        "sum_s": t_sum, "decrypt_s": float(np.median(dec)), "recover_s": float(np.median(rec)),
+        "unpack_s": t_decode, "upload_bytes": up, "bytes_per_param": up / m, "x_fp32": up / (FP32 * m),
+        "download_bytes_decryptor": len(request.payload),
+        "ciphertexts": result.stats["ciphertexts_per_party"], "values_per_coeff": result.stats["values_per_coeff"],
+        "flood_bits": result.stats["flood_bits"], "_result": result,
+    }
+
+
+def bench_nvflare(m: int, pids: tuple[str, ...], inputs: dict[str, PartyInput]) -> dict:
+    """NVFlare's HE recipe: TenSEAL CKKS, N=8192, coeff [60,40,40], scale 2^40, every client shares
+    one context with the secret key; the whole vector as one ckks_vector (one tensor)."""
+    import tenseal as ts
+
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40])
+    ctx.global_scale = 2**40
+    blobs, enc = [], []
+    for pid in pids:
+        x = inputs[pid].delta.astype(np.float64) * inputs[pid].weight
+        t0 = time.perf_counter()
+        blobs.append(ts.ckks_vector(ctx, x).serialize())
+        enc.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    total = ts.ckks_vector_from(ctx, blobs[0])
+    for b in blobs[1:]:
+        total += ts.ckks_vector_from(ctx, b)
+    t_sum = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dec = np.asarray(total.decrypt())
+    t_dec = time.perf_counter() - t0
+    up = len(blobs[0])
+    want = sum(inputs[p].delta.astype(np.float64) * inputs[p].weight for p in pids)
+    return {"protocol": "nvflare", "params": "ckks40", "m": m, "parties": len(pids), "encrypt_s": float(np.median(enc)),
+            "sum_s": t_sum, "decrypt_s": t_dec, "upload_bytes": up, "bytes_per_param": up / m, "x_fp32": up / (FP32 * m),
+            "max_abs_err_vs_plain": float(np.max(np.abs(dec - want)))}
+
+
 def bench_he(preset: str, m: int, pids: tuple[str, ...], inputs: dict[str, PartyInput]) -> dict:
-    he = HE(HEConfig(preset=preset))
+    he = HE(HEConfig(mode="single_key", preset=preset))
     t0 = time.perf_counter()
     public, parties = he.provision(pids)
     t_prov = time.perf_counter() - t0
@@ -59,7 +135,7 @@ def bench_he(preset: str, m: int, pids: tuple[str, ...], inputs: dict[str, Party
         "decrypt_s": t_dec, "unpack_s": t_unpack,
         "upload_bytes": up, "bytes_per_param": up / m, "x_fp32": up / (FP32 * m),
         "download_bytes_decryptor": len(request.payload), "result_bytes": len(reply.payload),
-        "ciphertexts": result.stats["ciphertexts_per_party"], "values_per_slot": result.stats["values_per_slot"],
+        "ciphertexts": result.stats["ciphertexts_per_party"], "values_per_coeff": result.stats["values_per_slot"],
         "ckks_err_bound_q": public.error_bound, "ckks_err_measured_q": public.measured_error,
         "_result": result,
     }
@@ -83,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes")
     ap.add_argument("--sizes", type=float, nargs="*", help="parameter counts (default 1e5 1e6 2**23 1e7)")
-    ap.add_argument("--params", nargs="*", default=["n4096", "n8192"], help="he presets")
+    ap.add_argument("--params", nargs="*", default=["n8192"], help="single-key he presets")
+    ap.add_argument("--nvflare-max", type=float, default=2**23, help="skip NVFlare's recipe above this size")
     ap.add_argument("--parties", type=int, default=3)
     ap.add_argument("--out", help="write rows as JSON here")
     args = ap.parse_args(argv)
-    sizes = [int(s) for s in (args.sizes or ([10_000, 100_000] if args.quick else [1e5, 1e6, 2**23, 1e7]))]
+    sizes = [int(s) for s in (args.sizes or ([10_000] if args.quick else [1e5, 1e6, 2**23]))]
     pids = tuple(f"p{i}" for i in range(args.parties))
     try:
         registry.create("secagg")
@@ -110,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             ref = row.pop("_result") if name == "plain" else ref
             row.pop("_result", None)
             rows.append(row)
-        for preset in args.params:
-            row = bench_he(preset, m, pids, inputs)
+        if m <= args.nvflare_max:
+            rows.append(bench_nvflare(m, pids, inputs))
+            print_row(rows[-1])
+        for preset in ["threshold", *args.params]:
+            row = bench_threshold(m, pids, inputs) if preset == "threshold" else bench_he(preset, m, pids, inputs)
             res = row.pop("_result")
             if ref is not None:
                 row["max_abs_err_vs_plain"] = float(np.max(np.abs(res.delta_sum - ref.delta_sum)))
@@ -130,18 +210,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_row(r: dict) -> None:
-    print(f"  {r['protocol']:6} {r['params']:6} m={r['m']:>9,}  enc {r['encrypt_s']:.3f}s", file=sys.stderr)
+    print(f"  {r['protocol']:7} {r['params']:6} m={r['m']:>9,}  enc {r['encrypt_s']:.3f}s  dec {r['decrypt_s']:.3f}s",
+          file=sys.stderr, flush=True)
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'protocol':8} {'params':6} {'m':>10} {'B/param':>8} {'x fp32':>7} {'encrypt s':>9} {'sum s':>7} {'decrypt s':>9} {'unpack s':>8} {'round s':>7}"
+    head = (f"{'protocol':8} {'params':6} {'m':>10} {'B/param':>8} {'x fp32':>7} {'encrypt s':>9} {'sum s':>7} "
+            f"{'decrypt s':>9} {'recover s':>9} {'unpack s':>8} {'round s':>7} {'max err':>9} {'bound':>9}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        def f(k, w, p=3):
-            return f"{r[k]:>{w}.{p}f}" if k in r else f"{'-':>{w}}"
+        def f(k, w, p=3, kind="f"):
+            return f"{r[k]:>{w}.{p}{kind}}" if k in r else f"{'-':>{w}}"
         print(f"{r['protocol']:8} {r['params']:6} {r['m']:>10,} {f('bytes_per_param', 8, 2)} {f('x_fp32', 7, 2)} "
-              f"{f('encrypt_s', 9)} {f('sum_s', 7)} {f('decrypt_s', 9)} {f('unpack_s', 8)} {f('round_s', 7)}")
+              f"{f('encrypt_s', 9)} {f('sum_s', 7)} {f('decrypt_s', 9)} {f('recover_s', 9)} {f('unpack_s', 8)} "
+              f"{f('round_s', 7)} {f('max_abs_err_vs_plain', 9, 1, 'e')} {f('err_bound', 9, 1, 'e')}")
 
 
 if __name__ == "__main__":

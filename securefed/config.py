@@ -7,6 +7,7 @@ The resolved config is saved in every run directory and checkpoint (`config.json
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -111,6 +112,15 @@ class RootConfig(BaseModel):
             # which needs per-row gradients (hooks); ghost clipping only has per-row norms.
             raise ValueError("privacy.grad_sample_mode: 'ghost' cannot clip a DPO pair; use 'hooks' or 'auto' "
                              "(task 'dpo' with privacy.mechanism 'example' runs in hooks mode)")
+        if self.aggregation.protocol == "he" and self.aggregation.he.mode == "threshold":
+            from securefed.protocols.he.tkeys import threshold_for  # threshold he decrypts with t parties
+
+            t = threshold_for(self.parties, self.aggregation.he.threshold_fraction)
+            per_round = self.sampling.count or (
+                math.ceil(self.sampling.fraction * self.parties) if self.sampling.fraction else self.parties)
+            if per_round < t:
+                raise ValueError(f"sampling selects {per_round} parties a round but aggregation.he needs t={t} "
+                                 f"of {self.parties} to decrypt: lower aggregation.he.threshold_fraction or sample more")
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
                          self.algorithm.name == "scaffold")

@@ -1,56 +1,121 @@
-"""`he`: CKKS homomorphic encryption (TenSEAL's SEAL binding). Parties share a secret key and
-encrypt their fixed-point, slot-packed updates; the server, holding no key, adds ciphertexts; one
-(or every) surviving contributor decrypts the sum and returns only its integer sums.
+"""`he`: homomorphic aggregation. Parties encrypt their fixed-point updates, the server (holding
+no key) adds ciphertexts, and parties decrypt only a sum they have checked.
 
-    protocol = registry.create("he", HEConfig(...))        # or None: defaults
-    server_material, party_material = protocol.provision(party_ids)
-    kits.write_server_kit(server_material, ".../server.hekit")   # no key at all
-    kits.write_party_kit(party_material[pid], ".../party.hekit")  # shared secret key, mode 0600
+mode "threshold" (default): multiparty RLWE (Mouchet et al. 2021) on our own ring layer.
+Every party generates its own key share on its machine (keygen hooks below, protocols/keygen.py);
+the collective public key is the sum of committed, signed shares; decryption needs t partial
+decryptions with noise flooding; each key share is Shamir-shared t-of-n so that parties missing
+at decryption are recovered. Modules: ring (hazmat RNS arithmetic), rlwe (scheme, noise sizing,
+sum check), tkeys (keygen), tkits (material bytes), tround (layout, messages), tparty, tserver.
 
-Modules: config (HEConfig), context (parameters, keys, provisioning, error bound), packing
-(fixed point and digit packing), framing (message bytes), party, server, kits (files), sealio.
+mode "single_key": the original shared-key CKKS scheme on SEAL (context, packing, framing,
+party, server, kits, sealio), kept as an explicit option; see docs/threat-model.md.
+
+    protocol = registry.create("he", HEConfig(...))        # or None: defaults (threshold)
+    server_material, party_material = protocol.provision(party_ids)   # in process (simulation)
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from securefed.protocols.base import PartyInput, RoundContext
+from securefed.protocols.he import tkeys, tkits
 from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.context import HEPartyMaterial, HEPublic, provision
 from securefed.protocols.he.kits import MaterialError, dump_material, load_material
 from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE, HEParty
 from securefed.protocols.he.server import HEServer
+from securefed.protocols.he.tkeys import ThresholdPartyMaterial, ThresholdPublic
+from securefed.protocols.he.tparty import ThresholdParty
+from securefed.protocols.he.tserver import ThresholdServer
+from securefed.protocols.keygen import provision_by_keygen
 from securefed.protocols.registry import register
+from securefed.protocols.secagg.ledger import RoundLedger
 
 __all__ = ["HE", "HEConfig", "HEParty", "HEPartyMaterial", "HEPublic", "HEServer", "INPUT_STAGE",
-           "DECRYPT_STAGE", "MaterialError"]
+           "DECRYPT_STAGE", "MaterialError", "ThresholdParty", "ThresholdServer"]
 
 
 class HE:
     name = "he"
 
-    def __init__(self, config: HEConfig | None = None) -> None:
+    def __init__(self, config: HEConfig | None = None, rng=os.urandom) -> None:
         if config is not None and not isinstance(config, HEConfig):
             config = HEConfig.model_validate(config)  # e.g. a dict section from a YAML config
         self.config = config or HEConfig()
+        self._rng = rng
+        # party id -> its round ledger (decrypt at most once per round, across attempts). In memory
+        # by default; a deployed party binds its on-disk one with bind_party_state.
+        self._ledgers: dict[str, RoundLedger] = {}
+        if self.config.mode == "threshold":
+            # The keygen hooks exist only in threshold mode: protocols.keygen detects them by name,
+            # and single-key mode keeps the dealer adapter (the operator makes the shared key).
+            self.party_keygen = self._party_keygen
+            self.party_keygen_finish = self._party_keygen_finish
+            self.assemble = self._assemble
+            self.party_material = self._party_material
 
-    def provision(self, party_ids: tuple[str, ...]) -> tuple[HEPublic, dict[str, HEPartyMaterial]]:
+    def provision(self, party_ids: tuple[str, ...]):
+        """threshold: every party's keygen step, in process (protocols.keygen.provision_by_keygen);
+        single_key: one SEAL key for everyone, made here."""
+        if self.config.mode == "threshold":
+            return provision_by_keygen(self, tuple(party_ids))
         return provision(self.config, tuple(party_ids))
 
-    def dump_material(self, material: HEPublic | HEPartyMaterial) -> bytes:
-        """Server material (no key) or party material (the shared secret key: store it 0600) as
-        versioned, role-tagged kit bytes (MaterialCodec hook for the deploy layer; see kits.py)."""
+    def bind_party_state(self, party_id: str, directory: str | Path, max_rounds: int) -> None:
+        """Deployment hook: keep `party_id`'s round ledger in `directory` (it survives restarts)."""
+        self._ledgers[party_id] = RoundLedger(Path(directory) / "he-rounds.json", max_rounds)
+
+    # --- threshold keygen hooks (protocols/keygen.py) --------------------------------------------
+
+    def _party_keygen(self, party_id: str) -> tuple[bytes, bytes]:
+        secret, public = tkeys.party_keygen(tkeys.DEFAULT_LABEL, party_id, self.config.threshold_fraction, self._rng)
+        return tkeys.secret_to_bytes(secret), public
+
+    def _party_keygen_finish(self, party_id: str, secret: bytes, roster: dict[str, bytes]) -> tuple[bytes, bytes]:
+        done, public2 = tkeys.party_keygen_finish(tkeys.secret_from_bytes(secret, party_id), dict(roster), self._rng)
+        return tkeys.secret_to_bytes(done), public2
+
+    def _assemble(self, roster: dict[str, bytes], finish: dict[str, bytes]) -> tuple[ThresholdPublic, dict[str, bytes]]:
+        try:
+            return tkeys.assemble(dict(roster), dict(finish))
+        except tkeys.KeygenError as e:
+            raise MaterialError(str(e)) from None
+
+    def _party_material(self, party_id: str, secret: bytes, public: bytes) -> ThresholdPartyMaterial:
+        try:
+            return tkeys.party_material(tkeys.secret_from_bytes(secret, party_id), public)
+        except tkeys.KeygenError as e:
+            raise MaterialError(str(e)) from None
+
+    # --- material bytes (deploy layer's MaterialCodec hook) --------------------------------------
+
+    def dump_material(self, material: Any) -> bytes:
+        """Server material (no secret) or party material (its secrets: store it 0600) as
+        versioned, role-tagged bytes: tkits for threshold, kits for single-key."""
+        if isinstance(material, (ThresholdPublic, ThresholdPartyMaterial)):
+            return tkits.dump(material)
         return dump_material(material)
 
-    def load_material(self, data: bytes) -> HEPublic | HEPartyMaterial:
+    def load_material(self, data: bytes) -> Any:
         """Inverse of dump_material; raises MaterialError (ConfigError and ValueError) if malformed."""
+        if bytes(data[: len(tkits.MAGIC)]) == tkits.MAGIC:
+            return tkits.load(data)
         return load_material(data)
 
-    def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> HEParty:
-        return HEParty(ctx, party_id, data, material, self.config)
+    def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> HEParty | ThresholdParty:
+        if isinstance(material, ThresholdPartyMaterial):
+            ledger = self._ledgers.setdefault(party_id, RoundLedger())
+            return ThresholdParty(ctx, party_id, data, material, self.config, self._rng, ledger)
+        ledger = self._ledgers.setdefault(party_id, RoundLedger())
+        return HEParty(ctx, party_id, data, material, self.config, ledger)
 
-    def server(self, ctx: RoundContext, material: Any) -> HEServer:
+    def server(self, ctx: RoundContext, material: Any) -> HEServer | ThresholdServer:
+        if isinstance(material, ThresholdPublic):
+            return ThresholdServer(ctx, material, self.config)
         return HEServer(ctx, material, self.config)
 
 

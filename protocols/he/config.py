@@ -37,10 +37,26 @@ class ParamSet:
 
 
 class HEConfig(BaseModel):
-    """Settings of the `he` protocol. Either `preset` or the three parameter fields (or neither:
-    the `n8192` preset)."""
+    """Settings of the `he` protocol.
+
+    mode "threshold" (default): every party holds its own key share, decryption needs t parties'
+    flooded partial decryptions of a sum each of them checked (protocols/he/tparty.py); the ring
+    is fixed (N = 8192, 7 primes of 31 bits, ring.py), precision is secagg's (`precision_bits`).
+    mode "single_key": the original shared-key CKKS scheme on SEAL (parameter set below: either
+    `preset` or the three parameter fields, or neither: the `n8192` preset); see threat-model.md
+    for what it does not protect against."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["threshold", "single_key"] = "threshold"
+    # threshold mode: t = floor(threshold_fraction * n) + 1 of the n key holders decrypt; fewer
+    # than t colluding parties (with the server) learn nothing beyond checked sums.
+    threshold_fraction: float = 0.5
+    # Statistical security of noise flooding: one partial decryption is within 2^-lambda of one
+    # computed from a noiseless ciphertext.
+    stat_security: int = 40
+    # Fixed point as secagg: one unit = clip / 2^precision_bits (same error bound as secagg).
+    precision_bits: int = 16
 
     preset: Optional[Literal["n4096", "n8192"]] = None
     poly_modulus_degree: Optional[int] = None
@@ -57,10 +73,10 @@ class HEConfig(BaseModel):
     # Run an encrypt/sum/decrypt self-test at provisioning and refuse if it exceeds the bound.
     self_test: bool = True
 
-    # Who decrypts the encrypted sum: "rotate" = one surviving contributor chosen by round number
-    # (next one on dropout), "first" = the first surviving contributor (next one on dropout),
-    # "all" = every surviving contributor; their answers must agree.
-    decryptor: Literal["rotate", "first", "all"] = "rotate"
+    # single_key mode: who decrypts. Only "rotate": round r's one decryptor is roster[r % n], for the
+    # whole federation (several decryptors, or a fallback to the next one, would let a server
+    # decrypt different sums of one round and subtract them; "first"/"all" were removed for that).
+    decryptor: Literal["rotate"] = "rotate"
     # A "sum" of a single party is that party's update: refuse to decrypt fewer contributors.
     min_contributors: int = 2
 
@@ -119,6 +135,27 @@ class HEConfig(BaseModel):
     def _min_contrib(cls, v: int) -> int:
         if v < 1:
             raise ValueError(f"min_contributors must be >= 1, got {v}")
+        return v
+
+    @field_validator("threshold_fraction")
+    @classmethod
+    def _tfrac(cls, v: float) -> float:
+        if not (math.isfinite(v) and 0 <= v < 1):
+            raise ValueError(f"threshold_fraction must be in [0, 1), got {v}")
+        return v
+
+    @field_validator("stat_security")
+    @classmethod
+    def _stat(cls, v: int) -> int:
+        if not 20 <= v <= 40:
+            raise ValueError(f"stat_security must be in [20, 40] bits (flooding must fit the ring), got {v}")
+        return v
+
+    @field_validator("precision_bits")
+    @classmethod
+    def _prec(cls, v: int) -> int:
+        if not 2 <= v <= 40:
+            raise ValueError(f"precision_bits must be in [2, 40], got {v}")
         return v
 
     @model_validator(mode="after")

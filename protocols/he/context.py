@@ -14,6 +14,7 @@ additions there is no public or evaluation key at all, so nothing key-like reach
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from functools import cached_property
 
 import numpy as np
 import tenseal.sealapi as seal
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from securefed.protocols.he.config import HEConfig, ParamSet
 from securefed.protocols.he.sealio import load_bytes, save_bytes
@@ -60,6 +63,15 @@ class HEPublic:
     max_parties: int  # federation size the error bound was validated for
     error_bound: float  # noise_bound(params, max_parties), quanta
     measured_error: float | None  # self-test at provisioning, quanta (None: self-test off)
+    roster: tuple[str, ...] = ()  # provisioned party ids, sorted: round r's decryptor is roster[r % n]
+    sign_pubs: tuple[bytes, ...] = ()  # Ed25519 public keys, roster order: uploads are signed
+
+    def decryptor(self, round_: int) -> str:
+        """The one party of the federation that may decrypt round `round_`'s sum."""
+        return self.roster[round_ % len(self.roster)]
+
+    def sign_pub(self, pid: str) -> bytes:
+        return self.sign_pubs[self.roster.index(pid)]
 
     @cached_property
     def context(self) -> seal.SEALContext:
@@ -86,6 +98,8 @@ class HEPartyMaterial:
 
     public: HEPublic
     secret_key_bytes: bytes = field(repr=False)
+    party_id: str = ""
+    sign_key: bytes = field(default=b"", repr=False)  # Ed25519 private key (raw 32 bytes)
 
     @cached_property
     def secret_key(self) -> seal.SecretKey:
@@ -195,7 +209,13 @@ def provision(config: HEConfig, party_ids: tuple[str, ...]) -> tuple[HEPublic, d
                 f"max_decrypt_error={config.max_decrypt_error}"
             )
         public = HEPublic(params, prime, public.key_id, n, bound, measured)
-    return public, {pid: HEPartyMaterial(public, sk_bytes) for pid in party_ids}
+    roster = tuple(sorted(party_ids))
+    sign = {pid: Ed25519PrivateKey.generate() for pid in roster}
+    pubs = tuple(sign[p].public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+                 for p in roster)
+    public = dataclasses.replace(public, roster=roster, sign_pubs=pubs)
+    raw = (serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return public, {pid: HEPartyMaterial(public, sk_bytes, pid, sign[pid].private_bytes(*raw)) for pid in party_ids}
 
 
 def self_test(public: HEPublic, sk: seal.SecretKey, n_parties: int) -> float:

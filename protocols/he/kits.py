@@ -25,9 +25,9 @@ from securefed.protocols.he.context import KEY_ID_LEN, HEPartyMaterial, HEPublic
 
 MAGIC = b"SFHEKIT1"
 ROLE_SERVER, ROLE_PARTY = 0, 1
-_U8, _U32 = struct.Struct("<B"), struct.Struct("<I")
+_U8, _U16, _U32 = struct.Struct("<B"), struct.Struct("<H"), struct.Struct("<I")
 _KEYS = {"poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits", "prime", "key_id", "max_parties",
-         "error_bound", "measured_error"}
+         "error_bound", "measured_error", "roster", "sign_pubs"}
 
 
 def _meta(public: HEPublic) -> bytes:
@@ -41,6 +41,8 @@ def _meta(public: HEPublic) -> bytes:
         "max_parties": public.max_parties,
         "error_bound": public.error_bound,
         "measured_error": public.measured_error,
+        "roster": list(public.roster),
+        "sign_pubs": [p.hex() for p in public.sign_pubs],
     }, sort_keys=True).encode()
 
 
@@ -80,9 +82,13 @@ def _unpack(data: bytes, role: int) -> tuple[HEPublic, bytes]:
     params = ParamSet(int(meta["poly_modulus_degree"]), tuple(int(b) for b in meta["coeff_mod_bit_sizes"]),
                       int(meta["scale_bits"]))
     build_context(params, int(meta["prime"]))  # the parameters must rebuild the same modulus
+    roster = tuple(str(p) for p in meta["roster"])
+    pubs = tuple(bytes.fromhex(p) for p in meta["sign_pubs"])
+    if len(roster) != len(pubs) or tuple(sorted(set(roster))) != roster or any(len(p) != 32 for p in pubs):
+        raise ValueError("he kit: bad roster or signing keys")
     public = HEPublic(params, int(meta["prime"]), key_id, int(meta["max_parties"]),
                       float(meta["error_bound"]),
-                      None if meta["measured_error"] is None else float(meta["measured_error"]))
+                      None if meta["measured_error"] is None else float(meta["measured_error"]), roster, pubs)
     return public, secret
 
 
@@ -98,14 +104,21 @@ def server_kit_from_bytes(data: bytes) -> HEPublic:
 
 
 def party_kit_bytes(material: HEPartyMaterial) -> bytes:
-    return _pack(ROLE_PARTY, material.public, material.secret_key_bytes)
+    """Secret field: u16 id length | party id | Ed25519 private key (32) | SEAL secret key."""
+    pid = material.party_id.encode()
+    secret = _U16.pack(len(pid)) + pid + material.sign_key + material.secret_key_bytes
+    return _pack(ROLE_PARTY, material.public, secret)
 
 
 def party_kit_from_bytes(data: bytes) -> HEPartyMaterial:
     public, secret = _unpack(data, ROLE_PARTY)
-    if not secret:
+    if len(secret) < 2:
         raise ValueError("he kit: party kit has no secret key")
-    material = HEPartyMaterial(public, secret)
+    (n,) = _U16.unpack_from(secret)
+    pid, sign_key, sk = secret[2 : 2 + n].decode("utf-8", "replace"), secret[2 + n : 34 + n], secret[34 + n :]
+    if pid not in public.roster or len(sign_key) != 32 or not sk:
+        raise ValueError("he kit: party kit has no secret key, or a party id outside its roster")
+    material = HEPartyMaterial(public, sk, pid, sign_key)
     try:
         _ = material.secret_key  # SEAL validates the key against the parameters now, not mid-round
     except Exception:

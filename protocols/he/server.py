@@ -1,5 +1,7 @@
-"""Server side of `he`: sum the parties' ciphertexts (stage he/input), have surviving contributors
-decrypt the sum (stage he/decrypt), and end with plaintext sums only.
+"""Server side of single-key `he`: sum the parties' signed ciphertexts (stage he/input), forward the
+contributors' signed uploads to the round's one decryptor (roster[round % n], stage he/decrypt;
+it re-sums them itself), and end with plaintext sums only. If that decryptor did not contribute
+or does not answer, the round aborts: nobody else may decrypt it.
 
 The server never holds a secret key: it can add ciphertexts and nothing else. Parties whose input
 does not parse, is not ours (key id, SEAL parameters), or has the wrong number or size of
@@ -16,10 +18,10 @@ import tenseal.sealapi as seal
 from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, RoundContext, VectorSum
 from securefed.protocols.he import framing
 from securefed.protocols.he.config import HEConfig
-from securefed.protocols.he.context import HEPublic, load_ciphertext
+from securefed.protocols.he.context import HEPublic
 from securefed.protocols.he.packing import Layout, dequantize, unpack
-from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE
-from securefed.protocols.he.sealio import check_blob, save_bytes
+from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE, read_signed_upload
+
 
 
 class HEServer:
@@ -56,32 +58,22 @@ class HEServer:
 
     # -- stage he/input: homomorphic sum ------------------------------------------------------
 
-    def _load_party(self, msg: Message) -> list[seal.Ciphertext]:
+    def _load_party(self, pid: str, msg: Message) -> list[seal.Ciphertext]:
         """All of one party's ciphertexts, or ProtocolError: a party is summed all or nothing."""
         if msg.stage != INPUT_STAGE:
             raise ProtocolError("unexpected stage")
-        r = framing.Reader(msg.payload, framing.KIND_INPUT, self.public.key_id, self.ctx.round)
-        blobs = r.ciphertexts(self.layout.n_ct, self.public.max_ct_bytes)
-        r.end()
-        cts = []
-        for blob in blobs:
-            check_blob(blob, self.public.max_ct_bytes)
-            try:
-                cts.append(load_ciphertext(self.public, blob))
-            except Exception:  # SEAL's own validation (parameters, sizes, coefficient ranges)
-                raise ProtocolError("malformed message") from None
-        return cts
+        return read_signed_upload(self.public, self.ctx, pid, msg.payload, self.layout.n_ct)
 
     def _sum(self, replies: Mapping[str, Message]) -> dict[str, Message]:
         evaluator = seal.Evaluator(self.public.context)
         total: list[seal.Ciphertext] | None = None  # n_ct running sums: one upload's worth
-        contributors = []
+        contributors, uploads = [], []
         for pid in self.ctx.party_ids:
             msg = replies.get(pid)
             if msg is None:
                 continue
             try:
-                cts = self._load_party(msg)
+                cts = self._load_party(pid, msg)
             except ProtocolError:
                 continue  # treated as dropped
             if total is None:
@@ -90,37 +82,31 @@ class HEServer:
                 for acc, ct in zip(total, cts):
                     evaluator.add_inplace(acc, ct)
             contributors.append(pid)
+            uploads.append(msg.payload)
         if total is None or len(contributors) < self.config.min_contributors:
             raise ProtocolAbort(
                 f"{len(contributors)} parties contributed, he needs min_contributors="
                 f"{self.config.min_contributors}"
             )
         self._contributors = tuple(contributors)
+        # The decryptor gets the signed uploads, not our sum: it checks and adds them itself.
         self._request = b"".join([
             framing.header(framing.KIND_DECRYPT, self.public.key_id, self.ctx.round),
             framing.encode_ids(self._contributors),
-            len(total).to_bytes(4, "little"),
-            *framing.blobs(save_bytes(ct.save) for ct in total),
+            *framing.blobs(uploads),
         ])
         self._stage = "decrypt"
         return self._ask(self._next_decryptors())
 
-    # -- stage he/decrypt: who decrypts -----------------------------------------------------------
+    # -- stage he/decrypt: the round's one decryptor ----------------------------------------------
 
     def _next_decryptors(self) -> tuple[str, ...]:
-        c = self._contributors
-        if self.config.decryptor == "all":
-            return () if self._asked else c
-        start = self.ctx.round % len(c) if self.config.decryptor == "rotate" else 0
-        for i in range(len(c)):
-            pid = c[(start + i) % len(c)]
-            if pid not in self._asked:
-                return (pid,)
-        return ()
+        pid = self.public.decryptor(self.ctx.round)
+        return (pid,) if pid in self._contributors and pid not in self._asked else ()
 
     def _ask(self, pids: tuple[str, ...]) -> dict[str, Message]:
         if not pids:
-            raise ProtocolAbort("no surviving contributor decrypted the aggregate")
+            raise ProtocolAbort("the round's decryptor did not contribute or did not answer")
         self._asked += pids
         self._pending = pids
         return {pid: Message(DECRYPT_STAGE, self._request) for pid in pids}

@@ -17,14 +17,14 @@ PIDS = ("a", "b", "c", "d")
 M = 3000
 
 
-@pytest.fixture(scope="module")
-def he() -> HE:
-    return registry.create("he", HEConfig(preset="n4096"))
+@pytest.fixture
+def he() -> HE:  # per test: each party's round ledger lives in the protocol object
+    return registry.create("he", HEConfig(mode="single_key", preset="n4096"))
 
 
 @pytest.fixture(scope="module")
-def kit(he):
-    return he.provision(PIDS)
+def kit():
+    return HE(HEConfig(mode="single_key", preset="n4096")).provision(PIDS)
 
 
 def make_inputs(ctx: RoundContext, seed: int = 0, scale: float = 0.05) -> dict[str, PartyInput]:
@@ -86,21 +86,21 @@ def test_factory_accepts_none_and_dict():
 
 
 def test_provision_refuses_scale_too_small_for_bound():
-    cfg = HEConfig(poly_modulus_degree=8192, coeff_mod_bit_sizes=(60,), scale_bits=8)
+    cfg = HEConfig(mode="single_key", poly_modulus_degree=8192, coeff_mod_bit_sizes=(60,), scale_bits=8)
     assert noise_bound(cfg.param_set(), 4) > cfg.max_decrypt_error
     with pytest.raises(ValueError, match="scale_bits=8.*max_decrypt_error"):
         HE(cfg).provision(PIDS)
 
 
 def test_provision_refuses_values_that_do_not_fit_a_slot():
-    cfg = HEConfig(poly_modulus_degree=8192, coeff_mod_bit_sizes=(40,), scale_bits=16, value_bits=24)
+    cfg = HEConfig(mode="single_key", poly_modulus_degree=8192, coeff_mod_bit_sizes=(40,), scale_bits=16, value_bits=24)
     with pytest.raises(ValueError, match="value_bits=24"):
         HE(cfg).provision(PIDS)
 
 
 def test_provision_refuses_fewer_parties_than_min_contributors():
     with pytest.raises(ValueError, match="min_contributors"):
-        HE(HEConfig(preset="n4096", min_contributors=3)).provision(("a", "b"))
+        HE(HEConfig(mode="single_key", preset="n4096", min_contributors=3)).provision(("a", "b"))
 
 
 # -- packing -----------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_provision_refuses_fewer_parties_than_min_contributors():
 def test_packing_roundtrip_is_exact_for_sums(kit):
     public, _ = kit
     ctx = RoundContext("f", 0, PIDS, 20000, True, 50)
-    layout = Layout.for_round(ctx, HEConfig(preset="n4096"), public)
+    layout = Layout.for_round(ctx, HEConfig(mode="single_key", preset="n4096"), public)
     assert layout.k >= 2  # several values per real slot
     inputs = make_inputs(ctx, seed=3)
     quants = [Quantizer(layout, inputs[p]) for p in PIDS]
@@ -153,23 +153,24 @@ def test_matches_plain_with_dropouts(he, kit, has_control):
     assert_matches_plain(result, plain_round(ctx, inputs, drop))
 
 
-def test_designated_decryptor_drops_next_one_decrypts(he, kit):
-    ctx = RoundContext("f", 4, PIDS, M, True, 100)  # rotate: round 4 % 3 survivors -> "c" first
+def test_one_decryptor_per_round_for_the_whole_federation(he, kit):
+    """Round r's decryptor is roster[r % n]; if it drops, nobody else decrypts (a fallback would let
+    a server decrypt two different sums of one round and subtract them)."""
+    public, _ = kit
+    ctx = RoundContext("f", 4, PIDS, M, True, 100)
+    assert public.decryptor(4) == PIDS[4 % len(PIDS)] == "a"
     inputs = make_inputs(ctx, seed=4)
-    result, traffic = run_round(he, ctx, inputs, *kit, drop_at={"a": "he/input", "c": "he/decrypt"})
-    assert result.stats["decryptors"] == ("d",)
-    assert traffic.stages == ["he/input", "he/decrypt", "he/decrypt"]
-    assert_matches_plain(result, plain_round(ctx, inputs, {"a": ""}))
+    result, traffic = run_round(he, ctx, inputs, *kit, drop_at={"b": "he/input"})
+    assert result.stats["decryptors"] == ("a",)
+    with pytest.raises(ProtocolAbort, match="decryptor"):
+        run_round(HE(he.config), ctx, inputs, *kit, drop_at={"a": "he/decrypt"})
+    with pytest.raises(ProtocolAbort, match="decryptor"):
+        run_round(HE(he.config), ctx, inputs, *kit, drop_at={"a": "he/input"})
 
 
-def test_decryptor_all_policy(kit):
-    he_all = HE(HEConfig(preset="n4096", decryptor="all"))
-    ctx = RoundContext("f", 5, PIDS, M, False, 100)
-    inputs = make_inputs(ctx, seed=5)
-    result, traffic = run_round(he_all, ctx, inputs, *kit)
-    assert result.stats["decryptors"] == PIDS
-    assert all(traffic.received[p] > 0 for p in PIDS)
-    assert_matches_plain(result, plain_round(ctx, inputs))
+def test_only_rotate_decryptor_policy():
+    with pytest.raises(ValidationError, match="decryptor"):
+        HEConfig(mode="single_key", decryptor="all")
 
 
 def test_too_few_contributors_aborts(he, kit):
@@ -185,7 +186,7 @@ def test_all_decryptors_gone_aborts(he, kit):
 
 
 def test_kits_roundtrip_through_files(tmp_path):
-    he = HE(HEConfig(preset="n4096"))
+    he = HE(HEConfig(mode="single_key", preset="n4096"))
     public, parties = he.provision(PIDS)
     server_path = kits.write_server_kit(public, tmp_path / "server.hekit")
     party_paths = {p: kits.write_party_kit(parties[p], tmp_path / f"{p}.hekit") for p in PIDS}

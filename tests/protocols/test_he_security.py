@@ -22,14 +22,14 @@ from test_he import PIDS, assert_matches_plain, make_inputs, plain_round
 CTX = RoundContext("f", 3, PIDS, 2000, True, 100)
 
 
-@pytest.fixture(scope="module")
-def he() -> HE:
-    return HE(HEConfig(preset="n4096"))
+@pytest.fixture
+def he() -> HE:  # per test: each party's round ledger lives in the protocol object
+    return HE(HEConfig(mode="single_key", preset="n4096"))
 
 
 @pytest.fixture(scope="module")
-def kit(he):
-    return he.provision(PIDS)
+def kit():
+    return HE(HEConfig(mode="single_key", preset="n4096")).provision(PIDS)
 
 
 # -- the server cannot decrypt -------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_ciphertexts_from_another_parameter_set_are_dropped(he, kit):
     """Same key id forged, ciphertexts from N=8192: SEAL's parameter check rejects them."""
     public, _ = kit
     inputs = make_inputs(CTX, seed=12)
-    edit = foreign_ciphertexts(HEConfig(preset="n8192"), public.key_id)
+    edit = foreign_ciphertexts(HEConfig(mode="single_key", preset="n8192"), public.key_id)
     result, _ = run_round(Tamper(he, "b", edit), CTX, inputs, *kit)
     assert result.contributors == ("a", "c", "d")
     assert_matches_plain(result, plain_round(CTX, inputs, {"b": ""}))
@@ -196,13 +196,15 @@ def test_party_with_another_kit_is_dropped(he, kit):
     assert_matches_plain(result, plain_round(CTX, inputs, {"b": ""}))
 
 
-def test_forged_key_id_same_parameters_is_caught_at_decryption(he, kit):
-    """Same parameters, another key, forged key id: indistinguishable until decryption, where the sum
-    fails the integrity check (noise far beyond the bound). The round aborts; nothing is revealed."""
+def test_upload_replaced_in_transit_is_dropped(he, kit):
+    """Same parameters, another key, forged key id: the upload no longer carries b's signature, so
+    the server drops b (and the decryptor would refuse it); the round completes without b."""
     public, _ = kit
-    edit = foreign_ciphertexts(HEConfig(preset="n4096"), public.key_id)
-    with pytest.raises(ProtocolAbort, match="integrity"):
-        run_round(Tamper(he, "b", edit), CTX, make_inputs(CTX), *kit)
+    edit = foreign_ciphertexts(HEConfig(mode="single_key", preset="n4096"), public.key_id)
+    inputs = make_inputs(CTX)
+    result, _ = run_round(Tamper(he, "b", edit), CTX, inputs, *kit)
+    assert result.contributors == ("a", "c", "d")
+    assert_matches_plain(result, plain_round(CTX, inputs, {"b": ""}))
 
 
 def test_zstd_bomb_header_is_refused():
@@ -213,20 +215,47 @@ def test_zstd_bomb_header_is_refused():
         check_blob(blob, 200_000)
 
 
-def test_bad_decryption_reply_falls_back_to_next_decryptor(he, kit):
+def test_bad_decryption_reply_aborts_no_second_decryptor(he, kit):
     public, parties = kit
     inputs = make_inputs(CTX, seed=14)
     server = he.server(CTX, public)
     sessions = {p: he.party(CTX, p, inputs[p], parties[p]) for p in PIDS}
     outbound = server.step({p: sessions[p].handle(m) for p, m in server.start().items()})
-    (first, _), = outbound.items()
+    (first, request), = outbound.items()
+    assert first == public.decryptor(CTX.round)
     bogus = framing.encode_result(public.key_id, CTX.round, framing.STATUS_OK,
                                   np.full(server.layout.n_ct * public.slots, 1 << 45, dtype=np.int64))
-    outbound = server.step({first: Message("he/decrypt", bogus)})
-    (second, request), = outbound.items()
-    assert second != first
-    assert server.step({second: sessions[second].handle(request)}) == {}
-    assert_matches_plain(server.result(), plain_round(CTX, inputs))
+    with pytest.raises(ProtocolAbort, match="decryptor"):
+        server.step({first: Message("he/decrypt", bogus)})
+    # and every other party refuses to decrypt this round, whatever it is sent
+    for pid in PIDS:
+        if pid != first:
+            with pytest.raises(ProtocolError):
+                sessions[pid].handle(request)
+
+
+def test_decryptor_refuses_a_single_upload_as_a_sum_and_a_sum_without_it(he, kit):
+    """The v1 attacks: one party's upload presented as a two-party sum, and a sum that omits the
+    decryptor. The decryptor re-sums signed uploads itself and needs its own among them."""
+    public, parties = kit
+    inputs = make_inputs(CTX, seed=15)
+    server = he.server(CTX, public)
+    sessions = {p: he.party(CTX, p, inputs[p], parties[p]) for p in PIDS}
+    uploads = {p: sessions[p].handle(m).payload for p, m in server.start().items()}
+    dec = public.decryptor(CTX.round)
+    other = next(p for p in PIDS if p != dec)
+    head = framing.header(framing.KIND_DECRYPT, public.key_id, CTX.round)
+    fake_pair = tuple(sorted((dec, other)))
+    # the other party's upload twice (under both names): the copy under our name is not our upload
+    twice = head + framing.encode_ids(fake_pair) + b"".join(framing.blobs([uploads[other], uploads[other]]))
+    with pytest.raises(ProtocolError):
+        sessions[dec].handle(Message("he/decrypt", twice))
+    rest = tuple(p for p in PIDS if p != dec)
+    without = head + framing.encode_ids(rest) + b"".join(framing.blobs([uploads[p] for p in rest]))
+    session2 = HE(he.config).party(CTX, dec, inputs[dec], parties[dec])
+    session2.handle(Message("he/input", b""))
+    with pytest.raises(ProtocolError):
+        session2.handle(Message("he/decrypt", without))
 
 
 def test_party_rejects_decrypt_request_for_too_few_contributors(he, kit):

@@ -1,0 +1,225 @@
+"""Threshold RLWE encryption for sums (hazmat, on ring.py): parameters, noise sizing, packing of
+fixed-point values into ring coefficients, encryption under the collective key, partial
+decryption with noise flooding, the decoder, and the linear sum check (Fiat-Shamir challenge).
+
+Scheme (BFV-style "MSB" encoding with a power-of-two scale; only additions are ever needed):
+
+    collective key  s = sum_i s_i (ternary shares),  b = sum_i b_i = -a*s + e,  a = SHAKE(label)
+    encrypt V       u ternary, e0, e1 centered binomial:
+                    c0 = b*u + e0 + Delta*V   (coefficient form)
+                    c1 = a*u + e1             (NTT form: the only half partial decryption needs)
+    partial         d_i = c1*s_i + f_i        f_i uniform in [-2^F, 2^F) (noise flooding)
+    decode          c0 + sum_i d_i = Delta*V + noise;  V = round(./Delta)
+
+Noise (per coefficient; CBD eta=21 has variance 10.5, ternary E[x^2] = 2/3): a fresh ciphertext
+under the n-party key carries e*u + e0 + e1*s with variance 2*N*10.5*n*2/3 + 10.5; a sum of n
+of them n times that. B_ct = TAIL_SIGMAS standard deviations. Flooding: f_i uniform of width
+2^F >= 2^lambda * N * B_ct, so one partial decryption (N coefficients) is within statistical
+distance N * B_ct / 2^F <= 2^-lambda of one computed from a noiseless ciphertext (smudging lemma,
+union bound over coefficients). Delta = 2^delta bounds B_ct plus every flooding term with a 4x
+margin; what is left of log2 Q above Delta carries the packed values.
+
+Packing: k signed fixed-point values of b bits (b from the secagg codec, sized so the n-party sum
+of each value stays inside (-2^(b-1), 2^(b-1))) form one coefficient V = sum_j d_j 2^(b j):
+balanced base-2^b digits do not carry into each other, so the sum of V's decodes digit by digit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from securefed.protocols.he.ring import PRIMES_8192, ByteSource, Ring, sample_bounded, sample_cbd, sample_ternary, shake_residues
+
+N_DEFAULT = 8192
+TAIL_SIGMAS = 10.0  # Gaussian tail beyond 10 sd: < 2e-23 per coefficient
+CHALLENGES = 4  # independent linear checks per prime: a wrong sum passes with probability < 2^-120
+CBD_VAR = 10.5
+
+
+@lru_cache(maxsize=4)
+def ring_for(n: int = N_DEFAULT, primes: tuple[int, ...] = PRIMES_8192) -> Ring:
+    return Ring(n, primes)
+
+
+@dataclass(frozen=True)
+class NoiseBudget:
+    """Everything sized from (N, log Q, federation size n, statistical security lambda)."""
+
+    ct_bound: float  # B_ct: tail bound on the noise of a sum of up to n fresh ciphertexts
+    flood_bits: int  # F: flooding noise uniform in [-2^F, 2^F)
+    delta_bits: int  # Delta = 2^delta
+    payload_bits: int  # bits of V per coefficient: |Delta * V| + noise < Q/2
+
+    @classmethod
+    def size(cls, ring: Ring, n_parties: int, stat_security: int) -> "NoiseBudget":
+        n = ring.n
+        var_fresh = 2 * n * CBD_VAR * n_parties * 2 / 3 + CBD_VAR
+        ct_bound = TAIL_SIGMAS * math.sqrt(n_parties * var_fresh)
+        flood_bits = math.ceil(stat_security + math.log2(n) + math.log2(ct_bound))
+        if not 33 <= flood_bits <= 93:
+            raise ValueError(f"stat_security={stat_security}: flooding noise of 2^{flood_bits} outside [2^33, 2^93]")
+        # Every party answers at most two stages (decrypt, recover): <= 2n flooding terms.
+        total = ct_bound + 2 * n_parties * 2.0**flood_bits
+        delta_bits = math.ceil(math.log2(total)) + 2  # noise < Delta / 4
+        payload_bits = math.floor(math.log2(ring.modulus)) - delta_bits - 1
+        return cls(ct_bound, flood_bits, delta_bits, payload_bits)
+
+
+# -- packing -------------------------------------------------------------------------------------
+
+
+def values_per_coeff(budget: NoiseBudget, value_bits: int) -> int:
+    k = budget.payload_bits // value_bits
+    if k < 1:
+        raise ValueError(f"{value_bits}-bit values do not fit the {budget.payload_bits} payload bits")
+    return k
+
+
+def encode_message(ring: Ring, values: np.ndarray, value_bits: int, k: int, delta_bits: int) -> np.ndarray:
+    """Signed values (count,) int64, |v| < 2^(b-1) -> Delta*V residues (n_ct, L, N), coefficient form."""
+    per_ct = k * ring.n
+    n_ct = -(-values.size // per_ct)
+    d = np.zeros(n_ct * per_ct, dtype=np.int64)
+    d[: values.size] = values
+    d = d.reshape(n_ct, k, ring.n)  # digit j of coefficient i of ciphertext c
+    out = np.zeros((n_ct, ring.size, ring.n), dtype=np.uint64)
+    for l, p in enumerate(ring.primes):
+        acc = np.zeros((n_ct, ring.n), dtype=np.uint64)
+        for j in range(k):
+            c = np.uint64(pow(2, delta_bits + value_bits * j, p))
+            term = (np.mod(d[:, j, :], p).astype(np.uint64) * c) % np.uint64(p)
+            acc = acc + term
+        out[:, l, :] = acc % np.uint64(p)
+    return out
+
+
+def decode_message(ring: Ring, x: np.ndarray, value_bits: int, k: int, delta_bits: int,
+                   noise_bound: float, strict: bool = True) -> np.ndarray | None:
+    """Residues of Delta*V + noise (n_ct, L, N) -> digit sums (n_ct * k * N,) int64, or None when
+    some coefficient's noise exceeds `noise_bound` or V exceeds k digits (not a sum of honest
+    partial decryptions). strict=False returns the raw digits regardless (attack tests)."""
+    n_ct = x.shape[0]
+    flat = ring.to_centered_ints(np.moveaxis(x, 1, 0).reshape(ring.size, -1))  # (n_ct*N,) ints
+    half = 1 << (delta_bits - 1)
+    v = (flat + half) >> delta_bits  # round(x / Delta), floor semantics on Python ints
+    resid = flat - (v << delta_bits)
+    if strict and max(-int(resid.min()), int(resid.max())) > noise_bound:
+        return None
+    base, hb = 1 << value_bits, 1 << (value_bits - 1)
+    digits = np.empty((k, v.size), dtype=np.int64)
+    for j in range(k):
+        dj = ((v + hb) % base) - hb
+        digits[j] = dj.astype(np.int64)
+        v = (v - dj) >> value_bits
+    if strict and (int(v.min()) != 0 or int(v.max()) != 0):
+        return None
+    return digits.reshape(k, n_ct, ring.n).transpose(1, 0, 2).reshape(-1)
+
+
+# -- encryption, partial decryption ------------------------------------------------------------
+
+
+def crs(ring: Ring, label: bytes) -> np.ndarray:
+    """The public polynomial a (L, N), NTT form, from the key label: nobody picks it."""
+    return shake_residues(ring, b"securefed-he-crs-v1|" + label, (ring.n,))
+
+
+def keygen_share(ring: Ring, a_ntt: np.ndarray, rng: ByteSource) -> tuple[np.ndarray, np.ndarray]:
+    """-> (s_i NTT form, b_i = -a*s_i + e_i NTT form), each (L, N)."""
+    s = ring.ntt(ring.from_int64(sample_ternary(rng, (ring.n,))))
+    e = ring.ntt(ring.from_int64(sample_cbd(rng, (ring.n,))))
+    return s, ring.sub(e, ring.mul(a_ntt, s))
+
+
+def encrypt(ring: Ring, a_ntt: np.ndarray, b_ntt: np.ndarray, msg: np.ndarray, rng: ByteSource
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Delta*V residues (n_ct, L, N) -> (c0 coefficient form, c1 NTT form), fresh u, e0, e1."""
+    n_ct = msg.shape[0]
+    u = ring.ntt(ring.from_int64(sample_ternary(rng, (n_ct, ring.n))))
+    e1 = ring.ntt(ring.from_int64(sample_cbd(rng, (n_ct, ring.n))))
+    c1 = ring.add(ring.mul(u, a_ntt), e1)
+    c0 = ring.add(ring.intt(ring.mul(u, b_ntt)), ring.from_int64(sample_cbd(rng, (n_ct, ring.n))))
+    return ring.add(c0, msg), c1
+
+
+def partial_decrypt(ring: Ring, c1_ntt: np.ndarray, share_ntt: np.ndarray, flood_bits: int,
+                    rng: ByteSource) -> np.ndarray:
+    """c1 * share + flooding, coefficient form (n_ct, L, N)."""
+    return ring.add(ring.intt(ring.mul(c1_ntt, share_ntt)), flooding(ring, rng, c1_ntt.shape[0], flood_bits))
+
+
+def flooding(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> np.ndarray:
+    """Uniform integers in [-2^bits, 2^bits) as residues (n_ct, L, N): hi * 2^32 + lo with hi
+    uniform in [-2^(bits-32), 2^(bits-32)) and lo uniform 32 bits."""
+    hi = ring.from_int64(sample_bounded(rng, (n_ct, ring.n), bits - 32))
+    lo = np.frombuffer(rng(4 * n_ct * ring.n), dtype="<u4").astype(np.int64).reshape(n_ct, ring.n)
+    return ring.add(ring.scalar_mul(hi, _const(ring, 1 << 32)), ring.from_int64(lo))
+
+
+# -- Shamir sharing over each prime ------------------------------------------------------------
+
+
+def shamir_deal(ring: Ring, secret: np.ndarray, xs: tuple[int, ...], t: int, rng: ByteSource) -> list[np.ndarray]:
+    """Shares f(x) of the (L, N) secret for each x, f of degree t-1 with f(0) = secret."""
+    coeffs = [ring.uniform(rng) for _ in range(t - 1)]
+    out = []
+    for x in xs:
+        acc = np.zeros_like(secret)
+        for c in reversed(coeffs):  # Horner
+            acc = ring.add(ring.scalar_mul(acc, _const(ring, x)), c)
+        out.append(ring.add(ring.scalar_mul(acc, _const(ring, x)), secret))
+    return out
+
+
+def lagrange_at_zero(ring: Ring, x: int, xs: tuple[int, ...]) -> np.ndarray:
+    """lambda_x for interpolation at 0 over the points xs, one residue per prime (L,)."""
+    out = []
+    for p in ring.primes:
+        num, den = 1, 1
+        for y in xs:
+            if y != x:
+                num, den = num * y % p, den * (y - x) % p
+        out.append(num * pow(den, -1, p) % p)
+    return np.array(out, dtype=np.uint64)
+
+
+def _const(ring: Ring, c: int) -> np.ndarray:
+    return np.array([c % p for p in ring.primes], dtype=np.uint64)
+
+
+# -- the linear sum check ----------------------------------------------------------------------
+
+
+def challenge(ring: Ring, transcript: bytes, n_ct: int) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha (C, L, n_ct), beta (C, L, N)) from SHAKE-256(transcript): h(c) = sum_ct alpha_ct *
+    <beta, c_ct> mod p. For a fixed c != 0 mod p, h(c) = 0 with probability <= 2/p per challenge
+    (a nonzero bilinear form), so a sum that differs from the attested one passes all C challenges
+    of a prime with probability < 2^-120; the transcript fixes c before the challenge exists."""
+    seed = hashlib.sha256(b"securefed-he-challenge-v1|" + transcript).digest()
+    alpha = shake_residues(ring, seed + b"a", (CHALLENGES, n_ct))
+    beta = shake_residues(ring, seed + b"b", (CHALLENGES, ring.n))
+    return alpha, beta
+
+
+def linear_hash(ring: Ring, c: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """h(c) for c (n_ct, L, N) -> (C, L) uint64. Inner products exactly in float64: beta split
+    into 8-bit limbs keeps each product < 2^39 and each dot product of N <= 2^13 terms < 2^53."""
+    n_ct = c.shape[0]
+    limbs = np.stack([(beta >> np.uint64(8 * j)) & np.uint64(255) for j in range(4)], axis=-2)  # (C, L, 4, N)
+    out = np.empty((CHALLENGES, ring.size), dtype=np.uint64)
+    for l, p in enumerate(ring.primes):
+        cl = c[:, l, :].astype(np.float64)  # (n_ct, N)
+        lb = limbs[:, l].reshape(CHALLENGES * 4, ring.n).astype(np.float64)  # (C*4, N)
+        dots = (cl @ lb.T).astype(np.int64).reshape(n_ct, CHALLENGES, 4) % p  # exact
+        inner = np.zeros((n_ct, CHALLENGES), dtype=np.int64)
+        for j in range(4):
+            inner = (inner + dots[:, :, j] * (pow(2, 8 * j, p))) % p  # < 2^31 * 2^24 + p
+        al = alpha[:, l, :].T.astype(np.int64)  # (n_ct, C)
+        out[:, l] = np.array([sum(int(a) * int(b) for a, b in zip(al[:, i], inner[:, i])) % p
+                              for i in range(CHALLENGES)], dtype=np.uint64)
+    return out
