@@ -46,3 +46,17 @@ def test_config_error_names_privacy_field():
     with pytest.raises(ConfigError, match="aggregation.secagg.clip"):
         load_config(None, ["aggregation.protocol=secagg", "aggregation.secagg.clip=0.3",
                            "privacy.mechanism=user-distributed", "privacy.noise_multiplier=1"])
+
+
+def test_amplified_user_central_charges_every_party_every_round(tmp_path, small_overrides):
+    """Secret Poisson selection through the real runner: each round every party is charged at q = 2/6,
+    drawn or not; rows of an empty draw still carry the spends (a noise-only step was released)."""
+    overrides = [o for o in small_overrides if not o.startswith("parties=")]
+    rows = _run(tmp_path, overrides + ["parties=6", "rounds=3", "sampling.count=2", "privacy.mechanism=user-central",
+                                       "privacy.target_epsilon=4.0", "privacy.sampling_amplification=true"])
+    for row in rows:
+        assert sorted(row["dp_spends"]) == [f"party-{i:02d}" for i in range(6)]
+        assert all(v[1] == pytest.approx(1 / 3) for v in row["dp_spends"].values())
+        assert row["dp_drawn"] == 6
+    eps = rows[-1]["dp_epsilon"]
+    assert len(set(eps.values())) == 1 and 3.9 < eps["party-00"] <= 4.0  # z solved for q over all 3 rounds
