@@ -195,7 +195,7 @@ def run_cell(args, mechanism: str, eps: float, protocol: str, runs: Path) -> dic
         built["real"] = {p: list(d) for p, d in world.party_data.items()}  # before the canaries
         extra = [tokenize_example(world.tokenizer, CANARY_PROMPT, s, c.training.max_length) for s in canaries]
         audited = [tokenize_example(world.tokenizer, CANARY_PROMPT, s, c.training.max_length)
-                   for s, inside in zip(audit, coins) if inside]
+                   for s, inside in zip(audit, coins) if inside] * args.audit_repeats
         pid = world.party_ids[0]
         party_data = {**world.party_data, pid: world.party_data[pid] + extra * args.canary_repeats + audited}
         sizes = {p: len(d) for p, d in party_data.items()}
@@ -409,6 +409,9 @@ def main() -> None:
     ap.add_argument("--canary-repeats", type=int, help="default 16 (quick 4)")
     ap.add_argument("--audit-canaries", type=int, help="one-run audit canaries, each in party-00 once with "
                                                         "probability 1/2; default 128 (quick 32)")
+    ap.add_argument("--audit-repeats", type=int, default=1,
+                    help="copies of each included audit canary; > 1 audits a group of that many records: "
+                         "under example-level DP compare with the group's epsilon, not the record's")
     ap.add_argument("--references", type=int, help="default 1000 (quick 100)")
     ap.add_argument("--epsilons", help="comma-separated, 'inf' allowed; default inf,8,4,2,1 (quick inf,4)")
     ap.add_argument("--mechanisms", default=",".join(MECHANISMS))

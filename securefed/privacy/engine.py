@@ -372,7 +372,8 @@ def protocol_quantum(root: Any) -> tuple[float, bool, bool]:
 
 
 def survivor_floors(root: Any, parties: int) -> tuple[int, ...]:
-    """[n] -> the fewest contributors the protocol releases a sum of in a round of n selected."""
+    """[n] -> the fewest contributors the protocol releases a sum of in a round of n selected.
+    The distributed noise is sized so that the target still holds at that floor."""
     agg = root.aggregation
     out = [1]
     for n in range(1, parties + 1):
@@ -380,6 +381,6 @@ def survivor_floors(root: Any, parties: int) -> tuple[int, ...]:
             out.append(agg.secagg.resolve(n)[2])
         elif agg.protocol == "he":
             out.append(min(n, agg.he.min_contributors))
-        else:
-            out.append(1)
+        else:  # plain: the server sees every input anyway (it is trusted there); no floor below n_min
+            out.append(n)
     return tuple(out)
