@@ -98,16 +98,24 @@ def _accountant(name: str):
     raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {name!r}")
 
 
+def trivial_epsilon(spends: Sequence[Spend]) -> float | None:
+    """0 for no spend, inf if any spend had no noise; None when an accountant is needed."""
+    if not spends:
+        return 0.0
+    if any(s.noise_multiplier == 0 for s in spends):
+        return math.inf
+    return None
+
+
 def epsilon(history: Sequence[Spend], delta: float, accountant: str = "rdp") -> float:
     """(epsilon, delta)-DP epsilon of the composition of `history`; 0 for no spend, inf if any spend
     had no noise."""
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     spends = [s for s in history if s.steps > 0]
-    if not spends:
-        return 0.0
-    if any(s.noise_multiplier == 0 for s in spends):
-        return math.inf
+    trivial = trivial_epsilon(spends)
+    if trivial is not None:
+        return trivial
     if any(s.skellam for s in spends):
         if accountant != "rdp":
             raise ValueError("Skellam spends are accounted with RDP only (privacy.accountant='rdp')")

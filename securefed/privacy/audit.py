@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from securefed.privacy.accounting import Spend
+from securefed.privacy.accounting import Spend, trivial_epsilon
 
 
 def _dp_event(s: Spend):
@@ -52,10 +52,9 @@ def _skellam_epsilon(history: Sequence[Spend], delta: float) -> float:
 def independent_epsilon(history: Sequence[Spend], delta: float, accountant: str = "rdp") -> float:
     """epsilon of `history` by dp-accounting (RDP, or PLD for accountant 'prv')."""
     spends = [s for s in history if s.steps > 0]
-    if not spends:
-        return 0.0
-    if any(s.noise_multiplier == 0 for s in spends):
-        return math.inf
+    trivial = trivial_epsilon(spends)
+    if trivial is not None:
+        return trivial
     if any(s.skellam for s in spends):
         if not all(s.skellam for s in spends):
             raise ValueError("a history mixes Skellam and Gaussian spends")
