@@ -118,7 +118,8 @@ class ServerPrivacy:
         out = self.engine.finish_round(vsum)
         row = {"round": round, **self.engine.close_round()}
         self.rows.append(row)
-        stats = {k: out.stats[k] for k in ("dp_noise_std", "dp_under_noised") if k in out.stats}
+        stats = {k: v for k, v in out.stats.items()
+                 if k in ("dp_noise_std", "dp_under_noised", "dp_sensitivity_inflation") or k.startswith("dp_z_vs_")}
         return out, {**{k: v for k, v in row.items() if k != "round"}, **stats}
 
     def ledger(self) -> str:

@@ -91,6 +91,11 @@ def check_compatible(privacy: PrivacyConfig, protocol: str, secagg_clip: float, 
     if privacy.sampling_amplification and privacy.mechanism != "user-central":
         raise ValueError(f"privacy.sampling_amplification applies to privacy.mechanism='user-central' only, not "
                          f"{privacy.mechanism!r} (distributed DP protects against the server, who sees the selection)")
+    if privacy.sampling_amplification and protocol != "plain":
+        # Dropping or aborting a draw too small for the protocol would make the release depend on the
+        # draw's size, which the subsampled-Gaussian accounting does not cover.
+        raise ValueError(f"privacy.sampling_amplification needs aggregation.protocol='plain', not {protocol!r}: "
+                         "a Poisson draw can pick fewer parties than secagg/he can sum")
     if privacy.mechanism == "user-distributed":
         if privacy.accountant != "rdp":
             raise ValueError("privacy.accountant must be 'rdp' with privacy.mechanism='user-distributed' "

@@ -66,3 +66,7 @@ def test_audit_refusals_name_fields():
         check_compatible(d, "plain", 1.0, 16, False)
     check_compatible(PrivacyConfig(mechanism="user-distributed", noise_multiplier=1.0, distributed_over_plain=True),
                      "plain", 1.0, 16, False)
+    central_amp = PrivacyConfig(mechanism="user-central", noise_multiplier=1.0, sampling_amplification=True)
+    with pytest.raises(ValueError, match="aggregation.protocol='plain'"):
+        check_compatible(central_amp, "secagg", 1.0, 16, False)
+    check_compatible(central_amp, "plain", 1.0, 16, False)
