@@ -65,6 +65,7 @@ MECHANISMS = ("none", "example", "user-central", "user-distributed")
 PROTOCOLS = ("plain", "secagg")
 CANARY_PROMPT = "The secret code is"
 INF_X = 16.0  # where epsilon = inf sits on the plot's log2 axis
+EPS_PANELS = ("epsilon_audit_lb", "epsilon_vs_server")
 
 
 def _canaries(k: int, seed: int, digits: int = 6, exclude: frozenset[str] = frozenset()) -> list[str]:
@@ -331,7 +332,7 @@ def plot(rows: list[dict], path: Path, references: int, title: str = "", mia_n: 
             for proto in PROTOCOLS:
                 pts = sorted(((r["epsilon"] if math.isfinite(r["epsilon"]) else INF_X), r[key]) for r in rows
                              if r["mechanism"] == mech and r["protocol"] == proto and r.get(key) is not None
-                             and math.isfinite(r[key]))
+                             and math.isfinite(r[key]) and (key not in EPS_PANELS or math.isfinite(r["epsilon"])))
                 if not pts:
                     continue
                 ls, mk = styles[proto]
@@ -350,9 +351,11 @@ def plot(rows: list[dict], path: Path, references: int, title: str = "", mia_n: 
             ax.axhspan(0.5 - ci, 0.5 + ci, color="grey", alpha=0.15, label="MIA AUC: chance ±95%")
             lo, hi = ax.get_ylim()
             ax.set_ylim(min(lo, 0.5 - 1.5 * ci), max(hi, 0.5 + 1.5 * ci))
-        if key in ("epsilon_audit_lb", "epsilon_vs_server"):  # against the target itself (y = x)
+        if key in EPS_PANELS:  # against the target itself (y = x); clipping-only cells have no finite epsilon
             finite = sorted({r["epsilon"] for r in rows if math.isfinite(r["epsilon"])})
-            ax.plot(finite, finite, color="grey", ls=":", lw=1, label="theoretical ε (target)")
+            ax.plot(finite, finite, color="grey", ls=":", marker="_", lw=1, label="theoretical ε (target)")
+            ax.set_ylim(0, max([*finite, *(r[key] for r in rows if math.isfinite(r["epsilon"]) and r.get(key)
+                                           is not None and math.isfinite(r[key]))], default=1) * 1.1)
         ax.set_xscale("log", base=2)
         ticks = sorted({r["epsilon"] if math.isfinite(r["epsilon"]) else INF_X for r in rows})
         ax.set_xticks(ticks, [("∞" if t == INF_X else f"{t:g}") for t in ticks])
@@ -380,7 +383,8 @@ def write_outputs(rows: list[dict], out: Path, references: int, meta: dict) -> s
     if rows:
         title = (f"Financial PhraseBank, {meta['parties']} parties (Dirichlet α={meta['alpha']}), "
                  f"{meta['rounds']} rounds x {meta['steps']} local steps, batch {meta.get('batch_size', 8)}, "
-                 f"lr {meta.get('lr', 3e-3):g}, model {meta['model']} + LoRA r={meta.get('lora_r', 8)}; {meta['canaries']} canaries x{meta['canary_repeats']} in party-00")
+                 f"lr {meta.get('lr', 3e-3):g}, model {meta['model']} + LoRA r={meta.get('lora_r', 8)}; {meta['canaries']} canaries x{meta['canary_repeats']} "
+                 f"+ {meta.get('audit_canaries')} audit canaries (p = 1/2, x{meta.get('audit_repeats', 1)}) in party-00")
         plot(rows, out / "results.png", references, title, int(meta.get("eval_examples", 100)))
     return md
 
