@@ -7,6 +7,10 @@ Utility: accuracy, macro-F1, eval loss of the final global model. Empirical leak
   gives about 1/ln 2 = 1.44 bits ("chance"); the maximum is log2|R|;
 - loss-threshold membership inference AUC: per-example loss of training records (members, drawn
   evenly over the parties, canaries excluded) vs held-out records (non-members); 0.5 is chance.
+- one-run audit (Steinke, Nasr & Jagielski 2023): `--audit-canaries` m more canaries, each put in
+  party-00 once with probability 1/2; guess "in" for the m/4 lowest-loss and "out" for the m/4
+  highest-loss (fixed in advance); the count of right guesses gives a 95% lower bound on epsilon,
+  shown next to the reported epsilon and its recomputation by dp-accounting (epsilon_independent).
 Rows: mechanism "none" once (epsilon inf), each DP mechanism at every epsilon (inf = clipping only),
 for each protocol. Outputs OUT/results.{json,md,png} and OUT/runs/<cell>/ (each simulation's files).
 
@@ -61,6 +65,7 @@ MECHANISMS = ("none", "example", "user-central", "user-distributed")
 PROTOCOLS = ("plain", "secagg")
 CANARY_PROMPT = "The secret code is"
 INF_X = 16.0  # where epsilon = inf sits on the plot's log2 axis
+EPS_PANELS = ("epsilon_audit_lb", "epsilon_vs_server")
 
 
 def _canaries(k: int, seed: int, digits: int = 6, exclude: frozenset[str] = frozenset()) -> list[str]:
@@ -137,7 +142,7 @@ def exposure(canary_loss: float, ref_losses: np.ndarray) -> float:
 def _overrides(args, mechanism: str, eps: float, protocol: str) -> list[str]:
     sets = [f"parties={args.parties}", f"rounds={args.rounds}", f"seed={args.seed}",
             f"training.max_steps={args.steps}", f"training.batch_size={args.batch_size}", "training.max_length=64",
-            f"training.lr={args.lr}", f"data.source={str(DATA)!r}", "data.preset='financial-phrasebank'",
+            f"training.lr={args.lr}", f"data.source={str(args.data)!r}", "data.preset='financial-phrasebank'",
             "data.partition.method=dirichlet", f"data.partition.alpha={args.alpha}",
             f"data.max_examples={args.examples}", f"data.eval_max={args.eval_examples}",
             f"evaluation.max_examples={args.eval_examples}", f"evaluation.every={args.rounds}",
@@ -147,6 +152,9 @@ def _overrides(args, mechanism: str, eps: float, protocol: str) -> list[str]:
         sets += [f"privacy.max_grad_norm={args.max_grad_norm}", f"privacy.update_clip_norm={args.update_clip}"]
     if protocol == "secagg":
         sets.append("aggregation.secagg.clip=1.0")  # a power of two, as user-distributed needs
+    if protocol == "plain" and mechanism == "user-distributed":
+        # the server sees every noisy share: allowed only explicitly, and its per-share epsilon reported
+        sets.append("privacy.distributed_over_plain=true")
     if mechanism != "none":
         if math.isfinite(eps):
             sets.append(f"privacy.target_epsilon={eps}")
@@ -167,10 +175,15 @@ def run_cell(args, mechanism: str, eps: float, protocol: str, runs: Path) -> dic
     import securefed.simulation.runner as runner
     from securefed.config import load_config
     from securefed.models.adapter import set_adapter_state
+    from securefed.privacy.audit import independent_epsilon, ledger_from_rows, one_run_lower_bound
     from securefed.privacy.engine import build_engine
     from securefed.training.batches import tokenize_example
 
     canaries = _canaries(args.canaries, 1)
+    # One-run audit (Steinke et al. 2023): m more canaries of the same format, each in party-00's data
+    # once with probability 1/2 (coins fixed before training; the auditor knows them).
+    audit = _canaries(args.audit_canaries, 2, exclude=frozenset(canaries))
+    coins = np.random.default_rng(args.seed + 1000).random(len(audit)) < 0.5
     cfg = load_config(None, _overrides(args, mechanism, eps, protocol))
     name = f"{protocol}-{mechanism}-eps{eps:g}"
     run_dir = runs / name
@@ -182,8 +195,10 @@ def run_cell(args, mechanism: str, eps: float, protocol: str, runs: Path) -> dic
         world = original(c)
         built["real"] = {p: list(d) for p, d in world.party_data.items()}  # before the canaries
         extra = [tokenize_example(world.tokenizer, CANARY_PROMPT, s, c.training.max_length) for s in canaries]
+        audited = [tokenize_example(world.tokenizer, CANARY_PROMPT, s, c.training.max_length)
+                   for s, inside in zip(audit, coins) if inside] * args.audit_repeats
         pid = world.party_ids[0]
-        party_data = {**world.party_data, pid: world.party_data[pid] + extra * args.canary_repeats}
+        party_data = {**world.party_data, pid: world.party_data[pid] + extra * args.canary_repeats + audited}
         sizes = {p: len(d) for p, d in party_data.items()}
         # The canaries are party-00's records like any other: its weight and the DP engine's facts
         # (example-level sample rate q = batch / records) must count them.
@@ -216,11 +231,23 @@ def run_cell(args, mechanism: str, eps: float, protocol: str, runs: Path) -> dic
     members = _matched_members([e for p in world.party_ids for e in built["real"][p]], nonmembers, seed=7)
     mia = auc(-_losses(model, tok.pad_token_id, members), -_losses(model, tok.pad_token_id, nonmembers))
 
+    audit_losses = _losses(model, tok.pad_token_id, [tokenize_example(tok, CANARY_PROMPT, s, L) for s in audit])
+    k = max(1, len(audit) // 4)  # guesses per side, fixed in advance (no search over thresholds)
+    lb = one_run_lower_bound(-audit_losses, coins, k, cfg.privacy.target_delta) if len(audit) >= 2 else {}
+
     spends = final.get("dp_spends") or {}
     z = sorted({v[0] for v in spends.values()}) if spends else []
     stopped = sum(len(r.get("dp_stopped", [])) for r in rows)
+    ledgers = ledger_from_rows(rows)
+    indep = max((independent_epsilon(v, cfg.privacy.target_delta, cfg.privacy.accountant) for v in ledgers.values()),
+                default=None)
     return {"protocol": protocol, "mechanism": mechanism, "epsilon": eps,
-            "epsilon_spent": final.get("dp_epsilon_max"), "noise_multiplier": (z[-1] if z else None),
+            "epsilon_spent": final.get("dp_epsilon_max"), "epsilon_independent": indep,
+            "epsilon_party00": (final.get("dp_epsilon") or {}).get(world.party_ids[0]),
+            "epsilon_vs_server": final.get("dp_epsilon_vs_server_max"),
+            "epsilon_audit_lb": lb.get("eps_lb"), "audit_guesses": lb.get("r"), "audit_correct": lb.get("v"),
+            "mia_members": len(members), "mia_nonmembers": len(nonmembers),
+            "noise_multiplier": (z[-1] if z else None),
             "accuracy": final.get("accuracy"), "macro_f1": final.get("macro_f1"), "eval_loss": final.get("eval_loss"),
             "unparseable": final.get("unparseable"), "exposure": float(np.mean(exp)),
             "exposure_max": float(np.max(exp)), "mia_auc": mia, "party_rounds_stopped": stopped,
@@ -251,19 +278,37 @@ def _fmt(v) -> str:
     return str(v)
 
 
-COLS = ["protocol", "mechanism", "epsilon", "epsilon_spent", "noise_multiplier", "accuracy", "macro_f1",
-        "eval_loss", "exposure", "mia_auc", "seconds"]
+COLS = ["protocol", "mechanism", "epsilon", "epsilon_spent", "epsilon_independent", "epsilon_audit_lb",
+        "epsilon_vs_server", "noise_multiplier", "accuracy", "macro_f1", "eval_loss", "exposure", "mia_auc", "seconds"]
+
+
+def auc_chance_halfwidth(n_members: int, n_nonmembers: int) -> float:
+    """95% half-width of the AUC of a random score around 0.5 (Mann-Whitney null: var = (n1+n2+1)/(12 n1 n2))."""
+    if n_members < 1 or n_nonmembers < 1:
+        return math.nan
+    return 1.96 * math.sqrt((n_members + n_nonmembers + 1) / (12 * n_members * n_nonmembers))
+
+
+def _mia_counts(rows: list[dict], fallback: int) -> tuple[int, int]:
+    """The smallest member / non-member counts of the rows (the widest chance band), from the rows."""
+    n1 = min((r.get("mia_members") or fallback for r in rows), default=fallback)
+    n2 = min((r.get("mia_nonmembers") or fallback for r in rows), default=fallback)
+    return int(n1), int(n2)
 
 
 def markdown(rows: list[dict], references: int, mia_n: int = 100) -> str:
+    n1, n2 = _mia_counts(rows, mia_n)
     md = ["| " + " | ".join(COLS) + " |", "|" + "---|" * len(COLS)]
-    md += ["| " + " | ".join(_fmt(r[c]) for c in COLS) + " |" for r in rows]
+    md += ["| " + " | ".join(_fmt(r.get(c)) for c in COLS) + " |" for r in rows]
     md += ["", f"exposure: bits, mean over canaries, {references} references (max {math.log2(references + 1):.2f}, "
            f"chance ~{1 / math.log(2):.2f}); mia_auc: loss-threshold membership inference (chance 0.5). "
-           f"With {mia_n} members vs {mia_n} non-members an AUC within ±{1.96 * math.sqrt((2 * mia_n + 1) / (12 * mia_n ** 2)):.2f} "
+           f"With {n1} members vs {n2} held-out non-members an AUC within ±{auc_chance_halfwidth(n1, n2):.3f} "
            "of 0.5 is indistinguishable from chance (95%, null hypothesis). "
            "epsilon = ∞ for a DP mechanism means clipping only (no noise); epsilon_spent is the largest "
-           "per-party epsilon the accountant reports (delta 1e-5)."]
+           "per-party epsilon the accountant reports (delta 1e-5); epsilon_independent recomputes it with "
+           "dp-accounting from the run's metrics; epsilon_audit_lb is the one-run empirical lower bound "
+           "(Steinke et al. 2023, 95% confidence) from the audit canaries in party-00; epsilon_vs_server: "
+           "distributed over plain, what one noisy share costs a party against the server."]
     return "\n".join(md) + "\n"
 
 
@@ -276,8 +321,9 @@ def plot(rows: list[dict], path: Path, references: int, title: str = "", mia_n: 
     colors = {"none": "black", "example": "tab:blue", "user-central": "tab:orange", "user-distributed": "tab:green"}
     styles = {"plain": ("-", "o"), "secagg": ("--", "s")}
     panels = [("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("eval_loss", "eval loss"),
-              ("exposure", "canary exposure (bits)"), ("mia_auc", "membership-inference AUC")]
-    fig, grid = plt.subplots(2, 3, figsize=(15, 8.5))
+              ("exposure", "canary exposure (bits)"), ("mia_auc", "membership-inference AUC"),
+              ("epsilon_audit_lb", "one-run audit ε lower bound"), ("epsilon_vs_server", "ε vs server (one share)")]
+    fig, grid = plt.subplots(2, 4, figsize=(20, 8.5))
     axes = grid.flatten()
     legend_ax = axes[-1]
     legend_ax.axis("off")
@@ -285,7 +331,8 @@ def plot(rows: list[dict], path: Path, references: int, title: str = "", mia_n: 
         for mech in MECHANISMS:
             for proto in PROTOCOLS:
                 pts = sorted(((r["epsilon"] if math.isfinite(r["epsilon"]) else INF_X), r[key]) for r in rows
-                             if r["mechanism"] == mech and r["protocol"] == proto and r[key] is not None)
+                             if r["mechanism"] == mech and r["protocol"] == proto and r.get(key) is not None
+                             and math.isfinite(r[key]) and (key not in EPS_PANELS or math.isfinite(r["epsilon"])))
                 if not pts:
                     continue
                 ls, mk = styles[proto]
@@ -299,11 +346,16 @@ def plot(rows: list[dict], path: Path, references: int, title: str = "", mia_n: 
             ax.axhline(1 / math.log(2), color="grey", ls=":", lw=1, label="chance")
             ax.set_ylim(0, math.log2(references + 1) * 1.05)
         if key == "mia_auc":
-            ci = 1.96 * math.sqrt((2 * mia_n + 1) / (12 * mia_n**2))
+            ci = auc_chance_halfwidth(*_mia_counts(rows, mia_n))
             ax.axhline(0.5, color="grey", ls=":", lw=1, label="chance")
             ax.axhspan(0.5 - ci, 0.5 + ci, color="grey", alpha=0.15, label="MIA AUC: chance ±95%")
             lo, hi = ax.get_ylim()
             ax.set_ylim(min(lo, 0.5 - 1.5 * ci), max(hi, 0.5 + 1.5 * ci))
+        if key in EPS_PANELS:  # against the target itself (y = x); clipping-only cells have no finite epsilon
+            finite = sorted({r["epsilon"] for r in rows if math.isfinite(r["epsilon"])})
+            ax.plot(finite, finite, color="grey", ls=":", marker="_", lw=1, label="theoretical ε (target)")
+            ax.set_ylim(0, max([*finite, *(r[key] for r in rows if math.isfinite(r["epsilon"]) and r.get(key)
+                                           is not None and math.isfinite(r[key]))], default=1) * 1.1)
         ax.set_xscale("log", base=2)
         ticks = sorted({r["epsilon"] if math.isfinite(r["epsilon"]) else INF_X for r in rows})
         ax.set_xticks(ticks, [("∞" if t == INF_X else f"{t:g}") for t in ticks])
@@ -331,7 +383,8 @@ def write_outputs(rows: list[dict], out: Path, references: int, meta: dict) -> s
     if rows:
         title = (f"Financial PhraseBank, {meta['parties']} parties (Dirichlet α={meta['alpha']}), "
                  f"{meta['rounds']} rounds x {meta['steps']} local steps, batch {meta.get('batch_size', 8)}, "
-                 f"lr {meta.get('lr', 3e-3):g}, model {meta['model']} + LoRA r={meta.get('lora_r', 8)}; {meta['canaries']} canaries x{meta['canary_repeats']} in party-00")
+                 f"lr {meta.get('lr', 3e-3):g}, model {meta['model']} + LoRA r={meta.get('lora_r', 8)}; {meta['canaries']} canaries x{meta['canary_repeats']} "
+                 f"+ {meta.get('audit_canaries')} audit canaries (p = 1/2, x{meta.get('audit_repeats', 1)}) in party-00")
         plot(rows, out / "results.png", references, title, int(meta.get("eval_examples", 100)))
     return md
 
@@ -340,6 +393,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="CI size")
+    ap.add_argument("--data", default=str(DATA), help="Financial PhraseBank all-data.csv")
     ap.add_argument("--model", default="default")
     ap.add_argument("--parties", type=int, default=10)
     ap.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration over labels")
@@ -357,6 +411,11 @@ def main() -> None:
                     help="extra config override (repeatable), for all cells or only the named mechanisms")
     ap.add_argument("--canaries", type=int, help="default 5 (quick 2)")
     ap.add_argument("--canary-repeats", type=int, help="default 16 (quick 4)")
+    ap.add_argument("--audit-canaries", type=int, help="one-run audit canaries, each in party-00 once with "
+                                                        "probability 1/2; default 128 (quick 32)")
+    ap.add_argument("--audit-repeats", type=int, default=1,
+                    help="copies of each included audit canary; > 1 audits a group of that many records: "
+                         "under example-level DP compare with the group's epsilon, not the record's")
     ap.add_argument("--references", type=int, help="default 1000 (quick 100)")
     ap.add_argument("--epsilons", help="comma-separated, 'inf' allowed; default inf,8,4,2,1 (quick inf,4)")
     ap.add_argument("--mechanisms", default=",".join(MECHANISMS))
@@ -374,7 +433,7 @@ def main() -> None:
         return
     q = a.quick
     for k, full, quick in [("rounds", 5, 2), ("steps", 10, 2), ("examples", 2000, 300), ("canaries", 5, 2),
-                           ("canary_repeats", 16, 4), ("references", 1000, 100)]:
+                           ("canary_repeats", 16, 4), ("references", 1000, 100), ("audit_canaries", 128, 32)]:
         if getattr(a, k) is None:
             setattr(a, k, quick if q else full)
     epsilons = [float(e) for e in (a.epsilons or ("inf,4" if q else "inf,8,4,2,1")).split(",")]
@@ -385,7 +444,7 @@ def main() -> None:
         ap.error(f"unknown mechanism/protocol: {sorted(bad)}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {k: v for k, v in vars(a).items() if k != "out"} | {"epsilons": epsilons, "data": str(DATA)}
+    meta = {k: v for k, v in vars(a).items() if k != "out"} | {"epsilons": epsilons, "data": a.data}
     cells = [(p, m, e) for p in protocols for m in mechanisms
              for e in (epsilons if m != "none" else [math.inf])]  # (none, eps < inf) is meaningless
     rows: list[dict] = []
@@ -395,7 +454,8 @@ def main() -> None:
         r = rows[-1]
         print(f"[{i}/{len(cells)}] {proto} {mech} eps={eps:g}: acc={_fmt(r['accuracy'])} f1={_fmt(r['macro_f1'])} "
               f"loss={_fmt(r['eval_loss'])} exposure={r['exposure']:.2f} auc={r['mia_auc']:.3f} "
-              f"eps_spent={_fmt(r['epsilon_spent'])} z={_fmt(r['noise_multiplier'])} ({r['seconds']:.0f}s, "
+              f"eps_spent={_fmt(r['epsilon_spent'])} indep={_fmt(r['epsilon_independent'])} "
+              f"audit_lb={_fmt(r['epsilon_audit_lb'])} z={_fmt(r['noise_multiplier'])} ({r['seconds']:.0f}s, "
               f"total {time.perf_counter() - t0:.0f}s)", flush=True)
         write_outputs(rows, out, a.references, meta)  # partial results survive an interruption
     md = write_outputs(rows, out, a.references, meta | {"wall_seconds": time.perf_counter() - t0})

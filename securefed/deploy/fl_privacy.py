@@ -35,6 +35,11 @@ _log = logging.getLogger("securefed.deploy.privacy")
 
 def deployment_config(cfg: RootConfig) -> RootConfig:
     """The config a deployed app runs: DP noise and sampling from the CSPRNG whenever DP is on."""
+    if cfg.privacy.sampling_amplification:
+        # A coordinator retries an aborted round with a fresh selection and picks among available
+        # parties: the draw is no longer Poisson, and the amplified accounting would not hold.
+        raise ConfigError("privacy.sampling_amplification is supported in simulation only (a deployed "
+                          "coordinator's retried, availability-filtered selection is not Poisson sampling)")
     if not cfg.privacy.enabled or cfg.privacy.secure_mode:
         return cfg
     return cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={"secure_mode": True})})
@@ -83,7 +88,7 @@ class PartyPrivacy:
         if self.engine is None or not self.engine.cfg.user_level:
             return inp
         self.engine.admit_round(round, ctx.party_ids)  # the round's distributed plan (n = selected parties)
-        return self.engine.party_input(inp.delta, inp.control_delta, inp.weight)
+        return self.engine.party_input(inp.delta, inp.control_delta, inp.weight, ctx.max_weight)
 
     def epsilon(self) -> float:
         return self.engine.epsilon_of(self.pid) if self.engine is not None else 0.0
@@ -113,7 +118,8 @@ class ServerPrivacy:
         out = self.engine.finish_round(vsum)
         row = {"round": round, **self.engine.close_round()}
         self.rows.append(row)
-        stats = {k: out.stats[k] for k in ("dp_noise_std", "dp_under_noised") if k in out.stats}
+        stats = {k: v for k, v in out.stats.items()
+                 if k in ("dp_noise_std", "dp_under_noised", "dp_sensitivity_inflation") or k.startswith("dp_z_vs_")}
         return out, {**{k: v for k, v in row.items() if k != "round"}, **stats}
 
     def ledger(self) -> str:

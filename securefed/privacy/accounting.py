@@ -12,16 +12,38 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 ACCOUNTANTS = ("rdp", "prv")
 
 
 @dataclass(frozen=True)
 class Spend:
-    """`steps` applications of the (subsampled) Gaussian mechanism with this noise and sample rate."""
+    """`steps` applications of the (subsampled) Gaussian mechanism with this noise and sample rate.
+
+    With `l2_units > 0` it is the Skellam mechanism instead (distributed DP, sample rate 1): integer
+    noise of variance (noise_multiplier * l2_units)^2 on a sum whose L2 / L1 sensitivities are
+    l2_units / l1_units integer units; accounted with the Skellam RDP bound, not as a Gaussian."""
 
     noise_multiplier: float
     sample_rate: float
     steps: int
+    l2_units: float = 0.0
+    l1_units: float = 0.0
+
+    @property
+    def skellam(self) -> bool:
+        return self.l2_units > 0
+
+    def as_list(self) -> list[float]:
+        """The metrics/ledger form: [z, q, steps] (+ [l2, l1] for Skellam)."""
+        head = [self.noise_multiplier, self.sample_rate, self.steps]
+        return head + [self.l2_units, self.l1_units] if self.skellam else head
+
+    @classmethod
+    def from_list(cls, v) -> "Spend":
+        z, q, steps, *rest = v
+        return cls(float(z), float(q), int(steps), *(float(x) for x in rest))
 
     def __post_init__(self) -> None:
         if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
@@ -30,6 +52,40 @@ class Spend:
             raise ValueError(f"sample_rate must be in (0, 1], got {self.sample_rate}")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.skellam and (self.sample_rate != 1 or self.l1_units <= 0):
+            raise ValueError("a Skellam spend needs sample_rate 1 and l1_units > 0")
+
+
+def skellam_rdp(orders: np.ndarray, variance: float, l2: float, l1: float) -> np.ndarray:
+    """RDP of the (multi-dimensional) Skellam mechanism at each order, Agarwal, Kairouz & Liu 2021
+    (Theorem 3.5): alpha l2^2 / (2 var) + min(((2 alpha - 1) l2^2 + 6 l1) / (4 var^2), 3 l1 / (2 var)).
+
+    The first term is the Gaussian's at equal variance; the second is what integer noise costs on
+    top. Evaluated at the accountant's fractional and integer orders alike, as the paper's
+    reference accountant does."""
+    a = np.asarray(orders, dtype=np.float64)
+    gauss = a * l2 * l2 / (2 * variance)
+    extra = np.minimum(((2 * a - 1) * l2 * l2 + 6 * l1) / (4 * variance * variance), 3 * l1 / (2 * variance))
+    return gauss + extra
+
+
+def rdp_epsilon(history: Sequence[Spend], delta: float) -> float:
+    """RDP composition of Gaussian (subsampled) and Skellam spends at Opacus's default orders, converted
+    to (epsilon, delta) with Opacus's conversion (the one its RDP accountant uses)."""
+    from opacus.accountants.analysis import rdp as rdp_analysis
+    from opacus.accountants.rdp import RDPAccountant
+
+    orders = np.asarray(RDPAccountant.DEFAULT_ALPHAS, dtype=np.float64)
+    total = np.zeros_like(orders)
+    for s in history:
+        if s.skellam:
+            variance = (s.noise_multiplier * s.l2_units) ** 2
+            total += s.steps * skellam_rdp(orders, variance, s.l2_units, s.l1_units)
+        else:
+            total += np.asarray(rdp_analysis.compute_rdp(q=s.sample_rate, noise_multiplier=s.noise_multiplier,
+                                                         steps=s.steps, orders=list(orders)))
+    eps, _ = rdp_analysis.get_privacy_spent(orders=list(orders), rdp=total, delta=delta)
+    return float(eps)
 
 
 def _accountant(name: str):
@@ -42,17 +98,34 @@ def _accountant(name: str):
     raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {name!r}")
 
 
+def trivial_epsilon(spends: Sequence[Spend]) -> float | None:
+    """0 for no spend, inf if any spend had no noise; None when an accountant is needed."""
+    if not spends:
+        return 0.0
+    if any(s.noise_multiplier == 0 for s in spends):
+        return math.inf
+    return None
+
+
 def epsilon(history: Sequence[Spend], delta: float, accountant: str = "rdp") -> float:
     """(epsilon, delta)-DP epsilon of the composition of `history`; 0 for no spend, inf if any spend
     had no noise."""
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     spends = [s for s in history if s.steps > 0]
-    if not spends:
-        return 0.0
-    if any(s.noise_multiplier == 0 for s in spends):
-        return math.inf
+    trivial = trivial_epsilon(spends)
+    if trivial is not None:
+        return trivial
+    if any(s.skellam for s in spends):
+        if accountant != "rdp":
+            raise ValueError("Skellam spends are accounted with RDP only (privacy.accountant='rdp')")
+        return _skellam_cached(tuple(spends), float(delta))
     return _epsilon_cached(tuple(spends), float(delta), accountant)
+
+
+@functools.lru_cache(maxsize=1024)
+def _skellam_cached(spends: tuple[Spend, ...], delta: float) -> float:
+    return rdp_epsilon(spends, delta)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -44,7 +44,12 @@ class PrivacyConfig(BaseModel):
     # user-level DP
     update_clip_norm: float = Field(0.1, gt=0, description="L2 clip of a party's whole update (sensitivity)")
     sampling_amplification: bool = Field(
-        False, description="account rounds with q = selected/parties; only valid if the selection is secret")
+        False, description="user-central: select parties by Poisson sampling at q = count/parties from the OS "
+                           "CSPRNG (secret) and charge every party at q in every round; the guarantee holds "
+                           "against observers of the released model, not the coordinator (who sees the draw)")
+    distributed_over_plain: bool = Field(
+        False, description="allow user-distributed with aggregation.protocol 'plain': the server then sees "
+                           "every noisy share; metrics report dp_epsilon_vs_server_max, one share's epsilon")
     dropout_tolerance: float = Field(
         0.1, ge=0, lt=1, description="distributed: fraction of selected parties that may drop with full noise kept")
     modulus_bits: int = Field(16, ge=4, le=24, description="distributed: the sum is taken mod 2^modulus_bits")
@@ -83,7 +88,22 @@ def check_compatible(privacy: PrivacyConfig, protocol: str, secagg_clip: float, 
     if privacy.user_level and uses_control:
         raise ValueError(f"privacy.mechanism={privacy.mechanism!r}: SCAFFOLD's control delta is not covered by "
                          "the update clip; use another algorithm.name")
+    if privacy.sampling_amplification and privacy.mechanism != "user-central":
+        raise ValueError(f"privacy.sampling_amplification applies to privacy.mechanism='user-central' only, not "
+                         f"{privacy.mechanism!r} (distributed DP protects against the server, who sees the selection)")
+    if privacy.sampling_amplification and protocol != "plain":
+        # Dropping or aborting a draw too small for the protocol would make the release depend on the
+        # draw's size, which the subsampled-Gaussian accounting does not cover.
+        raise ValueError(f"privacy.sampling_amplification needs aggregation.protocol='plain', not {protocol!r}: "
+                         "a Poisson draw can pick fewer parties than secagg/he can sum")
     if privacy.mechanism == "user-distributed":
+        if privacy.accountant != "rdp":
+            raise ValueError("privacy.accountant must be 'rdp' with privacy.mechanism='user-distributed' "
+                             "(the Skellam mechanism is accounted with its RDP bound)")
+        if protocol == "plain" and not privacy.distributed_over_plain:
+            raise ValueError("privacy.mechanism='user-distributed' with aggregation.protocol='plain' shows the "
+                             "server every noisy share (1/n of the noise each): use secagg, or set "
+                             "privacy.distributed_over_plain=true to accept that and see its per-share epsilon")
         if protocol == "he":
             raise ValueError("privacy.mechanism='user-distributed' works with aggregation.protocol plain or secagg")
         if protocol == "secagg":

@@ -19,10 +19,15 @@ Composing with `secagg` without touching its codec: with weight 1, a power-of-tw
 k <= precision_bits, the codec maps y * step back to exactly y (its stochastic rounding adds nothing
 to an integer), and its ring is wide enough that the masked sum is the exact integer sum.
 
-Accounting: the sum of n Skellam(mu) is Skellam(n mu), variance 2 n mu. We account it as the Gaussian
-mechanism with the same variance: z_eff = sqrt(2 n mu) / B (Agarwal et al. show Skellam's RDP is
-within a small additive term of the Gaussian's at equal variance once mu >> B; documented in
-docs/threat-model.md). A single party's share has z = sqrt(2 mu) / B, below the target by sqrt(n_min).
+Accounting: the sum of n Skellam(mu) is Skellam(n mu), variance 2 n mu, accounted with the Skellam
+RDP bound (accounting.skellam_rdp) at L2 sensitivity B and L1 sensitivity min(B^2, sqrt(dim) B) (an
+integer vector's L1 norm is at most its squared L2 norm); z_eff = sqrt(2 n mu) / B is the noise
+multiplier of the equal-variance Gaussian, the bound's leading term. A single party's share has
+z = sqrt(2 mu) / B, below the target by sqrt(n_min); c colluding contributors can subtract their own
+shares, leaving sqrt(2 (n - c) mu) / B (`collusion_noise_multiplier`).
+
+Randomness: rounding coins and Skellam noise come from an AES-256-CTR keystream under a fresh OS key
+(privacy.csprng), never from a seeded or statistical generator.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from securefed.privacy import csprng
 
 MAX_ROUNDING_TRIES = 1000
 
@@ -138,12 +145,33 @@ class DistributedPlan:
         return self.gamma * math.sqrt(2 * self.mu * n_contributors)
 
     def effective_noise_multiplier(self, n_contributors: int) -> float:
-        """z of the Gaussian mechanism with the same variance, for the accountant."""
+        """z of the Gaussian mechanism with the same variance (the Skellam bound's leading term)."""
         return math.sqrt(2 * self.mu * n_contributors) / self.norm_bound
 
+    def collusion_noise_multiplier(self, n_contributors: int, colluders: int) -> float:
+        """z left in the sum against a server colluding with `colluders` of the contributors: they
+        subtract their own shares, so only the other n - c shares' noise protects a party."""
+        return self.effective_noise_multiplier(max(0, n_contributors - colluders))
 
-def conditional_round(x: np.ndarray, bound: float, rng: np.random.Generator) -> np.ndarray:
-    """Unbiased randomized rounding of x, redrawn until ||rounded|| <= bound."""
+    @property
+    def l1_bound(self) -> float:
+        """L1 sensitivity in integer units: ||r||_1 <= ||r||_2^2 for an integer vector, and <= sqrt(dim) ||r||_2."""
+        return min(self.norm_bound ** 2, math.sqrt(self.dim) * self.norm_bound)
+
+    def spend(self, n_contributors: int):
+        """The accountant's record of this round's sum with n contributors (Skellam, sample rate 1)."""
+        from securefed.privacy.accounting import Spend
+
+        return Spend(self.effective_noise_multiplier(n_contributors), 1.0, 1, self.norm_bound, self.l1_bound)
+
+    def sensitivity_inflation(self) -> float:
+        """gamma * B / C: how much rounding at this modulus inflates the sensitivity the noise must cover."""
+        return self.sensitivity / self.clip
+
+
+def conditional_round(x: np.ndarray, bound: float, rng) -> np.ndarray:
+    """Unbiased randomized rounding of x, redrawn until ||rounded|| <= bound. `rng`: anything with
+    .random(count) (csprng.AesCtrUniforms on every real path)."""
     floor = np.floor(x)
     frac = x - floor
     for _ in range(MAX_ROUNDING_TRIES):
@@ -153,16 +181,16 @@ def conditional_round(x: np.ndarray, bound: float, rng: np.random.Generator) -> 
     raise RuntimeError("conditional rounding did not meet its norm bound; is the input clipped?")
 
 
-def encode(plan: DistributedPlan, update: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def encode(plan: DistributedPlan, update: np.ndarray, rng) -> np.ndarray:
     """A party's clipped update -> its noisy wrapped share as a float32 carrier vector.
-    `rng` must be secret to the party (privacy.rng.secure_generator)."""
+    `rng` must be secret to the party (privacy.rng.secure_generator: an AES-CTR keystream)."""
     if update.shape != (plan.dim,):
         raise ValueError(f"update has shape {update.shape}, plan expects ({plan.dim},)")
     if float(np.linalg.norm(update)) > plan.clip * (1 + 1e-6):
         raise ValueError("update is not clipped to the plan's L2 bound")
     scaled = rotate(update, plan.seed) / plan.gamma
     rounded = conditional_round(scaled, plan.norm_bound, rng)
-    noise = rng.poisson(plan.mu, plan.dim) - rng.poisson(plan.mu, plan.dim)  # Skellam(mu), exact integers
+    noise = csprng.skellam(plan.mu, plan.dim, rng)  # Skellam(mu), exact integers
     share = centered_mod(rounded + noise, plan.bits)
     return (share * plan.carrier_step).astype(np.float32)
 

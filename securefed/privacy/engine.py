@@ -12,6 +12,7 @@ pure mechanisms of this package at four points of a round:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ import numpy as np
 from securefed.privacy import distributed
 from securefed.privacy.accounting import Spend, check_budget, epsilon, example_sample_rate, resolve_noise_multiplier
 from securefed.privacy.config import PrivacyConfig
-from securefed.privacy.rng import secure_generator, secure_normal
+from securefed.privacy.rng import secure_generator, secure_normal, secure_uniforms
+from securefed.privacy.sensitivity import SafeEncoding, is_power_of_two
 from securefed.privacy.user_level import add_central_noise, user_level_input
 from securefed.protocols.base import PartyInput, VectorSum
 
@@ -41,6 +43,13 @@ class FederationFacts:
     carrier_step: float  # distributed: the protocol input unit (secagg: clip / 2^precision_bits; plain: 1)
     seed: int
     accounted: tuple[str, ...]  # whose epsilon this engine reports (simulation and server: all; a party: itself)
+    protocol: str = "plain"
+    central_unit: float = 0.0  # user-central: the protocol's quantum in update units (0: float, plain)
+    central_grid: bool = False  # ... and whether it is an exact power-of-two grid (secagg, power-of-two clip)
+    # survivor_floor[n]: the fewest contributors the protocol still releases a sum of, in a round of n
+    # selected (secagg: its threshold t; he: min_contributors; plain: 1). The worst case of dropouts.
+    survivor_floor: tuple[int, ...] = ()
+    central_weighted: bool = False  # he: the quantum is max_weight times central_unit
 
 
 @dataclass
@@ -52,6 +61,10 @@ class PrivacyEngine:
     _round_notes: dict[str, Any] = field(default_factory=dict)
     _plan: distributed.DistributedPlan | None = None
     _round: int = 0
+    server_ledger: dict[str, tuple[Spend, ...]] = field(default_factory=dict)  # distributed: vs the server
+    _server_spends: dict[str, Spend] = field(default_factory=dict)
+    _pool: tuple[str, ...] = ()  # amplified: every party in this round's Poisson draw (chosen or not)
+    _z: float | None = None
 
     # --- planning (pure given the facts) -----------------------------------------------------------
 
@@ -67,46 +80,89 @@ class PrivacyEngine:
         steps = max(1, f.participations.get(pid, f.rounds)) * f.max_steps
         return resolve_noise_multiplier(c.noise_multiplier, c.target_epsilon, c.target_delta, q, steps, c.accountant)
 
+    @property
+    def amplified(self) -> bool:
+        """Secret Poisson selection, accounted at q over every round (user-central only; config.py)."""
+        return self.cfg.sampling_amplification and self.cfg.mechanism == "user-central"
+
     def user_sample_rate(self) -> float:
         f = self.facts
-        return f.parties_per_round / len(f.participations) if self.cfg.sampling_amplification else 1.0
+        return f.parties_per_round / len(f.participations) if self.amplified else 1.0
 
     def user_noise(self) -> float:
-        """z (noise std / sensitivity) that the *sum* must carry. With amplification every round
-        counts (the party is in it with probability q); without, only the rounds it is selected in."""
-        f, c = self.facts, self.cfg
-        steps = f.rounds if c.sampling_amplification else max(1, max(f.participations.values(), default=f.rounds))
-        return resolve_noise_multiplier(c.noise_multiplier, c.target_epsilon, c.target_delta,
-                                        self.user_sample_rate(), steps, c.accountant)
+        """z (noise std / sensitivity) that the *sum* must carry. Amplified: every round counts for
+        every party at q (it is in each draw with probability q); otherwise only the rounds it is
+        selected in, at q = 1 (the seeded selection is public). Distributed: raised until the Skellam
+        bound (not just the equal-variance Gaussian) meets the target."""
+        if self._z is None:
+            f, c = self.facts, self.cfg
+            steps = f.rounds if self.amplified else max(1, max(f.participations.values(), default=f.rounds))
+            z = resolve_noise_multiplier(c.noise_multiplier, c.target_epsilon, c.target_delta,
+                                         self.user_sample_rate(), steps, c.accountant)
+            if c.mechanism == "user-distributed" and c.noise_multiplier is None:
+                n = f.parties_per_round
+                while epsilon([self.plan_for(n, z).spend(self._n_min(n, z))] * steps, c.target_delta) > c.target_epsilon:
+                    z *= 1.002
+            self._z = z
+        return self._z
 
-    def planned_spend(self, pid: str) -> Spend:
+    def plan_for(self, n_selected: int, z: float | None = None, r: int = 0) -> distributed.DistributedPlan:
+        from securefed.simulation.steps import derive_seed
+
+        c = self.cfg
+        return distributed.DistributedPlan.for_round(
+            self.facts.vector_len, c.update_clip_norm, self.user_noise() if z is None else z, n_selected,
+            c.dropout_tolerance, c.modulus_bits, c.tail_bound, c.rounding_beta, self.facts.carrier_step,
+            derive_seed(self.facts.seed, "ddp-rotation", r))
+
+    def _n_min(self, n_selected: int, z: float) -> int:
+        """The fewest contributors a round of n_selected can release a sum of: the worst case the
+        budget check must assume (the dropout margin's n_min, or less if the protocol allows less)."""
+        floor = self.facts.survivor_floor
+        proto = floor[n_selected] if n_selected < len(floor) else 1
+        return max(1, min(self.plan_for(n_selected, z).n_min, proto))
+
+    def planned_spend(self, pid: str, n_selected: int = 0) -> Spend:
+        """The spend the budget check charges: the worst case over the dropouts the protocol allows."""
         if self.cfg.mechanism == "example":
             return self.example_spend(pid)
+        if self.cfg.mechanism == "user-distributed":
+            n = max(1, n_selected)
+            return self.plan_for(n).spend(self._n_min(n, self.user_noise()))
         return Spend(self.user_noise(), self.user_sample_rate(), 1)
 
     # --- round hooks ----------------------------------------------------------------------------------
 
     def admit_round(self, r: int, selected: Sequence[str]) -> tuple[str, ...]:
         """Start round r: the selected parties that may take part (the others' budgets are spent and
-        on_budget_exhausted="stop"), and the round's distributed plan for exactly those."""
-        self._round_spends, self._round_notes, self._plan, self._round = {}, {}, None, r
-        admitted = tuple(p for p in selected if self._admit(p, r))
-        if admitted and self.cfg.mechanism == "user-distributed":
-            from securefed.simulation.steps import derive_seed
+        on_budget_exhausted="stop"), and the round's distributed plan for exactly those.
 
-            c = self.cfg
-            self._plan = distributed.DistributedPlan.for_round(
-                self.facts.vector_len, c.update_clip_norm, self.user_noise(), len(admitted), c.dropout_tolerance,
-                c.modulus_bits, c.tail_bound, c.rounding_beta, self.facts.carrier_step,
-                derive_seed(self.facts.seed, "ddp-rotation", r))
+        Amplified: `selected` is ignored; every party whose budget allows it enters a Poisson draw at
+        q from the OS CSPRNG (secret from whoever sees only the model), and all of them are charged."""
+        self._round_spends, self._round_notes, self._plan, self._round = {}, {}, None, r
+        self._server_spends, self._pool = {}, ()
+        if self.amplified:
+            everyone = tuple(self.facts.participations)
+            self._pool = tuple(p for p in everyone if self._admit(p, r, len(everyone)))
+            coins = secure_uniforms(len(self._pool))
+            return tuple(p for p, u in zip(self._pool, coins) if u < self.user_sample_rate())
+        admitted = tuple(selected)
+        for _ in range(3):  # the distributed worst case depends on how many are admitted
+            before = admitted
+            self._round_notes = {}
+            admitted = tuple(p for p in selected if self._admit(p, r, len(before)))
+            if admitted == before:
+                break
+        if admitted and self.cfg.mechanism == "user-distributed":
+            self._plan = self.plan_for(len(admitted), r=r)
         return admitted
 
-    def _admit(self, pid: str, r: int) -> bool:
+    def _admit(self, pid: str, r: int, n_selected: int) -> bool:
         c = self.cfg
         if not c.enabled or c.target_epsilon is None:
             return True
-        check = check_budget(self.ledger.get(pid, ()), self.planned_spend(pid), c.target_epsilon, c.target_delta,
-                             c.accountant)
+        check = check_budget(self.ledger.get(pid, ()), self.planned_spend(pid, n_selected), c.target_epsilon,
+                             c.target_delta, c.accountant)
         if not check.exceeds:
             return True
         if c.on_budget_exhausted == "warn":
@@ -131,43 +187,84 @@ class PrivacyEngine:
         its data was touched)."""
         self._round_spends[pid] = Spend(noise_multiplier, sample_rate, steps)
 
-    def party_input(self, delta: np.ndarray, control: np.ndarray | None, weight: float) -> PartyInput:
+    def party_input(self, delta: np.ndarray, control: np.ndarray | None, weight: float,
+                    max_weight: int | None = None) -> PartyInput:
+        """max_weight: the round's public weight bound (he's quantum scales with it); default: the
+        bound of the known party sizes, as the simulation's runner computes it."""
         c = self.cfg
         if not c.user_level:
             return PartyInput(delta, control, float(weight))
-        clipped, _ = user_level_input(delta, c.update_clip_norm)
         if c.mechanism == "user-central":
-            return clipped
+            # clipped so that the protocol's encoding keeps the norm <= C (privacy.sensitivity)
+            return PartyInput(self.safe_encoding(max_weight).apply(delta, secure_generator()), None, 1.0)
+        clipped, _ = user_level_input(delta, c.update_clip_norm)
         if self._plan is None:
             raise RuntimeError("admit_round was not called")
         return PartyInput(distributed.encode(self._plan, clipped.delta.astype(np.float64), secure_generator()),
                           None, 1.0)
+
+    def safe_encoding(self, max_weight: int | None = None) -> SafeEncoding:
+        f = self.facts
+        unit = f.central_unit
+        if f.central_weighted:
+            sizes = f.party_sizes.values()
+            unit *= max_weight or (1 << int(max(sizes) - 1).bit_length() if sizes else 1)
+        return SafeEncoding.plan(self.cfg.update_clip_norm, f.vector_len, unit, f.central_grid,
+                                 self.cfg.rounding_beta)
 
     def finish_round(self, vsum: VectorSum) -> VectorSum:
         c = self.cfg
         n = len(vsum.contributors)
         if c.mechanism == "user-central":
             z = self.user_noise()
-            if c.secure_mode:
+            if c.secure_mode or self.amplified:
                 normal = secure_normal
             else:
                 rng = np.random.default_rng(self._noise_seed())
                 normal = lambda count, std: rng.normal(0.0, std, count)  # noqa: E731
             vsum = add_central_noise(vsum, z, c.update_clip_norm, normal)
-            self._round_spends = {p: Spend(z, self.user_sample_rate(), 1) for p in vsum.contributors}
+            if self.amplified:
+                # Divide by the public expected count q |pool|, not the drawn one: the count is not noised.
+                vsum = dataclasses.replace(vsum, total_weight=self.user_sample_rate() * len(self._pool))
+                self._round_spends = {p: Spend(z, self.user_sample_rate(), 1) for p in self._pool}
+            else:
+                self._round_spends = {p: Spend(z, 1.0, 1) for p in vsum.contributors}
         elif c.mechanism == "user-distributed":
             plan = self._plan
-            z_eff = plan.effective_noise_multiplier(n)
             vsum = VectorSum(distributed.decode(plan, vsum.delta_sum), None, float(n), vsum.contributors,
                              {**vsum.stats, "dp_noise_std": plan.noise_std(n), "dp_gamma": plan.gamma,
-                              "dp_modulus_bits": plan.bits, "dp_under_noised": n < plan.n_min})
-            self._round_spends = {p: Spend(z_eff, self.user_sample_rate(), 1) for p in vsum.contributors}
+                              "dp_modulus_bits": plan.bits, "dp_under_noised": n < plan.n_min,
+                              "dp_sensitivity_inflation": plan.sensitivity_inflation(),
+                              **self._collusion_stats(plan, n)})
+            self._round_spends = {p: plan.spend(n) for p in vsum.contributors}
+            if self.facts.protocol == "plain":  # the server sees every share: one share's noise protects it
+                self._server_spends = {p: plan.spend(1) for p in vsum.contributors}
         return vsum
+
+    def release_empty(self, server: Any, algorithm: Any, layout: Any) -> Any:
+        """Amplified user-central round whose Poisson draw chose nobody: the server still releases the
+        noise (on a zero sum), as the subsampled Gaussian the accountant charges does. Otherwise a
+        no-op (a stopped round releases nothing)."""
+        if not (self.amplified and self._pool):
+            return server
+        from securefed.aggregate import Aggregate
+
+        out = self.finish_round(VectorSum(np.zeros(layout.size), None, 0.0, ()))
+        # Aggregate wants >= 1 contributor; no user-level algorithm reads the count (SCAFFOLD is refused).
+        return algorithm.server_update(server, Aggregate(layout.unflatten(out.delta_sum), None, out.total_weight, 1))
+
+    @staticmethod
+    def _collusion_stats(plan: distributed.DistributedPlan, n: int) -> dict[str, float]:
+        """z left against the server plus c colluding contributors, for a few c (docs/threat-model.md)."""
+        cs = sorted({c for c in (1, 2, n // 4, n // 2, n - 1) if 1 <= c < n})
+        return {f"dp_z_vs_{c}_colluders": plan.collusion_noise_multiplier(n, c) for c in cs}
 
     def close_round(self) -> dict[str, Any]:
         """Commit this round's spends to the parties' histories; the round's privacy metrics."""
         for p, s in self._round_spends.items():
             self.ledger[p] = (*self.ledger.get(p, ()), s)
+        for p, s in self._server_spends.items():
+            self.server_ledger[p] = (*self.server_ledger.get(p, ()), s)
         return self.round_metrics()
 
     def _noise_seed(self) -> int:
@@ -190,17 +287,26 @@ class PrivacyEngine:
             "dp_epsilon_max": max(eps.values(), default=0.0),
             "dp_epsilon": eps,
             # what to replay on resume: this round's spends (noise, rate, steps) per party
-            "dp_spends": {p: [s.noise_multiplier, s.sample_rate, s.steps] for p, s in self._round_spends.items()},
+            "dp_spends": {p: s.as_list() for p, s in self._round_spends.items()},
             **self._round_notes,
         }
+        if self.amplified:
+            out["dp_drawn"] = len(self._pool)  # parties in this round's draw (each charged at q)
+        if self.server_ledger or self._server_spends:
+            # distributed over plain: what one share (all the server sees of a party) costs that party
+            out["dp_epsilon_vs_server_max"] = max(
+                epsilon(self.server_ledger.get(p, ()), self.cfg.target_delta) for p in self.facts.accounted)
+            out["dp_server_spends"] = {p: s.as_list() for p, s in self._server_spends.items()}
         return out
 
     def restore(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Rebuild the ledger from saved metrics rows (resume)."""
-        self.ledger = {}
+        self.ledger, self.server_ledger = {}, {}
         for row in rows:
-            for p, (z, q, steps) in row.get("dp_spends", {}).items():
-                self.ledger[p] = (*self.ledger.get(p, ()), Spend(float(z), float(q), int(steps)))
+            for p, v in row.get("dp_spends", {}).items():
+                self.ledger[p] = (*self.ledger.get(p, ()), Spend.from_list(v))
+            for p, v in row.get("dp_server_spends", {}).items():
+                self.server_ledger[p] = (*self.server_ledger.get(p, ()), Spend.from_list(v))
 
 
 def build_engine(root: Any, party_ids: Sequence[str], party_sizes: Mapping[str, int], vector_len: int,
@@ -216,10 +322,65 @@ def build_engine(root: Any, party_ids: Sequence[str], party_sizes: Mapping[str, 
     selections = [select_parties(party_ids, r, root.seed, root.sampling.count, root.sampling.fraction)
                   for r in range(root.rounds)]
     participations = {p: sum(p in s for s in selections) for p in party_ids}
+    protocol = root.aggregation.protocol
     carrier = 1.0
-    if root.aggregation.protocol == "secagg":
+    if protocol == "secagg":
         carrier = root.aggregation.secagg.clip / 2 ** root.aggregation.secagg.precision_bits
+    unit, grid, weighted = protocol_quantum(root)
     facts = FederationFacts(dict(party_sizes), participations, root.rounds, len(selections[0]),
                             root.training.max_steps, root.training.batch_size * root.training.grad_accum,
-                            vector_len, carrier, root.seed, tuple(party_ids if accounted is None else accounted))
-    return PrivacyEngine(cfg, facts)
+                            vector_len, carrier, root.seed, tuple(party_ids if accounted is None else accounted),
+                            protocol, unit, grid, survivor_floors(root, len(party_ids)), weighted)
+    engine = PrivacyEngine(cfg, facts)
+    if cfg.mechanism == "user-central":
+        engine.safe_encoding()  # raises now (a config error) if the protocol's quantum is too coarse
+    if cfg.mechanism == "user-distributed":
+        check_modulus(engine.plan_for(max(1, facts.parties_per_round)))
+    return engine
+
+
+MAX_INFLATION = 4.0  # refuse: rounding at this modulus would quadruple the noise the target needs
+WARN_INFLATION = 1.25
+
+
+def check_modulus(plan: distributed.DistributedPlan) -> None:
+    """Refuse (or warn) when privacy.modulus_bits is too small for the clip and dimension: gamma then
+    grows until the clipped update is a few integer units and rounding, not the update, sets the
+    sensitivity gamma * B that the noise must cover (at 4-8 bits the update is rounded away)."""
+    inflation = plan.sensitivity_inflation()
+    if inflation <= WARN_INFLATION:
+        return
+    msg = (f"privacy.modulus_bits={plan.bits} is too small for update_clip_norm={plan.clip:g} at {plan.dim} "
+           f"coordinates: rounding inflates the sensitivity {inflation:.2f}x (the clipped update is "
+           f"{plan.clip / plan.gamma:.1f} integer units); raise privacy.modulus_bits")
+    if inflation > MAX_INFLATION:
+        raise ValueError(msg)
+    warnings.warn(msg, stacklevel=3)
+
+
+def protocol_quantum(root: Any) -> tuple[float, bool, bool]:
+    """(largest per-coordinate rounding error of the protocol's encoding, whether it is an exact
+    power-of-two grid the party can pre-round onto, whether it scales with max_weight)."""
+    agg = root.aggregation
+    if agg.protocol == "secagg":
+        step = agg.secagg.clip / 2 ** agg.secagg.precision_bits
+        exact = is_power_of_two(agg.secagg.clip) and root.privacy.update_clip_norm / step < 2**24
+        return step, exact, False
+    if agg.protocol == "he":
+        return agg.he.clip / (2 ** (agg.he.value_bits - 1) - 1) / 2, False, True  # rint: half a quantum
+    return 0.0, False, False
+
+
+def survivor_floors(root: Any, parties: int) -> tuple[int, ...]:
+    """[n] -> the fewest contributors the protocol releases a sum of in a round of n selected.
+    The distributed noise is sized so that the target still holds at that floor."""
+    agg = root.aggregation
+    out = [1]
+    for n in range(1, parties + 1):
+        if agg.protocol == "secagg" and n >= 3:
+            out.append(agg.secagg.resolve(n)[2])
+        elif agg.protocol == "he":
+            out.append(min(n, agg.he.min_contributors))
+        else:  # plain: the server sees every input anyway (it is trusted there); no floor below n_min
+            out.append(n)
+    return tuple(out)

@@ -8,7 +8,6 @@ Reproducible paths (tests, secure_mode off) take an explicit seed.
 from __future__ import annotations
 
 import os
-import secrets
 
 import numpy as np
 
@@ -35,10 +34,13 @@ def secure_normal(count: int, std: float) -> np.ndarray:
     return total * (std / 2.0)
 
 
-def secure_generator() -> np.random.Generator:
-    """A numpy Generator keyed with 256 bits from `secrets` (used for Skellam/Poisson draws, which
-    numpy samples exactly in integers; the key never leaves the party)."""
-    return np.random.Generator(np.random.PCG64DXSM(np.random.SeedSequence(secrets.randbits(256))))
+def secure_generator():
+    """The distributed mechanism's secret randomness: an AES-256-CTR keystream under a fresh OS key
+    (csprng.AesCtrUniforms; its Poisson/Skellam/rounding samplers draw from it). The key never leaves
+    the party."""
+    from securefed.privacy.csprng import AesCtrUniforms
+
+    return AesCtrUniforms()
 
 
 def poisson_sample(n: int, rate: float, uniforms: np.ndarray) -> np.ndarray:

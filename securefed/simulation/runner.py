@@ -86,6 +86,7 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     lr = round_lr(r, cfg.rounds, cfg.training.lr, cfg.training.min_lr, cfg.training.schedule)
     selected = world.privacy.admit_round(r, selected)  # parties whose DP budget is spent sit out
     if not selected:
+        server = world.privacy.release_empty(server, world.algorithm, world.layout)  # amplified DP: noise only
         return server, clients, {"round": r + 1, "algorithm": world.algorithm.name, "lr": lr, "selected": 0,
                                  **world.privacy.close_round()}
     inputs: dict[str, PartyInput] = {}

@@ -52,3 +52,21 @@ def test_cross_section_checks_name_fields():
     with pytest.raises(ValueError, match="algorithm.name"):
         check_compatible(d, "plain", 1.0, 16, True)
     check_compatible(d, "secagg", 0.5, 16, False)  # ok
+
+
+def test_audit_refusals_name_fields():
+    amp = PrivacyConfig(mechanism="user-distributed", noise_multiplier=1.0, sampling_amplification=True)
+    with pytest.raises(ValueError, match="privacy.sampling_amplification"):
+        check_compatible(amp, "secagg", 1.0, 16, False)
+    prv = PrivacyConfig(mechanism="user-distributed", noise_multiplier=1.0, accountant="prv")
+    with pytest.raises(ValueError, match="privacy.accountant"):
+        check_compatible(prv, "secagg", 1.0, 16, False)
+    d = PrivacyConfig(mechanism="user-distributed", noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="privacy.distributed_over_plain"):
+        check_compatible(d, "plain", 1.0, 16, False)
+    check_compatible(PrivacyConfig(mechanism="user-distributed", noise_multiplier=1.0, distributed_over_plain=True),
+                     "plain", 1.0, 16, False)
+    central_amp = PrivacyConfig(mechanism="user-central", noise_multiplier=1.0, sampling_amplification=True)
+    with pytest.raises(ValueError, match="aggregation.protocol='plain'"):
+        check_compatible(central_amp, "secagg", 1.0, 16, False)
+    check_compatible(central_amp, "plain", 1.0, 16, False)
