@@ -95,7 +95,7 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     for pid in selected:
         progress.update(task, description=f"round {r + 1}: {pid} training")
         result = _train_party(world, pid, r, lr, server, clients[pid])
-        plain_input = party_input(result, world.layout, world.party_weights[pid])
+        plain_input = party_input(result, world.layout, cfg.algorithm.party_weight(world.party_weights[pid]))
         # user-level DP: clip the whole update (+ distributed noise share); otherwise unchanged
         inputs[pid] = world.privacy.party_input(plain_input.delta, plain_input.control_delta, plain_input.weight)
         pending[pid] = result.client_state
