@@ -223,6 +223,22 @@ def _logging() -> None:
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
 
 
+@app.command()
+def report(
+    runs: List[Path] = typer.Argument(..., help="run directories (each with metrics.jsonl)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for the PNGs, report.md and report.html"),
+) -> None:
+    """Plot loss, accuracy/F1, epsilon and bytes per round of one or more runs; a table and a page."""
+    from securefed.reporting.report import write_report
+
+    try:
+        written = write_report(runs, out)
+    except UserError as e:
+        _fail(str(e))
+    Console().print(f"wrote {len(written['figures'])} figures, {written['markdown']} and {written['html']}",
+                    highlight=False)
+
+
 @app.command("make-tiny-model")
 def make_tiny_model(
     out: Path = typer.Argument(..., help="directory to write the model and tokenizer to"),

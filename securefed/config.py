@@ -81,6 +81,15 @@ class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     save_every_round: bool = False  # keep OUT/rounds/round-N/adapter for every round
+    tensorboard: bool = False  # OUT/tensorboard event files, written each round (needs securefed[tensorboard])
+
+    @model_validator(mode="after")
+    def _tensorboard_installed(self) -> "OutputConfig":
+        from securefed.reporting.tensorboard import missing
+
+        if self.tensorboard and missing():
+            raise ValueError(missing())
+        return self
 
 
 class RootConfig(BaseModel):
