@@ -144,7 +144,7 @@ def server(
         from securefed.deploy.settings import load_federation
 
         rounds = load_federation(federation / "federation.json").rounds
-        with _round_progress(rounds, "coordinator") as advance:
+        with _round_progress(rounds, "coordinator", federation) as advance:
             summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind,
                                  on_round=lambda record: advance(f"round {record['round'] + 1}: "
                                                                  f"{len(record['contributors'])} contributors"))
@@ -175,7 +175,7 @@ def client(
             apps.append(FLClientApp(fed, pid, data, kit))
             return apps[-1]
 
-        with _round_progress(rounds, kit.name) as advance:
+        with _round_progress(rounds, kit.name, kit) as advance:
             summary = run_client(kit, make_app, address=address, on_round=lambda r: advance(f"round {r + 1} aggregated"))
     except (UserError, TransportError) as e:
         _fail(str(e))
@@ -206,14 +206,14 @@ def status(
 
 
 @contextlib.contextmanager
-def _round_progress(rounds: int, who: str):
-    """A rich progress bar of completed rounds (on stderr, beside the structured logs)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _round_progress(rounds: int, who: str, folder: Path):
+    """Completed rounds: a rich bar on a terminal (stderr, beside the structured logs), a line per
+    round otherwise; always appended to FOLDER/run.log."""
+    from securefed.progress import RunProgress
 
-    with Progress(TextColumn(f"{who} " + "{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err) as progress:
-        task = progress.add_task("waiting for the first round", total=rounds)
-        yield lambda text: progress.update(task, advance=1, description=text)
+    with RunProgress(err, folder / "run.log", rounds) as progress:
+        task = progress.add_task(f"{who} waiting for the first round", total=rounds)
+        yield lambda text: progress.update(task, advance=1, description=f"{who} {text}")
 
 
 def _logging() -> None:
