@@ -21,6 +21,7 @@ from securefed.config import load_config
 from securefed.errors import ConfigError, UserError
 from securefed.progress import RunProgress
 from securefed.reporting.report import write_report
+from securefed.simulation.report import print_summary
 from securefed.simulation.runner import simulate
 
 SECUREFED = [sys.executable, "-m", "securefed.cli.app"]
@@ -48,12 +49,13 @@ def two_runs(tmp_path_factory):
              "evaluation.max_examples=8", "evaluation.batch_size=8"]
     stdout, stderr = io.StringIO(), io.StringIO()  # not terminals, like a pipe, a file or CI
     with contextlib.redirect_stdout(stdout):
-        simulate(load_config(None, small + [f"data.source={data}", "data.preset=alpaca", "data.skip_malformed=true",
-                                            "output.tensorboard=true"]), tmp / "fedavg", console=Console(file=stderr))
+        summary = simulate(load_config(None, small + [f"data.source={data}", "data.preset=alpaca",
+                                                      "data.skip_malformed=true", "output.tensorboard=true"]),
+                           tmp / "fedavg", console=Console(file=stderr))
     with contextlib.redirect_stdout(io.StringIO()):
         simulate(load_config(None, small + ["algorithm.name=scaffold"]), tmp / "scaffold",
                  console=Console(file=io.StringIO()))
-    return tmp, SimpleNamespace(stdout=stdout.getvalue(), stderr=stderr.getvalue())
+    return tmp, SimpleNamespace(stdout=stdout.getvalue(), stderr=stderr.getvalue(), summary=summary)
 
 
 def test_non_tty_run_prints_a_line_per_round_and_per_party(two_runs):
@@ -72,6 +74,9 @@ def test_non_tty_run_prints_a_line_per_round_and_per_party(two_runs):
     assert "skipped 1 malformed row(s) of 49 (data.skip_malformed): rows 6" in res.stdout + res.stderr
     log = (tmp / "fedavg" / "run.log").read_text()
     assert "skipped 1 malformed row(s)" in log and all(line in log for line in rounds)
+    table = io.StringIO()
+    print_summary(res.summary, tmp / "fedavg", Console(file=table, width=100))
+    assert "skipped 1 malformed data rows" in table.getvalue()
 
 
 def test_run_log_is_always_written(two_runs):
