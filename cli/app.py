@@ -181,7 +181,7 @@ def server(
         from securefed.deploy.settings import load_federation
 
         rounds = load_federation(federation / "federation.json").rounds
-        with _round_progress(rounds, "coordinator") as advance:
+        with _round_progress(rounds, "coordinator", federation) as advance:
             summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind,
                                  on_round=lambda record: advance(f"round {record['round'] + 1}: "
                                                                  f"{len(record['contributors'])} contributors"))
@@ -212,7 +212,7 @@ def client(
             apps.append(FLClientApp(fed, pid, data, kit))
             return apps[-1]
 
-        with _round_progress(rounds, kit.name) as advance:
+        with _round_progress(rounds, kit.name, kit) as advance:
             summary = run_client(kit, make_app, address=address, on_round=lambda r: advance(f"round {r + 1} aggregated"))
     except (UserError, TransportError) as e:
         _fail(str(e))
@@ -243,14 +243,14 @@ def status(
 
 
 @contextlib.contextmanager
-def _round_progress(rounds: int, who: str):
-    """A rich progress bar of completed rounds (on stderr, beside the structured logs)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _round_progress(rounds: int, who: str, folder: Path):
+    """Completed rounds: a rich bar on a terminal (stderr, beside the structured logs), a line per
+    round otherwise; always appended to FOLDER/run.log."""
+    from securefed.progress import RunProgress
 
-    with Progress(TextColumn(f"{who} " + "{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err) as progress:
-        task = progress.add_task("waiting for the first round", total=rounds)
-        yield lambda text: progress.update(task, advance=1, description=text)
+    with RunProgress(err, folder / "run.log", rounds) as progress:
+        task = progress.add_task(f"{who} waiting for the first round", total=rounds)
+        yield lambda text: progress.update(task, advance=1, description=f"{who} {text}")
 
 
 def _logging() -> None:
@@ -258,6 +258,22 @@ def _logging() -> None:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+
+
+@app.command()
+def report(
+    runs: List[Path] = typer.Argument(..., help="run directories (each with metrics.jsonl)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for the PNGs, report.md and report.html"),
+) -> None:
+    """Plot loss, accuracy/F1, epsilon and bytes per round of one or more runs; a table and a page."""
+    from securefed.reporting.report import write_report
+
+    try:
+        written = write_report(runs, out)
+    except UserError as e:
+        _fail(str(e))
+    Console().print(f"wrote {len(written['figures'])} figures, {written['markdown']} and {written['html']}",
+                    highlight=False)
 
 
 @app.command("make-tiny-model")

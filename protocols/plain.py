@@ -1,8 +1,14 @@
-"""`plain`: parties send w_i * delta_i in the clear; the server sums. No secrecy, the reference
-against which secagg and he are checked. Vector layout: [w*delta (m) | control (m, if any) | w]."""
+"""`plain`: parties send their update in the clear; the server sums. No secrecy, the reference
+against which secagg and he are checked.
+
+Message: w (float64) | [delta (m) | control (m, if any)] at the party's own precision. Adapters
+train in float32, so a party sends float32 (4 bytes a value, as the in-the-clear baseline counts
+them) and the server folds the weight in and sums in float64: no precision lost to the wire. An input
+already in float64 (the integer carrier of user-level distributed DP) travels as float64."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -17,13 +23,14 @@ from securefed.protocols.base import (
     VectorSum,
 )
 from securefed.protocols.registry import register
-from securefed.protocols.wire import pack_f64, unpack_f64
+from securefed.protocols.wire import pack_vector, unpack_vector
 
 STAGE = "plain/input"
+_WEIGHT = struct.Struct("<d")
 
 
 def _length(ctx: RoundContext) -> int:
-    return ctx.vector_len * (2 if ctx.has_control else 1) + 1
+    return ctx.vector_len * (2 if ctx.has_control else 1)
 
 
 @dataclass
@@ -38,12 +45,10 @@ class PlainParty:
     def handle(self, message: Message) -> Message | None:
         if message.stage != STAGE:
             raise ProtocolError("unexpected stage")
-        w = float(self.data.weight)
-        parts = [w * self.data.delta.astype(np.float64)]
-        if self.ctx.has_control:
-            parts.append(self.data.control_delta.astype(np.float64))
-        parts.append(np.array([w]))
-        return Message(STAGE, pack_f64(np.concatenate(parts)))
+        parts = [self.data.delta] + ([self.data.control_delta] if self.ctx.has_control else [])
+        wide = any(p.dtype != np.float32 for p in parts)
+        vector = pack_vector(np.concatenate(parts), "<f8" if wide else "<f4")
+        return Message(STAGE, _WEIGHT.pack(float(self.data.weight)) + vector)
 
 
 @dataclass
@@ -59,25 +64,28 @@ class PlainServer:
         return {pid: Message(STAGE, b"") for pid in self.ctx.party_ids}
 
     def step(self, replies: Mapping[str, Message]) -> dict[str, Message]:
-        m, total, contributors = self.ctx.vector_len, np.zeros(_length(self.ctx)), []
+        m, total, total_weight, contributors = self.ctx.vector_len, np.zeros(_length(self.ctx)), 0.0, []
         for pid in self.ctx.party_ids:
             msg = replies.get(pid)
             if msg is None:
                 continue
             try:
-                if msg.stage != STAGE:
+                if msg.stage != STAGE or len(msg.payload) < _WEIGHT.size:
                     raise ProtocolError("unexpected stage")
-                v = unpack_f64(msg.payload, _length(self.ctx))
-                if not (0 < v[-1] <= self.ctx.max_weight):
+                (w,) = _WEIGHT.unpack_from(msg.payload)
+                if not (0 < w <= self.ctx.max_weight):  # also false for NaN
                     raise ProtocolError("malformed message")
+                v = unpack_vector(msg.payload[_WEIGHT.size :], _length(self.ctx))
             except ProtocolError:
                 continue  # treated as dropped
-            total += v
+            total[:m] += w * v[:m]  # float64 sum of w_i * delta_i
+            total[m:] += v[m:]  # control deltas are summed unweighted
+            total_weight += w
             contributors.append(pid)
         if not contributors:
             raise ProtocolAbort("no party contributed to the round")
         control = total[m : 2 * m] if self.ctx.has_control else None
-        self._result = VectorSum(total[:m], control, float(total[-1]), tuple(contributors))
+        self._result = VectorSum(total[:m], control, total_weight, tuple(contributors))
         return {}
 
     def result(self) -> VectorSum:

@@ -24,7 +24,8 @@ TensorDict = dict[str, torch.Tensor]
 class Aggregate:
     """What the server-side algorithm step gets: sums over the contributing parties only.
 
-    delta_sum:         sum_i w_i * (y_i - x), keyed like the adapter (w_i = sample count)
+    delta_sum:         sum_i w_i * (y_i - x), keyed like the adapter (w_i: the party's weight, its sample
+                       count, or 1 under algorithm.weighting = "uniform" and user-level DP)
     control_delta_sum: sum_i (c_i+ - c_i) for SCAFFOLD, unweighted; None for other algorithms
     total_weight:      sum_i w_i
     num_contributors:  |S|, the number of parties whose inputs are in the sums

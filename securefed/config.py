@@ -15,6 +15,7 @@ from typing import Any, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from securefed.algorithms.config import AlgorithmConfig
+from securefed.config_hints import unknown_key_message
 from securefed.data.config import DataConfig
 from securefed.errors import ConfigError
 from securefed.models.config import LoraConfig, ModelConfig
@@ -81,6 +82,15 @@ class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     save_every_round: bool = False  # keep OUT/rounds/round-N/adapter for every round
+    tensorboard: bool = False  # OUT/tensorboard event files, written each round (needs securefed[tensorboard])
+
+    @model_validator(mode="after")
+    def _tensorboard_installed(self) -> "OutputConfig":
+        from securefed.reporting.tensorboard import missing
+
+        if self.tensorboard and missing():
+            raise ValueError(missing())
+        return self
 
 
 class RootConfig(BaseModel):
@@ -133,6 +143,10 @@ class RootConfig(BaseModel):
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
+        hint = unknown_key_message(RootConfig, e["loc"]) if e["type"] == "extra_forbidden" else None
+        if hint is not None:
+            lines.append(hint)
+            continue
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         got = e.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"

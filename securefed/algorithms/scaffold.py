@@ -7,8 +7,11 @@ Client i, K local steps with learning rate eta_l, from x with server control c a
     c_i+ = c_i - c + (x - y_i) / (K * eta_l)              (option II, line 12)
     sends Delta y_i = y_i - x and Delta c_i = c_i+ - c_i
 Server, over the sampled set S of N parties in all:
-    x <- x + eta_g * (weighted mean of Delta y_i)         (line 16; weighted by sample count here)
-    c <- c + (1/N) * sum_{i in S} Delta c_i                (line 17)
+    x <- x + eta_g * (1/|S|) * sum_{i in S} Delta y_i     (line 16)
+    c <- c + (1/N) * sum_{i in S} Delta c_i = c + |S|/N * mean(Delta c_i)   (line 17)
+The server sees only the Aggregate, so the plain mean of line 16 comes from each party sending
+weight 1 (algorithm.weighting = "uniform", SCAFFOLD's default); "samples" weights Delta y_i by sample
+count instead (OpenFedLLM's variant). Control deltas are summed unweighted either way.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from securefed.data.readers import RowProblem
 from securefed.data.templates import CHAT_ROLES, fill, render_chat
 from securefed.data.types import Example, PreferenceExample
 
-_DIALOGUE_REPLY = "Assistant:"
+DIALOGUE_REPLY = "Assistant:"
 
 
 class Malformed(Exception):
@@ -140,21 +140,29 @@ class RowConverter:
 
     def _dialogue_preference(self, row: Mapping[str, Any]) -> PreferenceExample:
         chosen_column, rejected_column = self.columns["chosen"], self.columns["rejected"]
-        chosen = text_field(row, chosen_column)
-        rejected = text_field(row, rejected_column)
-        # The shared prompt is everything up to (and including) the last "Assistant:" of `chosen`.
-        cut = chosen.rfind("\n\n" + _DIALOGUE_REPLY)
-        cut = chosen.rfind(_DIALOGUE_REPLY) if cut < 0 else cut + 2
-        if cut < 0:
-            raise Malformed(f"no {_DIALOGUE_REPLY!r} turn in field {chosen_column!r}")
-        prefix = chosen[: cut + len(_DIALOGUE_REPLY)]
-        if not rejected.startswith(prefix):
-            raise Malformed(f"fields {chosen_column!r} and {rejected_column!r} do not share the prompt")
-        chosen_reply = chosen[len(prefix):].rstrip()
-        rejected_reply = rejected[len(prefix):].rstrip()
-        if not chosen_reply.strip() or not rejected_reply.strip():
-            raise Malformed("empty final assistant reply")
-        return PreferenceExample(prompt=prefix, chosen=chosen_reply, rejected=rejected_reply)
+        prompt, chosen, rejected = split_dialogue(
+            text_field(row, chosen_column), text_field(row, rejected_column), chosen_column, rejected_column)
+        return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected)
+
+
+def split_dialogue(chosen: str, rejected: str, chosen_name: str = "chosen",
+                   rejected_name: str = "rejected") -> tuple[str, str, str]:
+    """(prompt, chosen reply, rejected reply) of an HH-RLHF style pair of whole dialogues.
+
+    The shared prompt is everything up to (and including) the last "Assistant:" turn of `chosen`;
+    both replies are what follows it. Raises Malformed naming the field at fault."""
+    cut = chosen.rfind("\n\n" + DIALOGUE_REPLY)
+    cut = chosen.rfind(DIALOGUE_REPLY) if cut < 0 else cut + 2
+    if cut < 0:
+        raise Malformed(f"no {DIALOGUE_REPLY!r} turn in field {chosen_name!r}")
+    prefix = chosen[: cut + len(DIALOGUE_REPLY)]
+    if not rejected.startswith(prefix):
+        raise Malformed(f"fields {chosen_name!r} and {rejected_name!r} do not share the prompt")
+    chosen_reply, rejected_reply = chosen[len(prefix):].rstrip(), rejected[len(prefix):].rstrip()
+    for name, reply in ((chosen_name, chosen_reply), (rejected_name, rejected_reply)):
+        if not reply.strip():
+            raise Malformed(f"empty final assistant reply in field {name!r}")
+    return prefix, chosen_reply, rejected_reply
 
 
 # --- field helpers --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ randomness, not security randomness.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,6 +23,8 @@ from securefed.data.types import LoadedData, LoadedPreferences, PreferenceExampl
 from securefed.errors import ConfigError, DataError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_SHOWN_SKIPS = 5  # row numbers named in the skip warning
 DEFAULT_ORIGIN = "default data"
 
 
@@ -161,18 +164,24 @@ def _labels(
 
 def _convert_all(raw: RawRows, convert: Callable[[Any], T], skip: bool) -> tuple[list[T], int]:
     items: list[T] = []
-    skipped = 0
+    skipped: list[int] = []
     for number, row in raw.rows:
         try:
             items.append(convert(row))
         except Malformed as problem:
             if not skip:
-                raise DataError(f"{raw.origin} row {number}: {problem}") from None
-            skipped += 1
+                raise DataError(f"{raw.origin} row {number}: {problem} "
+                                f"(set data.skip_malformed = true to skip such rows)") from None
+            skipped.append(number)
     if not items:
-        note = f" ({skipped} malformed rows skipped)" if skipped else ""
+        note = f" ({len(skipped)} malformed rows skipped)" if skipped else ""
         raise DataError(f"{raw.origin}: no usable rows{note}")
-    return items, skipped
+    if skipped:
+        # Said where people look (the run's console and run.log), not only in summary.json.
+        shown = ", ".join(map(str, skipped[:_SHOWN_SKIPS])) + (", ..." if len(skipped) > _SHOWN_SKIPS else "")
+        log.warning("%s: skipped %d malformed row(s) of %d (data.skip_malformed): rows %s",
+                    raw.origin, len(skipped), len(raw.rows), shown)
+    return items, len(skipped)
 
 
 def _split(n: int, cfg: DataConfig, seed: int, origin: str) -> tuple[list[int], list[int]]:

@@ -13,6 +13,7 @@ row, so the caller applies one policy (raise or skip) to every kind of malformed
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ def resolve_format(source: str, fmt: str) -> str:
         return "disk"
     if path.is_file():
         try:
-            return _EXTENSIONS[path.suffix.lower()]
+            return _EXTENSIONS[_data_suffix(path)]
         except KeyError:
             raise ConfigError(
                 f"data.format: cannot tell the format of {source} from its extension; "
@@ -66,7 +67,7 @@ def resolve_format(source: str, fmt: str) -> str:
             ) from None
     # Not on disk. Something shaped like a file path is a missing file, not a hub id.
     looks_like_path = (
-        path.suffix.lower() in _EXTENSIONS
+        _data_suffix(path) in _EXTENSIONS
         or source.startswith(("/", ".", "~"))
         or "\\" in source
         or not _HUB_ID.match(source)
@@ -85,7 +86,10 @@ def read_rows(source: str, fmt: str, split: str, encoding: str) -> RawRows:
         "parquet": _read_parquet,
     }
     if fmt in readers:
-        rows = tuple(readers[fmt](Path(source).expanduser(), source, encoding))
+        try:
+            rows = tuple(readers[fmt](Path(source).expanduser(), source, encoding))
+        except (gzip.BadGzipFile, EOFError) as exc:  # a corrupt or truncated .gz, found while reading
+            raise DataError(f"{source}: not a readable gzip file ({exc})") from None
         return RawRows(origin=source, rows=rows)
     if fmt == "disk":
         return RawRows(origin=source, rows=tuple(_number(_load_disk(source, split))))
@@ -95,10 +99,20 @@ def read_rows(source: str, fmt: str, split: str, encoding: str) -> RawRows:
     raise ConfigError(f"data.format: unknown format {fmt!r}")
 
 
+def _data_suffix(path: Path) -> str:
+    """The format suffix, looking through a trailing .gz (data.jsonl.gz reads as jsonl)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes[-1:] == [".gz"]:
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
 def _open_text(path: Path, source: str, encoding: str):
     # errors="replace": a few mis-encoded characters (common in scraped CSVs such as Financial
     # PhraseBank) must not make a whole data set unreadable.
     try:
+        if path.suffix.lower() == ".gz":  # read in place: shared data is never copied to unpack it
+            return gzip.open(path, "rt", encoding=encoding, errors="replace", newline="")
         return path.open("r", encoding=encoding, errors="replace", newline="")
     except FileNotFoundError:
         raise DataError(f"data file not found: {source}") from None
@@ -127,7 +141,8 @@ def _read_jsonl(path: Path, source: str, encoding: str) -> Iterator[tuple[int, A
                 continue
             number += 1
             try:
-                yield number, json.loads(line)
+                # Without its line ending: a line cut short otherwise fails at "line 2 column 1".
+                yield number, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 yield number, RowProblem(f"invalid JSON: {exc.msg} (column {exc.colno})")
 

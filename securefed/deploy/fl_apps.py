@@ -210,7 +210,8 @@ class FLClientApp:
             result = train_party(*args)
         self.state = result.client_state
         self._save_state()
-        plain = party_input(result, FlatLayout.of(groups["params"]), min(len(self.data), ctx.max_weight))
+        weight = self.cfg.algorithm.party_weight(min(len(self.data), ctx.max_weight))  # 1 when uniform
+        plain = party_input(result, FlatLayout.of(groups["params"]), weight)
         return self.privacy.protect(round, ctx, plain)  # user-level DP: clip (+ distributed noise share)
 
     def receive_final(self, payload: bytes) -> None:

@@ -6,11 +6,12 @@ import string
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
+from securefed.data.convert import DIALOGUE_REPLY, Malformed, split_dialogue
 from securefed.errors import DataError, UserError
 from securefed.evaluation import metrics as M
 from securefed.evaluation.report import summary_line
 from securefed.evaluation.rows import check_template, field, fill_template, require_rows, text
-from securefed.evaluation.scoring import ContinuationScore, continuation_logprobs, text_nll
+from securefed.evaluation.scoring import ContinuationScore, continuation_fits, continuation_logprobs, text_nll
 
 Rows = Sequence[dict[str, Any]]
 
@@ -185,6 +186,7 @@ class PreferenceTask:
         rejected_field: str = "rejected",
         batch_size: int = 8,
         max_length: int | None = None,
+        skip_malformed: bool = False,
     ) -> dict[str, Any]:
         require_rows(rows)
         if not beta > 0:
@@ -195,16 +197,28 @@ class PreferenceTask:
                 "preference evaluation needs a reference: pass reference_model=..., or a PEFT "
                 "model whose adapter can be disabled"
             )
-        prompts, chosen, rejected = [], [], []
+        prompts, chosen, rejected, kept, skipped = [], [], [], [], []
         for index, row in enumerate(rows):
-            # Datasets like Anthropic HH have no separate prompt: the context is then empty (BOS).
-            prompts.append(
-                text(row, index, [prompt_field], allow_empty=True) if prompt_field in row else ""
-            )
-            chosen.append(text(row, index, [chosen_field]))
-            rejected.append(text(row, index, [rejected_field]))
+            try:
+                prompt, good, bad = _preference_texts(row, index, prompt_field, chosen_field, rejected_field)
+            except DataError:
+                if not skip_malformed:
+                    raise
+                skipped.append(index + 1)
+                continue
+            if skip_malformed and not all(continuation_fits(model, tokenizer, a, max_length) for a in (good, bad)):
+                skipped.append(index + 1)  # an answer longer than the model's context cannot be scored
+                continue
+            prompts.append(prompt)
+            chosen.append(good)
+            rejected.append(bad)
+            kept.append(index + 1)
+        if not kept:
+            raise DataError(f"no usable rows ({len(skipped)} malformed rows skipped)")
         contexts = prompts + prompts
         continuations = chosen + rejected
+        # Errors name the data row and which answer, not the position in the chosen+rejected list.
+        names = [f"row {r}'s {which} answer" for which in ("chosen", "rejected") for r in kept]
 
         def score(scorer: Any) -> list[float]:
             results = continuation_logprobs(
@@ -214,6 +228,7 @@ class PreferenceTask:
                 continuations,
                 batch_size=batch_size,
                 max_length=max_length,
+                names=names,
             )
             return [r.logprob for r in results]
 
@@ -223,10 +238,12 @@ class PreferenceTask:
         else:
             with model.disable_adapter():
                 reference = score(model)
-        n = len(rows)
+        n = len(kept)
         result = M.preference_scores(policy[:n], policy[n:], reference[:n], reference[n:], beta)
         return {
             "n": n,
+            "skipped": len(skipped),
+            "skipped_rows": skipped[:20],
             "beta": beta,
             "preference_accuracy": result.accuracy,
             "reward_margin": result.mean_margin,
@@ -236,6 +253,23 @@ class PreferenceTask:
 
     def summary(self, metrics: Mapping[str, Any]) -> str:
         return summary_line(self.name, metrics, ["preference_accuracy", "reward_margin", "beta"])
+
+
+def _preference_texts(row: dict[str, Any], index: int, prompt_field: str, chosen_field: str,
+                      rejected_field: str) -> tuple[str, str, str]:
+    """(prompt, chosen, rejected) of one row. Rows without a prompt whose answers are whole
+    "Human: ... Assistant: ..." dialogues (Anthropic HH-RLHF) are split at the last Assistant turn,
+    as the training loader does, so only the final replies are scored."""
+    good = text(row, index, [chosen_field])
+    bad = text(row, index, [rejected_field])
+    if prompt_field in row:
+        return text(row, index, [prompt_field], allow_empty=True), good, bad
+    if DIALOGUE_REPLY not in good:
+        return "", good, bad  # no dialogue: score each answer from an empty context (BOS)
+    try:
+        return split_dialogue(good, bad, chosen_field, rejected_field)
+    except Malformed as problem:
+        raise DataError(f"row {index + 1}: {problem} (pass --option skip_malformed=true to skip such rows)") from None
 
 
 @dataclass(frozen=True)

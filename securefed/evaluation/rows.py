@@ -7,6 +7,7 @@ errors name the file and the line (JSONL, CSV) where it went wrong.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 
 from securefed.errors import DataError, UserError
 
-SUFFIXES = (".jsonl", ".json", ".csv")
+SUFFIXES = (".jsonl", ".json", ".csv")  # each also gzipped (.jsonl.gz, ...)
 
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -26,9 +27,15 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
         raise DataError(f"{file}: no such data file")
     suffix = file.suffix.lower()
     try:
-        text = file.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from spreadsheet tools
+        if suffix == ".gz":  # data.jsonl.gz: read in place, never unpacked next to shared data
+            suffix = Path(file.stem).suffix.lower()
+            text = gzip.decompress(file.read_bytes()).decode("utf-8-sig")
+        else:
+            text = file.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from spreadsheet tools
     except UnicodeDecodeError as exc:
         raise DataError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise DataError(f"{file}: not a readable gzip file ({exc})") from exc
     if suffix == ".jsonl":
         rows = _jsonl_rows(file, text)
     elif suffix == ".json":
@@ -52,7 +59,7 @@ def _jsonl_rows(file: Path, text: str) -> list[dict[str, Any]]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{file}: line {line_number}: invalid JSON ({exc.msg})") from exc
+            raise DataError(f"{file}: line {line_number}: invalid JSON ({exc.msg}, column {exc.colno})") from exc
         if not isinstance(value, dict):
             raise DataError(
                 f"{file}: line {line_number}: expected a JSON object, got {type(value).__name__}"

@@ -20,6 +20,7 @@ __all__ = [
     "ContinuationScore",
     "PreferenceScores",
     "SamplingParams",
+    "continuation_fits",
     "continuation_logprobs",
     "generate",
     "preference_scores",
@@ -122,8 +123,12 @@ def continuation_logprobs(
     *,
     batch_size: int = 8,
     max_length: int | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[ContinuationScore]:
     """Score log P(continuation_i | context_i) for each pair (multiple choice, preferences).
+
+    `names[i]` says which item of the data pair i is in error messages (e.g. "row 11's rejected
+    answer"); without it, "pair i" (0-based).
 
     Context and continuation are tokenized separately and concatenated, so the continuation's token
     boundary never depends on the context. The context gets the tokenizer's special tokens (e.g.
@@ -135,14 +140,17 @@ def continuation_logprobs(
     limit = max_length or _model_max_length(model)
     sequences: list[list[int]] = []
     starts: list[int] = []
+    if names is not None and len(names) != len(contexts):
+        raise UserError(f"{len(names)} names for {len(contexts)} continuations")
     for index, (context, continuation) in enumerate(zip(contexts, continuations)):
         context_ids = _context_ids(tokenizer, context)
         continuation_ids = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+        name = names[index] if names is not None else f"pair {index}"
         if not continuation_ids:
-            raise UserError(f"pair {index}: the continuation {continuation!r} has no tokens")
+            raise UserError(f"{name}: the continuation {continuation!r} has no tokens")
         if len(continuation_ids) >= limit:
             raise UserError(
-                f"pair {index}: the continuation has {len(continuation_ids)} tokens, more than "
+                f"{name}: the continuation has {len(continuation_ids)} tokens, more than "
                 f"max_length={limit} allows"
             )
         ids = (context_ids + continuation_ids)[-limit:]  # left truncation keeps the continuation
@@ -288,6 +296,12 @@ def _model_max_length(model: Any) -> int:
     config = getattr(model, "config", None)
     value = getattr(config, "max_position_embeddings", None)
     return int(value) if isinstance(value, int) and value > 1 else 2048
+
+
+def continuation_fits(model: Any, tokenizer: Any, continuation: str, max_length: int | None = None) -> bool:
+    """Whether `continuation_logprobs` can score this continuation (non-empty, shorter than the limit)."""
+    n = len(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+    return 0 < n < (max_length or _model_max_length(model))
 
 
 def _check_batch(batch_size: int) -> None:

@@ -29,7 +29,10 @@ def print_summary(summary: Mapping[str, Any], out_dir: Path, console: Console) -
         if key in final or key in first:
             table.add_row(key, _fmt(first.get(key)), _fmt(final.get(key)))
     console.print(table)
-    console.print(f"run directory: {out_dir}  (metrics.jsonl, summary.json, adapter/)")
+    if summary.get("skipped_rows"):
+        console.print(f"skipped {summary['skipped_rows']} malformed data rows (data.skip_malformed; row numbers "
+                      f"in run.log)")
+    console.print(f"run directory: {out_dir}  (metrics.jsonl, summary.json, run.log, adapter/)")
 
 
 def print_partition(report: Any, party_ids: tuple[str, ...], console: Console) -> None:

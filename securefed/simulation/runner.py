@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
 from securefed.config import RootConfig
 from securefed.errors import UserError
 from securefed.models.adapter import save_adapter
+from securefed.progress import RunProgress, collect_warnings
+from securefed.reporting.tensorboard import round_writer
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.protocols.driver import run_round
 from securefed.atomic import atomic_write_text
@@ -96,7 +97,7 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     for pid in selected:
         progress.update(task, description=f"round {r + 1}: {pid} training")
         result = _train_party(world, pid, r, lr, server, clients[pid])
-        plain_input = party_input(result, world.layout, world.party_weights[pid])
+        plain_input = party_input(result, world.layout, cfg.algorithm.party_weight(world.party_weights[pid]))
         # user-level DP: clip the whole update (+ distributed noise share); otherwise unchanged
         inputs[pid] = world.privacy.party_input(plain_input.delta, plain_input.control_delta, plain_input.weight)
         pending[pid] = result.client_state
@@ -126,11 +127,6 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     return server, clients, metrics
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=False)
-
-
 def _truncate_metrics(path: Path, completed: int) -> list[dict]:
     """Keep the metrics of rounds <= completed (a crash may have left a line past the checkpoint)."""
     if not path.exists():
@@ -152,7 +148,8 @@ def simulate(
     console = console or Console(stderr=True)
     if not resume and (out / "checkpoints" / "LATEST").exists():
         raise UserError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-    world = build_world(cfg)
+    with collect_warnings(console) as notes:  # e.g. skipped malformed rows, said on the console now
+        world = build_world(cfg)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", cfg.to_json())
     atomic_write_text(out / "partition.json", json.dumps(dataclasses.asdict(world.partition_report), indent=2))
@@ -169,7 +166,10 @@ def simulate(
         start, history = 0, []
         metrics_path.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    with _progress(console) as progress:
+    with RunProgress(console, out / "run.log", cfg.rounds, start) as progress, \
+            round_writer(cfg.output.tensorboard, out / "tensorboard") as board:
+        for note in notes:
+            progress.write_log(note)  # the console saw them already; the log file gets them too
         rounds_task = progress.add_task("rounds", total=cfg.rounds, completed=start)
         party_task = progress.add_task("parties", total=1)
         for r in range(start, min(cfg.rounds, stop_after or cfg.rounds)):
@@ -179,6 +179,8 @@ def simulate(
                 progress.update(party_task, description=f"round {r + 1}: evaluating")
                 metrics.update(_evaluate(world, server, clients))
             metrics["seconds"] = time.perf_counter() - t_round
+            progress.round_done(metrics)
+            board(metrics)
             history.append(metrics)
             with metrics_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(metrics) + "\n")

@@ -33,7 +33,9 @@ def _run(tmp_path, overrides, name):
 @pytest.mark.parametrize("protocol", ["secagg", "he"])
 @pytest.mark.parametrize("algorithm, lipschitz", CASES)
 def test_protocol_matches_plain_within_bound(tmp_path, small_overrides, protocol, algorithm, lipschitz):
-    base = small_overrides + ["rounds=1", f"algorithm.name={algorithm}"]
+    # Sample-count weights for every algorithm (SCAFFOLD's default is uniform): W below is then the
+    # sum of party sizes, and the protocol's fixed absolute error stays small against the mean update.
+    base = small_overrides + ["rounds=1", f"algorithm.name={algorithm}", "algorithm.weighting=samples"]
     plain, _, summary = _run(tmp_path, base, "plain")
     other, metrics, _ = _run(tmp_path, base + [f"aggregation.protocol={protocol}"], protocol)
     bound_sum = metrics.get("protocol_error_bound", metrics.get("protocol_error_bound_delta_sum"))
