@@ -362,11 +362,14 @@ def protocol_quantum(root: Any) -> tuple[float, bool, bool]:
     """(largest per-coordinate rounding error of the protocol's encoding, whether it is an exact
     power-of-two grid the party can pre-round onto, whether it scales with max_weight)."""
     agg = root.aggregation
-    if agg.protocol == "secagg":
-        step = agg.secagg.clip / 2 ** agg.secagg.precision_bits
-        exact = is_power_of_two(agg.secagg.clip) and root.privacy.update_clip_norm / step < 2**24
+    # Threshold he quantizes with secagg's codec (its own clip and precision_bits), so its grid is
+    # secagg's: the same exact power-of-two pre-rounding applies.
+    grid = agg.secagg if agg.protocol == "secagg" else agg.he if agg.protocol == "he" and agg.he.mode == "threshold" else None
+    if grid is not None:
+        step = grid.clip / 2 ** grid.precision_bits
+        exact = is_power_of_two(grid.clip) and root.privacy.update_clip_norm / step < 2**24
         return step, exact, False
-    if agg.protocol == "he":
+    if agg.protocol == "he":  # single_key: rint of w * delta relative to max_weight * clip
         return agg.he.clip / (2 ** (agg.he.value_bits - 1) - 1) / 2, False, True  # rint: half a quantum
     return 0.0, False, False
 

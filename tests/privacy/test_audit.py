@@ -28,9 +28,9 @@ pytest.importorskip("dp_accounting")
 DIM = 256
 
 
-def _root(protocol: str, mechanism: str, parties=6, count=2, rounds=8, **privacy):
+def _root(protocol: str, mechanism: str, parties=6, count=2, rounds=8, extra=(), **privacy):
     sets = [f"parties={parties}", f"rounds={rounds}", f"sampling.count={count}", f"aggregation.protocol={protocol}",
-            f"privacy.mechanism={mechanism}", "aggregation.secagg.clip=1.0", "aggregation.he.preset='n4096'"]
+            f"privacy.mechanism={mechanism}", "aggregation.secagg.clip=1.0", "aggregation.he.preset='n4096'", *extra]
     sets += [f"privacy.{k}={v!r}" if isinstance(v, str) else f"privacy.{k}={str(v).lower() if isinstance(v, bool) else v}"
              for k, v in privacy.items()]
     return load_config(None, sets)
@@ -236,8 +236,21 @@ def test_user_central_secagg_encoding_keeps_norm_within_clip_at_large_d():
         assert encoded_norm(safe) <= clip
 
 
+def test_user_central_threshold_he_rounds_onto_secagg_grid():
+    """Threshold he encodes with secagg's codec, so the party pre-rounds onto the same grid."""
+    root = _root("he", "user-central", count=6, noise_multiplier=1.0, update_clip_norm=0.5, rounds=1)
+    assert root.aggregation.he.mode == "threshold"
+    eng = build_engine(root, party_names(6), {}, 4096)
+    enc = eng.safe_encoding(64)
+    assert enc.mode == "grid" and enc.unit == root.aggregation.he.clip / 2 ** root.aggregation.he.precision_bits
+    delta = eng.party_input(np.random.default_rng(1).normal(size=4096), None, 1.0, 64).delta.astype(np.float64)
+    assert np.linalg.norm(delta) <= 0.5
+    assert np.all(np.abs(delta / enc.unit - np.rint(delta / enc.unit)) < 1e-6)  # on the grid already
+
+
 def test_user_central_he_margin_keeps_norm_within_clip():
-    root = _root("he", "user-central", noise_multiplier=1.0, update_clip_norm=0.5, rounds=1)
+    root = _root("he", "user-central", noise_multiplier=1.0, update_clip_norm=0.5, rounds=1,
+                 extra=("aggregation.he.mode='single_key'",))
     eng = build_engine(root, party_names(6), {}, 4096)
     enc = eng.safe_encoding(64)
     assert enc.mode == "margin"
@@ -246,7 +259,8 @@ def test_user_central_he_margin_keeps_norm_within_clip():
     worst += np.sign(worst) * step / 2  # every coordinate rounded the wrong way by half a quantum
     assert np.linalg.norm(worst) <= 0.5 * (1 + 1e-9)
     with pytest.raises(ValueError, match="update_clip_norm"):
-        build_engine(_root("he", "user-central", noise_multiplier=1.0, update_clip_norm=0.01, rounds=1),
+        build_engine(_root("he", "user-central", noise_multiplier=1.0, update_clip_norm=0.01, rounds=1,
+                           extra=("aggregation.he.mode='single_key'",)),
                      party_names(6), {}, 1 << 20)
 
 
