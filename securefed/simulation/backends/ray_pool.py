@@ -72,6 +72,7 @@ class RayBackend:
                             f"resources={rc.resources} were not all placed within {rc.start_timeout:g} s; "
                             f"the cluster has {ray.cluster_resources()}") from None
         self.lost = _actor_lost_errors()
+        self.dead: set[int] = set()  # actors past max_restarts: no more jobs
 
     def shutdown(self) -> None:
         for a in self.actors:
@@ -138,36 +139,13 @@ class RemoteRound:
 
     def run_jobs(self, shared: Any, selected: tuple[str, ...], clients: Mapping[str, ClientState],
                  progress: Any, task: Any) -> None:
-        ray, actors = self.b.ray, self.b.actors
-        queue, idle = deque(selected), deque(range(len(actors)))
+        queue = deque(selected)
         while queue:
-            inflight: dict[Any, tuple[int, str]] = {}
-            while queue or inflight:
-                while queue and idle:  # one job per actor at a time: it has one model
-                    a, pid = idle.popleft(), queue.popleft()
-                    inflight[actors[a].train.remote(shared, self._job(pid, clients))] = (a, pid)
-                    self._describe(progress, task, inflight)
-                (ref,), _ = ray.wait(list(inflight), num_returns=1)
-                a, pid = inflight.pop(ref)
-                idle.append(a)  # a dead actor is restarting: its next job waits for it
-                try:
-                    reply = ray.get(ref)
-                except self.b.lost:
-                    self.failures += 1
-                    lost = [pid] + [p for p, h in self.where.items() if h == a]
-                    progress.update(task, advance=-(len(lost) - 1))
-                    self._lose(lost, queue)
-                    continue
-                self.replies[pid], self.where[pid] = reply, a
-                if reply.dp_spend is not None:  # counted even if it drops later: its data was touched
-                    self.world.privacy.record_example(pid, *reply.dp_spend)
-                progress.advance(task)
-                self._describe(progress, task, inflight)
+            self._train_queue(shared, queue, clients, progress, task)
             # An actor may also have died and restarted between two of its jobs without failing one:
             # ask each which updates its current incarnation holds.
             if self.world.algorithm.aggregates:
-                held = [actor.held.remote(self.r) for actor in actors]
-                held = [self._get_or(ref, []) for ref in held]
+                held = [self._get_or(actor.held.remote(self.r), []) for actor in self.b.actors]
                 gone = [p for p, a in self.where.items() if p not in held[a]]
                 if gone:
                     self.failures += 1
@@ -175,6 +153,40 @@ class RemoteRound:
                     self._lose(gone, queue)
         if not progress.console.is_terminal:  # logs and CI: one line per round instead of a live bar
             progress.console.print(self.summary_line(), highlight=False, soft_wrap=True)
+
+    def _train_queue(self, shared: Any, queue: deque, clients: Mapping[str, ClientState], progress: Any,
+                     task: Any) -> None:
+        ray, actors, dead = self.b.ray, self.b.actors, self.b.dead
+        idle = deque(a for a in range(len(actors)) if a not in dead)
+        inflight: dict[Any, tuple[int, str]] = {}
+        restarting: dict[Any, int] = {}  # ready() of a restarted actor -> its index
+        while queue or inflight:
+            while queue and idle:  # one job per actor at a time: it has one model
+                a, pid = idle.popleft(), queue.popleft()
+                inflight[actors[a].train.remote(shared, self._job(pid, clients))] = (a, pid)
+            self._describe(progress, task, inflight)
+            if not inflight and not restarting:
+                raise UserError(f"every Ray actor died for good (simulation.ray.max_restarts = {self.b.rc.max_restarts})")
+            (ref,), _ = ray.wait([*inflight, *restarting], num_returns=1)
+            if ref in restarting:  # back with a fresh model, or dead for good
+                a = restarting.pop(ref)
+                (dead.add if self._get_or(ref, _LOST) is _LOST else idle.append)(a)
+                continue
+            a, pid = inflight.pop(ref)
+            try:
+                reply = ray.get(ref)
+            except self.b.lost:
+                self.failures += 1
+                restarting[actors[a].ready.remote()] = a  # no job goes to it until Ray has restarted it
+                lost = [pid] + [p for p, h in self.where.items() if h == a]
+                progress.update(task, advance=-(len(lost) - 1))
+                self._lose(lost, queue)
+                continue
+            idle.append(a)
+            self.replies[pid], self.where[pid] = reply, a
+            if reply.dp_spend is not None:  # counted even if it drops later: its data was touched
+                self.world.privacy.record_example(pid, *reply.dp_spend)
+            progress.advance(task)
 
     def _describe(self, progress: Any, task: Any, inflight: Mapping[Any, tuple[int, str]]) -> None:
         busy = " ".join(f"a{a}:{pid}" for a, pid in sorted(inflight.values()))
