@@ -67,10 +67,11 @@ class RayBackend:
         try:  # each actor has loaded its model (or the cluster cannot place it: say so, do not hang)
             ray.get([a.ready.remote() for a in self.actors], timeout=rc.start_timeout)
         except ray.exceptions.GetTimeoutError:
+            message = (f"simulation.ray: {rc.actors} actors of num_cpus={rc.num_cpus}, num_gpus={rc.num_gpus}, "
+                       f"resources={rc.resources} were not all placed within {rc.start_timeout:g} s; "
+                       f"the cluster has {ray.cluster_resources()}")
             self.shutdown()
-            raise UserError(f"simulation.ray: {rc.actors} actors of num_cpus={rc.num_cpus}, num_gpus={rc.num_gpus}, "
-                            f"resources={rc.resources} were not all placed within {rc.start_timeout:g} s; "
-                            f"the cluster has {ray.cluster_resources()}") from None
+            raise UserError(message) from None
         self.lost = _actor_lost_errors()
         self.dead: set[int] = set()  # actors past max_restarts: no more jobs
 

@@ -64,10 +64,12 @@ class TrainReply:
 
 def _quiet_libraries() -> None:
     # An actor's stdout/stderr is forwarded to the driver's terminal: no download/loading bars there.
+    import logging
     import warnings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "no 4-bit CPU kernel": every actor, every start
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
