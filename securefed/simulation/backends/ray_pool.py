@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter, deque
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from securefed.algorithms.base import ClientState, ServerState
 from securefed.deploy.material import encode_material
 from securefed.errors import UserError
 from securefed.protocols.base import Message, RoundContext, VectorSum
-from securefed.protocols.driver import RoundTraffic
+from securefed.protocols.driver import RoundTraffic, drive
 from securefed.simulation.backends.worker import REFUSED, PartyJob, PartyWorker, RoundShared, TrainReply
 
 # Test hook (fault injection): {(party_id, round_index): "train" | a protocol stage name}. The first
@@ -209,24 +209,15 @@ class RemoteRound:
     def aggregate(self, ctx: RoundContext) -> tuple[VectorSum, RoundTraffic]:
         """The in-process round of protocols/driver.run_round with each stage's messages delivered to
         the actors holding the addressees' sessions (one call per actor and stage, run in parallel)."""
-        ray, actors, w = self.b.ray, self.b.actors, self.world
+        actors, w = self.b.actors, self.world
         holders = sorted(set(self.where.values()))
         opened = {a: actors[a].open.remote(ctx) for a in holders}
         for a, ref in opened.items():
             self._call(a, ref)
         server = w.protocol.server(ctx, w.server_material)
         traffic = RoundTraffic({p: 0 for p in ctx.party_ids}, {p: 0 for p in ctx.party_ids})
-        outbound = server.start()
         try:
-            while True:
-                replies = self._deliver(outbound, traffic)
-                if outbound:
-                    traffic.stages.append(next(iter(outbound.values())).stage)
-                if server.done:
-                    break
-                outbound = server.step(replies)
-                if server.done and not outbound:
-                    break
+            traffic.stages = drive(server, lambda outbound: self._deliver(outbound, traffic))
         finally:
             for a in holders:
                 actors[a].close.remote(self.r)
