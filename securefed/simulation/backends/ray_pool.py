@@ -72,6 +72,10 @@ class RayBackend:
                        f"the cluster has {ray.cluster_resources()}")
             self.shutdown()
             raise UserError(message) from None
+        except ray.exceptions.RayActorError as e:  # its constructor raised (e.g. a model path missing on a node)
+            self.shutdown()
+            cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise UserError(f"simulation.ray: an actor could not start: {cause}") from None
         self.lost = _actor_lost_errors()
         self.dead: set[int] = set()  # actors past max_restarts: no more jobs
 
