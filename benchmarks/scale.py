@@ -7,7 +7,8 @@ Part 1, for the embedded model and SmolLM2-135M-Instruct (the GGUF of the `llm-s
 dequantized once into a transformers folder under the system temp dir; a branch that loads .gguf
 directly can point model.name_or_path at the file instead): the same federation
 in process and on 1 and 2 Ray actors, one after another in this one run, so that the ratios see the
-same machine load. A round's time is the median over the rounds without evaluation; the pool's
+same machine load. A round's time is the median over the rounds between the first (warm-up) and
+the last (evaluation); the pool's
 start-up (each actor loads its model) is reported apart, as it is paid once per run.
 
 Part 2: 1,000 parties, 100 selected per round, secagg, embedded model, on 2 actors; the peak
@@ -98,19 +99,30 @@ def run(overrides: list[str], tmp: Path, name: str) -> dict:
     summary = simulate(load_config(None, overrides), out, console=Console(stderr=True, quiet=True))
     wall = time.perf_counter() - t0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    rounds = [r["seconds"] for r in rows[:-1]]  # the last round also evaluates
+    # The last round also evaluates; the first warms up (each actor's first job initialises torch).
+    rounds = [r["seconds"] for r in rows[1:-1] or rows[:-1]]
     return {"run": name, "wall_s": round(wall, 2), "round_s": round(statistics.median(rounds), 3),
-            "rounds_s": [round(s, 3) for s in rounds], "setup_s": round(wall - sum(r["seconds"] for r in rows), 2),
+            "rounds_s": [round(r["seconds"], 3) for r in rows], "setup_s": round(wall - sum(r["seconds"] for r in rows), 2),
             "final_train_loss": summary["final"]["train_loss"]}
 
 
 def scaling(model: list[str], label: str, parties: int, rounds: int, tmp: Path) -> list[dict]:
+    import torch
+
     base = model + SMALL + [f"parties={parties}", f"rounds={rounds}"]
     out = [{"model": label, **run(base, tmp, f"{label}-inprocess")}]
+    # In process torch uses every core; each actor uses its num_cpus (1). On a loaded machine the
+    # former's threads wait on each other, so also time in process on one thread, like one actor.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out.append({"model": label, **run(base, tmp, f"{label}-inprocess-1thread")})
+    finally:
+        torch.set_num_threads(threads)
     for n in (1, 2):
         out.append({"model": label, **run(base + ["simulation.backend=ray", f"simulation.ray.actors={n}"],
                                            tmp, f"{label}-ray{n}")})
-    ref = out[1]["round_s"]  # 1 actor
+    ref = out[2]["round_s"]  # 1 actor
     for row in out:
         row["speedup_vs_1_actor"] = round(ref / row["round_s"], 2)
     return out
@@ -131,7 +143,7 @@ def big(tmp: Path, rounds: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--parties", type=int, default=4)
     ap.add_argument("--big-rounds", type=int, default=2)
     ap.add_argument("--skip-smollm", action="store_true")
