@@ -43,7 +43,7 @@ def _ray_start(args: list[str], log, env) -> subprocess.Popen:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):  # a node drains for up to 30 s: not here
         try:
             os.killpg(proc.pid, sig)
             proc.wait(wait)
