@@ -45,12 +45,19 @@ def simulate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<algorithm>-<protocol>)"),
     set_: List[str] = typer.Option([], "--set", "-s", help="override: dotted.key=value (repeatable)"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="inprocess or ray (simulation.backend)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join, e.g. auto "
+                                          "(simulation.ray.address; default: start a local Ray)"),
 ) -> None:
-    """Simulate a federation on this machine (all parties in one process)."""
+    """Simulate a federation on this machine (all parties in one process) or on a Ray cluster."""
     from securefed.config import load_config
     from securefed.simulation.report import print_summary
     from securefed.simulation.runner import simulate as run
 
+    if backend is not None:
+        set_ = [*set_, f"simulation.backend={backend!r}"]
+    if address is not None:
+        set_ = [*set_, f"simulation.ray.address={address!r}"]
     try:
         if resume is not None:
             saved = resume / "config.json"

@@ -4,7 +4,7 @@ with optional dropouts at a named stage (for tests and simulations of unreliable
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from securefed.protocols.base import (
     AggregationProtocol,
@@ -43,8 +43,8 @@ def run_round(
     parties = {pid: protocol.party(ctx, pid, inputs[pid], party_material[pid]) for pid in inputs}
     traffic = RoundTraffic({pid: 0 for pid in ctx.party_ids}, {pid: 0 for pid in ctx.party_ids})
     dropped: set[str] = {pid for pid in ctx.party_ids if pid not in parties}
-    outbound = server.start()
-    while True:
+
+    def deliver(outbound: Mapping[str, Message]) -> dict[str, Message]:
         replies: dict[str, Message] = {}
         for pid, msg in outbound.items():
             if pid in dropped:
@@ -61,11 +61,24 @@ def run_round(
             if reply is not None:
                 traffic.sent[pid] += len(reply.payload)
                 replies[pid] = reply
+        return replies
+
+    traffic.stages = drive(server, deliver)
+    return server.result(), traffic
+
+
+def drive(server: Any, deliver: Callable[[Mapping[str, Message]], Mapping[str, Message]]) -> list[str]:
+    """The server's side of a round over any carrier: `deliver` takes one stage's messages and
+    returns the replies that came back (a party absent from them dropped). Returns the stage names."""
+    stages: list[str] = []
+    outbound = server.start()
+    while True:
+        replies = deliver(outbound)
         if outbound:
-            traffic.stages.append(next(iter(outbound.values())).stage)
+            stages.append(next(iter(outbound.values())).stage)
         if server.done:
             break
         outbound = server.step(replies)
         if server.done and not outbound:
             break
-    return server.result(), traffic
+    return stages

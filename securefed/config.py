@@ -20,6 +20,7 @@ from securefed.data.config import DataConfig
 from securefed.errors import ConfigError
 from securefed.models.config import LoraConfig, ModelConfig
 from securefed.privacy.config import PrivacyConfig, check_compatible
+from securefed.simulation.backends.config import SimulationConfig
 from securefed.training.config import TrainingConfig
 
 
@@ -112,6 +113,7 @@ class RootConfig(BaseModel):
     dpo: DPOConfig = Field(default_factory=DPOConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)  # inprocess or a Ray actor pool
 
     @model_validator(mode="after")
     def _cross_section(self) -> "RootConfig":

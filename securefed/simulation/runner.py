@@ -26,6 +26,7 @@ from securefed.reporting.tensorboard import round_writer
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.protocols.driver import run_round
 from securefed.atomic import atomic_write_text
+from securefed.simulation.backends import open_backend
 from securefed.simulation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.simulation.report import print_partition
 from securefed.simulation.evaluate import mean_metrics
@@ -81,7 +82,8 @@ def _train_party(world: World, pid: str, r: int, lr: float, server: ServerState,
                        lr, world.algorithm, ctx, state, world.device)
 
 
-def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, ClientState], progress, task):
+def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, ClientState], progress, task,
+                  backend=None):
     cfg = world.cfg
     selected = select_parties(world.party_ids, r, cfg.seed, cfg.sampling.count, cfg.sampling.fraction)
     lr = round_lr(r, cfg.rounds, cfg.training.lr, cfg.training.min_lr, cfg.training.schedule)
@@ -94,7 +96,9 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     pending: dict[str, ClientState] = {}
     losses: dict[str, float] = {}
     progress.reset(task, total=len(selected), description=f"round {r + 1}: local training")
-    for pid in selected:
+    # Ray backend: the parties train on actors, which keep their updates for the protocol (aggregate)
+    remote = backend.train(world, r, lr, selected, server, clients, progress, task) if backend else None
+    for pid in selected if remote is None else ():
         progress.update(task, description=f"round {r + 1}: {pid} training")
         result = _train_party(world, pid, r, lr, server, clients[pid])
         plain_input = party_input(result, world.layout, cfg.algorithm.party_weight(world.party_weights[pid]))
@@ -103,6 +107,8 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
         pending[pid] = result.client_state
         losses[pid] = result.train_loss
         progress.advance(task)
+    if remote is not None:
+        pending, losses = remote.pending, remote.losses
     metrics: dict[str, Any] = {"round": r + 1, "algorithm": world.algorithm.name, "lr": lr,
                                "selected": len(selected)}
     contributors = selected
@@ -110,7 +116,8 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
         progress.update(task, description=f"round {r + 1}: {cfg.aggregation.protocol} aggregation")
         ctx = RoundContext(cfg.federation_id, r, selected, world.layout.size, world.algorithm.uses_control,
                            weight_bound(world.party_weights))
-        vsum, traffic = run_round(world.protocol, ctx, inputs, world.server_material, world.party_material)
+        vsum, traffic = (remote.aggregate(ctx) if remote else
+                         run_round(world.protocol, ctx, inputs, world.server_material, world.party_material))
         vsum = world.privacy.finish_round(vsum)  # central noise / distributed decoding, before the server step
         server = world.algorithm.server_update(server, to_aggregate(vsum, world.layout))
         contributors = vsum.contributors
@@ -124,6 +131,7 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     w = {p: world.party_weights[p] for p in contributors}
     metrics["train_loss"] = sum(losses[p] * w[p] for p in contributors) / sum(w.values())
     metrics.update(world.privacy.close_round())
+    metrics.update(remote.metrics() if remote else {})
     return server, clients, metrics
 
 
@@ -167,14 +175,15 @@ def simulate(
         metrics_path.unlink(missing_ok=True)
     t0 = time.perf_counter()
     with RunProgress(console, out / "run.log", cfg.rounds, start) as progress, \
-            round_writer(cfg.output.tensorboard, out / "tensorboard") as board:
+            round_writer(cfg.output.tensorboard, out / "tensorboard") as board, \
+            open_backend(world) as backend:
         for note in notes:
             progress.write_log(note)  # the console saw them already; the log file gets them too
         rounds_task = progress.add_task("rounds", total=cfg.rounds, completed=start)
         party_task = progress.add_task("parties", total=1)
         for r in range(start, min(cfg.rounds, stop_after or cfg.rounds)):
             t_round = time.perf_counter()
-            server, clients, metrics = run_one_round(world, r, server, clients, progress, party_task)
+            server, clients, metrics = run_one_round(world, r, server, clients, progress, party_task, backend)
             if (r + 1) % cfg.evaluation.every == 0 or r + 1 == cfg.rounds:
                 progress.update(party_task, description=f"round {r + 1}: evaluating")
                 metrics.update(_evaluate(world, server, clients))
