@@ -20,11 +20,18 @@ class Tokenized:
 def tokenize_example(tokenizer: Any, prompt: str, response: str, max_length: int) -> Tokenized:
     """prompt + response + EOS; the prompt is cut from the left so the response always fits."""
     # The prompt gets the tokenizer's special prefix (e.g. BOS), exactly as generation will see it.
-    p = tokenizer(prompt)["input_ids"]
+    p = tokenizer(prompt, add_special_tokens=needs_special_tokens(tokenizer, prompt))["input_ids"]
     r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     r = r[:max_length]
     p = p[-(max_length - len(r)) :] if max_length > len(r) else []
     return Tokenized(tuple(p + r), tuple([IGNORE] * len(p) + r))
+
+
+def needs_special_tokens(tokenizer: Any, prompt: str) -> bool:
+    """False when the prompt already starts with the BOS text (a chat template wrote it): adding the
+    special prefix again would give the model a doubled BOS it never saw in training."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return not (bos and prompt.startswith(bos))
 
 
 def tokenize_all(tokenizer: Any, examples: Sequence[Any], max_length: int) -> list[Tokenized]:
