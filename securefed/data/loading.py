@@ -177,7 +177,7 @@ def _convert_all(raw: RawRows, convert: Callable[[Any], T], skip: bool) -> tuple
     return items, skipped
 
 
-def test_indices(n: int, test_fraction: float, seed: int) -> list[int]:
+def heldout_test_indices(n: int, test_fraction: float, seed: int) -> list[int]:
     """The TEST rows among n valid rows: a function of (n, test_fraction, seed) only, so every run,
     party and `securefed eval` with that seed agrees on them whatever else (max_examples, eval share,
     partition) differs. Its own random stream keeps the other splits unchanged when it is off."""
@@ -189,7 +189,7 @@ def _split(n: int, cfg: DataConfig, seed: int, origin: str) -> tuple[list[int], 
     """(train, eval, test) indices, each in source order. TEST is carved from all rows first; the
     optional `max_examples` cap and the eval share then apply to the rest, so no row is in two."""
     rng = np.random.default_rng(seed)
-    test_idx = test_indices(n, cfg.test_fraction, seed)
+    test_idx = heldout_test_indices(n, cfg.test_fraction, seed)
     pool = np.setdiff1d(np.arange(n), test_idx) if test_idx else np.arange(n)
     if cfg.max_examples is not None and len(pool) > cfg.max_examples:
         pool = np.sort(pool[rng.choice(len(pool), size=cfg.max_examples, replace=False)])

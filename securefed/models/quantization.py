@@ -47,6 +47,7 @@ def prepare_for_training(model: Any, quantized: bool, gradient_checkpointing: bo
         )
     if gradient_checkpointing:
         # Recompute each block's activations in backward: memory O(layers) -> O(1) blocks, ~30% more compute.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model
