@@ -13,6 +13,7 @@ row, so the caller applies one policy (raise or skip) to every kind of malformed
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ def resolve_format(source: str, fmt: str) -> str:
         return "disk"
     if path.is_file():
         try:
-            return _EXTENSIONS[path.suffix.lower()]
+            return _EXTENSIONS[_suffix(path)]
         except KeyError:
             raise ConfigError(
                 f"data.format: cannot tell the format of {source} from its extension; "
@@ -74,6 +75,13 @@ def resolve_format(source: str, fmt: str) -> str:
     if looks_like_path:
         raise DataError(f"data file not found: {source}")
     return "hub"
+
+
+def _suffix(path: Path) -> str:
+    """The format extension; a gzipped text file (`x.jsonl.gz`) is read through gzip."""
+    suffixes = [s.lower() for s in path.suffixes]
+    return suffixes[-2] if len(suffixes) >= 2 and suffixes[-1] == ".gz" and suffixes[-2] != ".parquet" else (
+        path.suffix.lower())
 
 
 def read_rows(source: str, fmt: str, split: str, encoding: str) -> RawRows:
@@ -99,6 +107,8 @@ def _open_text(path: Path, source: str, encoding: str):
     # errors="replace": a few mis-encoded characters (common in scraped CSVs such as Financial
     # PhraseBank) must not make a whole data set unreadable.
     try:
+        if path.suffix.lower() == ".gz":
+            return gzip.open(path, "rt", encoding=encoding, errors="replace", newline="")
         return path.open("r", encoding=encoding, errors="replace", newline="")
     except FileNotFoundError:
         raise DataError(f"data file not found: {source}") from None

@@ -83,3 +83,16 @@ def test_chat_style_without_a_chat_template_is_a_config_error():
 def test_hh_dialogue_becomes_turns():
     prefix = "\n\nHuman: hi\n\nAssistant: hello\n\nthere\n\nHuman: how?\n\nAssistant:"
     assert _dialogue_turns(prefix) == (("user", "hi"), ("assistant", "hello\n\nthere"), ("user", "how?"))
+
+
+def test_gzipped_jsonl_is_read(tmp_path):
+    import gzip
+    import json
+
+    rows = [{"chosen": f"\n\nHuman: q{i}\n\nAssistant: yes", "rejected": f"\n\nHuman: q{i}\n\nAssistant: no"}
+            for i in range(6)]
+    path = tmp_path / "pairs.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_preferences(DataConfig(source=str(path), eval_fraction=0.0), seed=0)
+    assert sorted(p.prompt for p in data.train) == sorted(f"Human: q{i}\n\nAssistant:" for i in range(6))
