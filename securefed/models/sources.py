@@ -74,6 +74,11 @@ def gguf_directory(file: Path) -> Path:
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"cannot read GGUF file {str(file)!r}: {first}") from e
+    # The loader marks the model as GGUF-quantized and refuses to save it, but its tensors are already
+    # dequantized floats: drop the marker and save an ordinary checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
