@@ -22,7 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-FPB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "financial_phrasebank" / "all-data.csv"
+_ROOT = Path(__file__).resolve().parents[1]
+# ../shared/data beside the checkout (or beside its parent, for a git worktree one level deeper)
+SHARED_DATA = next((p for p in (_ROOT.parent / "shared" / "data", _ROOT.parent.parent / "shared" / "data")
+                    if p.exists()), _ROOT.parent / "shared" / "data")
+FPB = SHARED_DATA / "financial_phrasebank" / "all-data.csv"
 
 
 def default_model() -> str:

@@ -47,7 +47,6 @@ def prepare_for_training(model: Any, quantized: bool, gradient_checkpointing: bo
         )
     if gradient_checkpointing:
         # Recompute each block's activations in backward: memory O(layers) -> O(1) blocks, ~30% more compute.
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model
