@@ -60,6 +60,16 @@ def evaluation_rows(data: Any, split: str) -> tuple:
     return data.eval
 
 
+def build_evalset(fns: TaskFunctions, data: Any, tokenizer: Any, cfg: RootConfig, max_length: int,
+                  split: str | None = None) -> EvalSet:
+    """The scored rows (rendered data), tokenised and batched once."""
+    examples = evaluation_rows(data, split or cfg.evaluation.split)[: cfg.evaluation.max_examples]
+    tokenized = fns.tokenize(tokenizer, examples, max_length)
+    bs = cfg.evaluation.batch_size
+    batches = tuple(fns.collate(tokenized[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(tokenized), bs))
+    return EvalSet(tuple(examples), batches, data.labels)
+
+
 def build_world(cfg: RootConfig) -> World:
     fns = task_functions(cfg)
     data = fns.load(cfg.data, seed=cfg.seed)
@@ -77,10 +87,6 @@ def build_world(cfg: RootConfig) -> World:
     tokenized = fns.tokenize(tokenizer, data.train, max_length)
     party_data = {pid: [tokenized[i] for i in idx] for pid, idx in zip(party_ids, parts)}
     sizes = {p: len(d) for p, d in party_data.items()}  # sample counts: weights and DP sample rates
-    eval_examples = evaluation_rows(data, cfg.evaluation.split)[: cfg.evaluation.max_examples]
-    eval_tok = fns.tokenize(tokenizer, eval_examples, max_length)
-    bs = cfg.evaluation.batch_size
-    batches = tuple(fns.collate(eval_tok[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(eval_tok), bs))
 
     algorithm = algorithms.create(cfg.algorithm, cfg.parties)
     protocol = protocols.create(cfg.aggregation.protocol, cfg.aggregation.section())
@@ -89,7 +95,7 @@ def build_world(cfg: RootConfig) -> World:
         cfg=cfg, model=model, tokenizer=tokenizer, device=device, layout=layout, initial_adapter=initial,
         algorithm=algorithm, protocol=protocol, server_material=server_material, party_material=party_material,
         party_ids=party_ids, party_data=party_data, party_weights=sizes,
-        partition_report=report, evalset=EvalSet(tuple(eval_examples), batches, data.labels),
+        partition_report=report, evalset=build_evalset(fns, data, tokenizer, cfg, max_length),
         skipped_rows=data.skipped,
         task=fns,
         privacy=build_engine(cfg, party_ids, sizes, layout.size),
