@@ -18,10 +18,11 @@ Full GPU recipe (one H100/H200, SmolLM2-135M-Instruct or any 7B checkpoint with 
     lr 2e-4 (1e-3 for 135M), LoRA r 16 all-linear, packing on, max_length 256; DPO 10 parties,
     5 rounds x 10 steps x 8 pairs, max_length 512, 231 held-out pairs. For 7B add
     `--set model.quantization=4bit --set training.gradient_checkpointing=true`.
-CPU recipe (2 cores, SmolLM2-135M, ~10-15 min for the SFT table):
-    python -m benchmarks.real_llm --preset cpu
-  = the same splits, TEST rows capped at 100, 1200 train rows, 2 rounds x 2 steps x batch 4, q/v LoRA
-    r 8, lr 1e-3, max_length 128; DPO 4 parties, 2 rounds x 2 steps x 2 pairs, 60 held-out pairs.
+CPU recipe (2 shared cores, SmolLM2-135M; a LoRA step at 4 x ~90 tokens is ~10 s there, one
+generation pass over 40 prompts ~1 min, so this is the smallest run that still trains every party):
+    python -m benchmarks.real_llm --preset cpu [--only "centralized,local,fedavg plain,..."]
+  = the same TEST rows (first 40 scored), 600 train rows over 10 parties, 2 rounds x 1 step x batch 4,
+    q/v LoRA r 8, lr 2e-3, max_length 96; DPO 4 parties, 2 rounds x 1 step x 2 pairs, 32 held-out pairs.
 
 Writes OUT/results.json, OUT/results.md, OUT/utility.png and OUT/progress.log (one line per run).
 """
@@ -42,9 +43,9 @@ from securefed.simulation.runner import simulate
 
 ALGORITHMS = ["fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam"]
 PRESETS = {
-    "cpu": dict(test_max=100, max_examples=1200, rounds=2, steps=2, batch=4, lr=1e-3, r=8, targets="q_proj,v_proj",
-                max_length=128, dpo_parties=4, dpo_rounds=2, dpo_steps=2, dpo_batch=2, dpo_max_length=192,
-                dpo_test=60, dpo_max_examples=400),
+    "cpu": dict(test_max=40, max_examples=600, rounds=2, steps=1, batch=4, lr=2e-3, r=8, targets="q_proj,v_proj",
+                max_length=96, dpo_parties=4, dpo_rounds=2, dpo_steps=1, dpo_batch=2, dpo_max_length=160,
+                dpo_test=32, dpo_max_examples=300),
     "gpu": dict(test_max=1000, max_examples=None, rounds=10, steps=10, batch=16, lr=1e-3, r=16, targets="all-linear",
                 max_length=256, dpo_parties=10, dpo_rounds=5, dpo_steps=10, dpo_batch=8, dpo_max_length=512,
                 dpo_test=1000, dpo_max_examples=None),
@@ -147,8 +148,7 @@ def run_dpo(args, p: dict, out: Path, log) -> list[dict]:
                                  ev.batch_size, ev.max_new_tokens)
     rows = [{"run": "DPO base (before)", "likelihood_accuracy": likelihood_accuracy(world, world.initial_adapter),
              "preference_accuracy": before["preference_accuracy"], "reward_margin": before["reward_margin"],
-             "pairs": len(world.evalset.batches[0]["input_ids"]) and sum(len(b["input_ids"]) // 2
-                                                                       for b in world.evalset.batches)}]
+             "pairs": sum(len(b["input_ids"]) // 2 for b in world.evalset.batches)}]
     log(rows[-1])
     for protocol in ("plain", "secagg"):
         t0 = time.perf_counter()
