@@ -76,7 +76,13 @@ def sft_runs(args, p: dict) -> list[tuple[str, list[str]]]:
     runs += [(f"{a} plain", [f"algorithm.name={a}"]) for a in ALGORITHMS]
     runs += [("fedavg secagg", ["aggregation.protocol=secagg"]), ("fedavg he", ["aggregation.protocol=he"]),
              ("fedavg DP eps 8", ["privacy.mechanism=example", "privacy.target_epsilon=8"])]
-    return [r for r in runs if not args.only or r[0] in args.only.split(",")]
+    if not args.only:
+        return runs
+    by_name = dict(runs)
+    unknown = [n for n in args.only.split(",") if n not in by_name]
+    if unknown:
+        raise SystemExit(f"--only: unknown run(s) {unknown}; known: {', '.join(by_name)}")
+    return [(n, by_name[n]) for n in args.only.split(",")]  # in the order given
 
 
 def zero_shot(overrides: list[str]) -> dict:
@@ -150,7 +156,7 @@ def run_dpo(args, p: dict, out: Path, log) -> list[dict]:
              "preference_accuracy": before["preference_accuracy"], "reward_margin": before["reward_margin"],
              "pairs": sum(len(b["input_ids"]) // 2 for b in world.evalset.batches)}]
     log(rows[-1])
-    for protocol in ("plain", "secagg"):
+    for protocol in args.dpo_protocols.split(","):
         t0 = time.perf_counter()
         run_dir = out / "runs" / f"dpo-fedavg-{protocol}"
         summary = simulate(load_config(None, base + [f"aggregation.protocol={protocol}"]), run_dir,
@@ -205,6 +211,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
     ap.add_argument("--skip-sft", action="store_true")
     ap.add_argument("--skip-dpo", action="store_true")
+    ap.add_argument("--dpo-protocols", default="plain,secagg")
     ap.add_argument("--out", default="bench-out/real_llm")
     args = ap.parse_args()
     p = PRESETS[args.preset]
