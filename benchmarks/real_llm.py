@@ -97,9 +97,11 @@ def zero_shot(overrides: list[str]) -> dict:
 
 def run_sft(args, p: dict, out: Path, log) -> list[dict]:
     base = sft_base(args, p)
-    t0 = time.perf_counter()
-    rows = [{"run": "zero-shot", **zero_shot(base), "seconds": time.perf_counter() - t0}]
-    log(rows[-1])
+    rows = []
+    if not args.skip_zero_shot:
+        t0 = time.perf_counter()
+        rows.append({"run": "zero-shot", **zero_shot(base), "seconds": time.perf_counter() - t0})
+        log(rows[-1])
     for name, extra in sft_runs(args, p):
         t0 = time.perf_counter()
         summary = simulate(load_config(None, base + extra), out / "runs" / name.replace(" ", "-"),
@@ -211,6 +213,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
     ap.add_argument("--skip-sft", action="store_true")
     ap.add_argument("--skip-dpo", action="store_true")
+    ap.add_argument("--skip-zero-shot", action="store_true", help="(to split the SFT runs over processes)")
     ap.add_argument("--dpo-protocols", default="plain,secagg")
     ap.add_argument("--out", default="bench-out/real_llm")
     args = ap.parse_args()
