@@ -6,8 +6,9 @@
    the max |loss difference| over the batches (forward only, same weights), then useful (non-pad)
    tokens/s of forward+backward, the two layouts interleaved batch by batch so machine noise hits both.
 2. 4-bit (NF4 + double quant) vs fp32 base, each in its own process (peak RSS is per process): RSS after
-   imports, peak RSS over loading + `--steps` LoRA steps (AdamW, lr 1e-3) on the same batches, and the
-   loss at every step. Reported: peak RSS ratio, peak-minus-imports ratio, final-loss relative gap.
+   imports, the model's own footprint, RSS after loading and after `--steps` LoRA steps (AdamW, lr 1e-3)
+   on the same batches, peak RSS over the whole process (loading included: bitsandbytes quantizes from
+   the full-precision checkpoint, so the peak holds both for a moment), and the loss at every step.
 
 Writes OUT/efficiency.json and prints a table. GPU: add `--device cuda` (bf16 base vs 4-bit).
 """
@@ -39,6 +40,13 @@ def default_model() -> str:
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def batches(args, tokenizer):
@@ -113,6 +121,11 @@ def rss_worker(args) -> None:
     from securefed.training.sft import sft_loss
 
     model, tokenizer, device = load(args, args.rss_worker)
+    import gc
+
+    gc.collect()
+    loaded = {"rss_after_load_mb": _current_rss_mb(), "peak_load_mb": _rss_mb(),
+              "footprint_mb": model.get_memory_footprint() / 2**20}
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3)
     model.train()
@@ -125,7 +138,8 @@ def rss_worker(args) -> None:
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss))
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    print(json.dumps({"imports_mb": imports, "peak_mb": _rss_mb(), "losses": losses, "peak_gpu_mb": peak_gpu}))
+    print(json.dumps({"imports_mb": imports, **loaded, "rss_after_train_mb": _current_rss_mb(), "peak_mb": _rss_mb(),
+                      "losses": losses, "peak_gpu_mb": peak_gpu}))
 
 
 def quantized_vs_full(args) -> dict:
@@ -143,6 +157,8 @@ def quantized_vs_full(args) -> dict:
         "runs": runs,
         "peak_rss_ratio": four["peak_mb"] / full["peak_mb"],
         "model_rss_ratio": (four["peak_mb"] - four["imports_mb"]) / (full["peak_mb"] - full["imports_mb"]),
+        "footprint_ratio": four["footprint_mb"] / full["footprint_mb"],
+        "rss_after_train_ratio": four["rss_after_train_mb"] / full["rss_after_train_mb"],
         "final_loss_rel_gap": abs(four["losses"][-1] - full["losses"][-1]) / full["losses"][-1],
     }
 
