@@ -199,6 +199,27 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def merge(dirs: list[str], out: Path) -> None:
+    """One table and PNG from runs split over processes (each wrote DIR/results.json)."""
+    sft, dpo, meta = [], [], []
+    for d in dirs:
+        part = json.loads((Path(d) / "results.json").read_text())
+        sft += part.get("sft", [])
+        dpo += [r for r in part.get("dpo", []) if r["run"] not in {x["run"] for x in dpo}]
+        meta.append(part["meta"])
+    out.mkdir(parents=True, exist_ok=True)
+    md = ["## Financial PhraseBank (held-out TEST rows)\n",
+          table(sft, ["accuracy", "macro_f1", "eval_loss", "unparseable", "train_loss", "seconds"]), ""]
+    if dpo:
+        md += ["## Federated DPO, HH-RLHF harmless-base (held-out TEST pairs)\n",
+               table(dpo, ["likelihood_accuracy", "preference_accuracy", "reward_margin", "train_loss", "seconds"])]
+    if sft:
+        plot(sft, out / "utility.png", "FPB, held-out test rows (merged runs)")
+    (out / "results.json").write_text(json.dumps({"meta": meta, "sft": sft, "dpo": dpo}, indent=2))
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -216,7 +237,10 @@ def main() -> None:
     ap.add_argument("--skip-zero-shot", action="store_true", help="(to split the SFT runs over processes)")
     ap.add_argument("--dpo-protocols", default="plain,secagg")
     ap.add_argument("--out", default="bench-out/real_llm")
+    ap.add_argument("--merge", nargs="+", metavar="DIR", help="merge the results.json of these runs into --out")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     p = PRESETS[args.preset]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
