@@ -109,7 +109,7 @@ def run_sft(args, p: dict, out: Path, log) -> list[dict]:
         final = summary["final"]
         rows.append({"run": name, **{k: final[k] for k in ("accuracy", "macro_f1", "eval_loss", "unparseable")},
                      "train_loss": final["train_loss"], "seconds": time.perf_counter() - t0,
-                     **({"epsilon": final[k] for k in final if k.startswith("dp_epsilon")} if "DP" in name else {})})
+                     **({"epsilon": final.get("dp_epsilon_max")} if "DP" in name else {})})
         log(rows[-1])
     return rows
 
