@@ -78,18 +78,35 @@ def simulate(
 def eval_(
     model: str = typer.Option("default", "--model", "-m", help="base model: 'default', local dir or hub id"),
     adapter: Optional[Path] = typer.Option(None, "--adapter", "-a", help="PEFT adapter dir (e.g. runs/x/adapter)"),
-    task: str = typer.Option(..., "--task", "-t", help="classification, multiple_choice, math, code, "
-                             "harmlessness, preference, perplexity"),
-    data: Path = typer.Option(..., "--data", "-d", help="JSONL/JSON/CSV rows"),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="classification, multiple_choice, math, code, "
+                                       "harmlessness, preference, perplexity"),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="JSONL/JSON/CSV rows"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write eval_<task>.json and eval.md here"),
     limit: Optional[int] = typer.Option(None, help="first N rows only"),
     batch_size: int = typer.Option(8, "--batch-size"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     option: List[str] = typer.Option([], "--option", help="task option key=value (repeatable), "
                                      "e.g. text_field=Headline"),
+    run: Optional[Path] = typer.Option(None, "--run", help="a simulation run dir: score its adapter (or --adapter) "
+                                       "on the run's held-out TEST split with its own model and prompts"),
+    split: str = typer.Option("auto", "--split", help="with --run: auto (test if the run has one), test, eval"),
 ) -> None:
-    """Evaluate a base model (+ adapter) on one task; prints the metrics and a markdown line."""
+    """Evaluate a base model (+ adapter) on one task, or a run's adapter on its held-out split (--run)."""
     import json
+
+    if run is not None:
+        from securefed.evaluation.heldout import evaluate_run
+
+        try:
+            if split not in ("auto", "test", "eval"):
+                raise UserError(f"--split {split!r}: choose auto, test or eval")
+            held = evaluate_run(run, adapter, split, None if device == "auto" else device)
+        except UserError as e:
+            _fail(str(e))
+        Console().print_json(json.dumps(held))
+        return
+    if task is None or data is None:
+        _fail("give --task and --data (or --run DIR to score a run on its held-out split)")
 
     from securefed.config import parse_override
     from securefed.evaluation.runner import evaluate

@@ -68,6 +68,8 @@ class EvaluationConfig(BaseModel):
     max_examples: int = Field(200, ge=1)
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(4, ge=1, description="tokens generated when scoring a labelled task")
+    # auto: the held-out TEST split (data.test_fraction) when there is one, else the eval split
+    split: Literal["auto", "test", "eval"] = "auto"
 
 
 class DPOConfig(BaseModel):

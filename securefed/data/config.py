@@ -40,6 +40,10 @@ class DataConfig(BaseModel):
     `fields`: role -> column overrides of the preset mapping, e.g. {"instruction": "question"}.
     `max_examples`: cap on train+eval rows, drawn at random (seeded) from all valid rows.
     `eval_fraction`/`eval_max`: the held-out share, capped at `eval_max` examples.
+    `test_fraction`: a held-out TEST share of all valid rows, fixed by the seed alone (before the
+    `max_examples` cap); no party ever trains on it, and evaluation defaults to it when it is > 0.
+    `prompt_style`: "auto" renders rows with the tokenizer's chat template when it has one, else the
+    preset's text template; "chat" requires a chat template; "template" always uses the preset's.
     `encoding`: text encoding of CSV/JSON files; undecodable bytes are replaced, never fatal.
     """
 
@@ -55,6 +59,8 @@ class DataConfig(BaseModel):
     max_examples: int | None = Field(default=None, ge=1)
     eval_fraction: float = Field(default=0.1, ge=0, lt=1)
     eval_max: int = Field(default=200, ge=0)
+    test_fraction: float = Field(default=0.0, ge=0, le=0.5)
+    prompt_style: Literal["auto", "chat", "template"] = "auto"
     skip_malformed: bool = False
     encoding: str = "utf-8"
     partition: PartitionConfig = Field(default_factory=PartitionConfig)

@@ -44,7 +44,7 @@ class RowConverter:
         elif kind == "chat":
             column = self.columns["messages"]
             turns, reply = _split_chat(row_value(row, column), column)
-            example = Example(prompt=render_chat(turns), response=reply)
+            example = Example(prompt=render_chat(turns), response=reply, turns=tuple(turns))
         else:
             raise Malformed(f"preset kind {kind!r} holds preference pairs, not SFT examples")
         key = self._partition_key(row)
@@ -52,7 +52,7 @@ class RowConverter:
             return example, example.label
         if kind != "classification":
             # For instruction data the category is the example's label (see Example docs).
-            example = Example(example.prompt, example.response, label=key)
+            example = Example(example.prompt, example.response, label=key, turns=example.turns)
         return example, key
 
     def preference(self, row: Any) -> PreferenceExample:
@@ -77,7 +77,9 @@ class RowConverter:
         else:
             template = self.preset.template_no_input or self.preset.template
         prompt = fill(template, {"instruction": instruction, "input": extra})
-        return Example(prompt=prompt, response=output)
+        # A chat model sees the request itself as the user turn (a user template stays as written).
+        user = prompt if self.template is not None else "\n\n".join(t for t in (instruction, extra) if t)
+        return Example(prompt=prompt, response=output, turns=(("user", user),))
 
     def _classification(self, row: Mapping[str, Any]) -> Example:
         text = text_field(row, self.columns["text"])
@@ -85,7 +87,7 @@ class RowConverter:
         labels = self.labels or ()
         prompt = fill(self.template or self.preset.template, {"text": text, "labels": or_list(labels)})
         response = fill(self.preset.response_template, {"label": label})
-        return Example(prompt=prompt, response=response, label=label)
+        return Example(prompt=prompt, response=response, label=label, turns=(("user", prompt),))
 
     def _label(self, row: Mapping[str, Any]) -> str:
         column = self.columns["label"]
@@ -136,13 +138,13 @@ class RowConverter:
             if prompt_column is None:
                 raise Malformed("text answers need a 'prompt' field (set data.fields.prompt)")
             turns = [("user", text_field(row, prompt_column))]
-        return PreferenceExample(prompt=render_chat(turns), chosen=chosen, rejected=rejected)
+        return PreferenceExample(prompt=render_chat(turns), chosen=chosen, rejected=rejected, turns=tuple(turns))
 
     def _dialogue_preference(self, row: Mapping[str, Any]) -> PreferenceExample:
         chosen_column, rejected_column = self.columns["chosen"], self.columns["rejected"]
         prompt, chosen, rejected = split_dialogue(
             text_field(row, chosen_column), text_field(row, rejected_column), chosen_column, rejected_column)
-        return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected)
+        return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, turns=_dialogue_turns(prompt))
 
 
 def split_dialogue(chosen: str, rejected: str, chosen_name: str = "chosen",
@@ -242,3 +244,20 @@ def _split_chat(messages: Any, column: str) -> tuple[list[tuple[str, str]], str]
     if not reply:
         raise Malformed(f"empty assistant reply in {column!r}")
     return turns[:last], reply
+
+
+def _dialogue_turns(prefix: str) -> tuple[tuple[str, str], ...]:
+    """'\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:' -> user/assistant turns (HH-RLHF)."""
+    turns: list[tuple[str, str]] = []
+    for block in prefix.split("\n\n"):
+        for speaker, role in (("Human:", "user"), (DIALOGUE_REPLY, "assistant")):
+            if block.startswith(speaker):
+                turns.append((role, block[len(speaker):].strip()))
+                break
+        else:
+            if turns:  # a paragraph break inside a turn
+                role, content = turns[-1]
+                turns[-1] = (role, content + "\n\n" + block)
+    if turns and turns[-1] == ("assistant", ""):
+        turns.pop()  # the open reply header
+    return tuple(turns)

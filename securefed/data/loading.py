@@ -50,7 +50,7 @@ def load_examples(cfg: DataConfig, seed: int) -> LoadedData:
             f"it is read by load_preferences, not as SFT examples"
         )
     pairs, skipped = _convert_all(prepared.raw, prepared.converter.example, cfg.skip_malformed)
-    train_idx, eval_idx = _split(len(pairs), cfg, seed, prepared.raw.origin)
+    train_idx, eval_idx, test_idx = _split(len(pairs), cfg, seed, prepared.raw.origin)
     is_labelled = preset.kind == "classification"
     return LoadedData(
         train=tuple(pairs[i][0] for i in train_idx),
@@ -59,6 +59,7 @@ def load_examples(cfg: DataConfig, seed: int) -> LoadedData:
         skipped=skipped,
         task="classification" if is_labelled else "instruction",
         partition_keys=tuple(pairs[i][1] for i in train_idx),
+        test=tuple(pairs[i][0] for i in test_idx),
     )
 
 
@@ -83,11 +84,12 @@ def load_preferences(cfg: DataConfig, seed: int) -> LoadedPreferences:
             f"hh-rlhf or a labelled preset"
         )
     pairs, skipped = _convert_all(prepared.raw, convert, cfg.skip_malformed)
-    train_idx, eval_idx = _split(len(pairs), cfg, seed, prepared.raw.origin)
+    train_idx, eval_idx, test_idx = _split(len(pairs), cfg, seed, prepared.raw.origin)
     return LoadedPreferences(
         train=tuple(pairs[i] for i in train_idx),
         eval=tuple(pairs[i] for i in eval_idx),
         skipped=skipped,
+        test=tuple(pairs[i] for i in test_idx),
     )
 
 
@@ -184,19 +186,29 @@ def _convert_all(raw: RawRows, convert: Callable[[Any], T], skip: bool) -> tuple
     return items, len(skipped)
 
 
-def _split(n: int, cfg: DataConfig, seed: int, origin: str) -> tuple[list[int], list[int]]:
-    """(train indices, eval indices), each in source order, after the optional `max_examples` cap."""
+def heldout_test_indices(n: int, test_fraction: float, seed: int) -> list[int]:
+    """The TEST rows among n valid rows: a function of (n, test_fraction, seed) only, so every run,
+    party and `securefed eval` with that seed agrees on them whatever else (max_examples, eval share,
+    partition) differs. Its own random stream keeps the other splits unchanged when it is off."""
+    n_test = int(round(test_fraction * n))
+    return sorted(int(i) for i in np.random.default_rng([seed, 0x7E57]).permutation(n)[:n_test])
+
+
+def _split(n: int, cfg: DataConfig, seed: int, origin: str) -> tuple[list[int], list[int], list[int]]:
+    """(train, eval, test) indices, each in source order. TEST is carved from all rows first; the
+    optional `max_examples` cap and the eval share then apply to the rest, so no row is in two."""
     rng = np.random.default_rng(seed)
-    pool = np.arange(n)
-    if cfg.max_examples is not None and n > cfg.max_examples:
-        pool = np.sort(rng.choice(n, size=cfg.max_examples, replace=False))
+    test_idx = heldout_test_indices(n, cfg.test_fraction, seed)
+    pool = np.setdiff1d(np.arange(n), test_idx) if test_idx else np.arange(n)
+    if cfg.max_examples is not None and len(pool) > cfg.max_examples:
+        pool = np.sort(pool[rng.choice(len(pool), size=cfg.max_examples, replace=False)])
     n_eval = min(int(round(cfg.eval_fraction * len(pool))), cfg.eval_max)
     if len(pool) - n_eval < 1:
         raise DataError(f"{origin}: {len(pool)} examples leave none for training after the eval split")
     order = rng.permutation(len(pool))
     eval_idx = sorted(int(pool[i]) for i in order[:n_eval])
     train_idx = sorted(int(pool[i]) for i in order[n_eval:])
-    return train_idx, eval_idx
+    return train_idx, eval_idx, test_idx
 
 
 def _label_pairs(

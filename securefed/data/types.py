@@ -25,6 +25,9 @@ class Example:
     prompt: str
     response: str
     label: str | None = None
+    # The conversation before the reply as (role, content) turns, for rendering with a model's own chat
+    # template (data.prompt_style); () when the row has no structured form (the prompt is then one user turn).
+    turns: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class PreferenceExample:
     prompt: str
     chosen: str
     rejected: str
+    turns: tuple[tuple[str, str], ...] = ()  # as Example.turns
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class LoadedData:
     skipped: int
     task: TaskKind
     partition_keys: tuple[str | None, ...]
+    test: tuple[Example, ...] = ()  # the held-out TEST split (data.test_fraction): never trained on
 
 
 @dataclass(frozen=True)
@@ -61,3 +66,4 @@ class LoadedPreferences:
     train: tuple[PreferenceExample, ...]
     eval: tuple[PreferenceExample, ...]
     skipped: int
+    test: tuple[PreferenceExample, ...] = ()  # held-out TEST pairs (data.test_fraction)

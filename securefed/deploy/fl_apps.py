@@ -26,7 +26,8 @@ from securefed.deploy.provision import FederationPaths, provision_federation
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
 from securefed.models.adapter import get_adapter_state, save_adapter
-from securefed.models.loading import attach_lora, load_base
+from securefed.data.chat import render_loaded
+from securefed.models.loading import attach_lora, fit_max_length, load_base
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
 from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
 from securefed.training.schedule import round_lr
@@ -104,7 +105,8 @@ def _metadata(blob: bytes) -> dict[str, str]:
 
 def _model(cfg: RootConfig):
     base, tokenizer, device = load_base(cfg.model)
-    model = attach_lora(base, cfg.lora, seed=cfg.seed)  # same seed on every machine: same initial adapter
+    # same seed on every machine: same initial adapter
+    model = attach_lora(base, cfg.lora, seed=cfg.seed, gradient_checkpointing=cfg.training.gradient_checkpointing)
     return model, tokenizer, device
 
 
@@ -172,8 +174,10 @@ class FLClientApp:
         self.cfg = cfg.model_copy(update={"data": data_cfg})
         self.model, self.tokenizer, self.device = _model(self.cfg)
         self.task = task_functions(self.cfg)  # SFT or DPO
-        data = self.task.load(self.cfg.data, seed=self.cfg.seed)
-        self.data = self.task.tokenize(self.tokenizer, data.train, self.cfg.training.max_length)
+        data = render_loaded(self.task.load(self.cfg.data, seed=self.cfg.seed), self.tokenizer,
+                             self.cfg.data.prompt_style)  # TEST rows (data.test_fraction) stay out of train
+        self.data = self.task.tokenize(self.tokenizer, data.train,
+                                       fit_max_length(self.model, self.cfg.training.max_length))
         self.algorithm = algorithms.create(self.cfg.algorithm, len(fed.parties))
         self.state_path = self.kit_dir / "state" / "client_state.safetensors"
         initial = get_adapter_state(self.model)

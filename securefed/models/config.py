@@ -12,11 +12,13 @@ class ModelConfig(BaseModel):
 
     name_or_path: str = Field(
         "default",
-        description="'default' (the embedded tiny Llama), a local directory, or a hub id",
+        description="'default' (the embedded tiny Llama), a local directory, a .gguf file, or a hub id",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda if present
     trust_remote_code: bool = False
+    # bitsandbytes: "4bit" = NF4 + double quantization (QLoRA), "8bit" = LLM.int8; the LoRA stays fp32
+    quantization: Literal["none", "4bit", "8bit"] = "none"
 
 
 class LoraConfig(BaseModel):

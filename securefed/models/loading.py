@@ -9,6 +9,8 @@ import torch
 
 from securefed.errors import ModelError
 from securefed.models.config import LoraConfig, ModelConfig
+from securefed.models.quantization import bnb_config, prepare_for_training
+from securefed.models.sources import check_local_dir, fit_max_length, resolve_path  # noqa: F401 (re-export)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -26,27 +28,21 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def resolve_path(name_or_path: str) -> str:
-    if name_or_path == "default":
-        from securefed.models.tiny import default_model_dir
-
-        return str(default_model_dir())
-    return name_or_path
-
-
 def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
-    """(model, tokenizer, device). The model is frozen (requires_grad False) and in eval mode."""
+    """(model, tokenizer, device). The model is frozen (requires_grad False) and in eval mode; with
+    model.quantization its linear weights are bitsandbytes 4/8-bit (loaded straight onto the device)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_path(cfg.name_or_path)
-    looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
-    if looks_local and not (Path(path).expanduser() / "config.json").exists():
-        raise ModelError(f"model.name_or_path {path!r}: no such model directory (config.json not found)")
+    check_local_dir(path)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    quant = bnb_config(cfg.quantization, compute_dtype=dtype)
+    extra: dict[str, Any] = {} if quant is None else {"quantization_config": quant, "device_map": {"": device}}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
+                                                     **extra)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"cannot load model {path!r} (local directory or hub id): {first}") from e
@@ -55,15 +51,22 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
         tokenizer.pad_token = tokenizer.eos_token
     for p in model.parameters():
         p.requires_grad_(False)
-    model.to(device)
+    if quant is None:
+        model.to(device)  # bitsandbytes models are placed by device_map and refuse .to()
     model.eval()
     return model, tokenizer, device
 
 
-def attach_lora(model: Any, cfg: LoraConfig, seed: int = 0) -> Any:
-    """Wrap with a peft LoRA adapter; only the LoRA matrices are trainable."""
+def attach_lora(model: Any, cfg: LoraConfig, seed: int = 0, gradient_checkpointing: bool = False) -> Any:
+    """Wrap with a peft LoRA adapter; only the LoRA matrices are trainable. A quantized base goes
+    through peft's k-bit preparation first (see models.quantization)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
+
+    quantized = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+    model = prepare_for_training(model, quantized, gradient_checkpointing)
+    for p in model.parameters():
+        p.requires_grad_(False)  # k-bit preparation may re-enable some; only LoRA trains
 
     torch.manual_seed(seed)  # LoRA A init is random: same seed, same initial global adapter
     peft_cfg = PeftLoraConfig(

@@ -13,6 +13,7 @@ from securefed.data.types import Example
 from securefed.evaluation.metrics import accuracy, macro_f1, parse_label
 from securefed.evaluation.scoring import generate
 from securefed.models.adapter import set_adapter_state
+from securefed.training.batches import needs_special_tokens
 from securefed.training.sft import eval_loss
 
 
@@ -32,7 +33,9 @@ def evaluate_adapter(
     out = {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
     if evalset.labels:
         prompts = [e.prompt for e in evalset.examples]
-        texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        special = all(needs_special_tokens(tokenizer, p) for p in prompts)  # chat-rendered prompts hold BOS
+        texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         add_special_tokens=special)
         preds = [parse_label(t, evalset.labels) for t in texts]
         refs = [e.label for e in evalset.examples]
         out["accuracy"] = accuracy(preds, refs)

@@ -12,9 +12,11 @@ from securefed import algorithms
 from securefed.aggregate import FlatLayout
 from securefed.algorithms.base import Algorithm
 from securefed.config import RootConfig
+from securefed.errors import ConfigError
 from securefed.data.partition import partition, partition_report
 from securefed.models.adapter import get_adapter_state
-from securefed.models.loading import attach_lora, load_base
+from securefed.data.chat import render_loaded
+from securefed.models.loading import attach_lora, fit_max_length, load_base
 from securefed.privacy.engine import PrivacyEngine, build_engine
 from securefed.protocols import registry as protocols
 from securefed.protocols.base import AggregationProtocol
@@ -46,6 +48,28 @@ class World:
     privacy: PrivacyEngine  # per-party DP budgets and the user-level mechanisms; 'none' passes through
 
 
+def evaluation_rows(data: Any, split: str) -> tuple:
+    """The rows per-round evaluation scores: the TEST split when there is one (split "auto"), never rows
+    a party trains on."""
+    if split == "test" or (split == "auto" and data.test):
+        if not data.test:
+            raise ConfigError("evaluation.split 'test' needs data.test_fraction > 0")
+        return data.test
+    if not data.eval:
+        raise ConfigError("no evaluation examples: set data.test_fraction or data.eval_fraction > 0")
+    return data.eval
+
+
+def build_evalset(fns: TaskFunctions, data: Any, tokenizer: Any, cfg: RootConfig, max_length: int,
+                  split: str | None = None) -> EvalSet:
+    """The scored rows (rendered data), tokenised and batched once."""
+    examples = evaluation_rows(data, split or cfg.evaluation.split)[: cfg.evaluation.max_examples]
+    tokenized = fns.tokenize(tokenizer, examples, max_length)
+    bs = cfg.evaluation.batch_size
+    batches = tuple(fns.collate(tokenized[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(tokenized), bs))
+    return EvalSet(tuple(examples), batches, data.labels)
+
+
 def build_world(cfg: RootConfig) -> World:
     fns = task_functions(cfg)
     data = fns.load(cfg.data, seed=cfg.seed)
@@ -54,19 +78,15 @@ def build_world(cfg: RootConfig) -> World:
     report = partition_report(parts, data.partition_keys)
 
     base, tokenizer, device = load_base(cfg.model)
-    model = attach_lora(base, cfg.lora, seed=cfg.seed)
+    model = attach_lora(base, cfg.lora, seed=cfg.seed, gradient_checkpointing=cfg.training.gradient_checkpointing)
     initial = get_adapter_state(model)
     layout = FlatLayout.of(initial)
+    data = render_loaded(data, tokenizer, cfg.data.prompt_style)  # instruct models: their chat template
+    max_length = fit_max_length(base, cfg.training.max_length)
 
-    tokenized = fns.tokenize(tokenizer, data.train, cfg.training.max_length)
+    tokenized = fns.tokenize(tokenizer, data.train, max_length)
     party_data = {pid: [tokenized[i] for i in idx] for pid, idx in zip(party_ids, parts)}
     sizes = {p: len(d) for p, d in party_data.items()}  # sample counts: weights and DP sample rates
-    eval_examples = data.eval[: cfg.evaluation.max_examples]
-    if not eval_examples:
-        raise ValueError("no evaluation examples: set data.eval_fraction > 0")
-    eval_tok = fns.tokenize(tokenizer, eval_examples, cfg.training.max_length)
-    bs = cfg.evaluation.batch_size
-    batches = tuple(fns.collate(eval_tok[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(eval_tok), bs))
 
     algorithm = algorithms.create(cfg.algorithm, cfg.parties)
     protocol = protocols.create(cfg.aggregation.protocol, cfg.aggregation.section())
@@ -75,7 +95,7 @@ def build_world(cfg: RootConfig) -> World:
         cfg=cfg, model=model, tokenizer=tokenizer, device=device, layout=layout, initial_adapter=initial,
         algorithm=algorithm, protocol=protocol, server_material=server_material, party_material=party_material,
         party_ids=party_ids, party_data=party_data, party_weights=sizes,
-        partition_report=report, evalset=EvalSet(tuple(eval_examples), batches, data.labels),
+        partition_report=report, evalset=build_evalset(fns, data, tokenizer, cfg, max_length),
         skipped_rows=data.skipped,
         task=fns,
         privacy=build_engine(cfg, party_ids, sizes, layout.size),

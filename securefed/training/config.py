@@ -20,6 +20,9 @@ class TrainingConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the local gradient norm; None: off")
     max_length: int = Field(128, ge=8, description="tokens per example (prompt truncated from the left)")
     autocast_bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory)")
+    packing: bool = Field(False, description="padding-free SFT batches: a micro-batch's examples in one row, "
+                          "attention kept inside each example (DP-SGD and DPO batches stay padded)")
 
     @model_validator(mode="after")
     def _lr_order(self) -> "TrainingConfig":

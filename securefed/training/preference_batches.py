@@ -40,6 +40,7 @@ class LoadedPairs:
     labels: None  # no generated-label scoring for preference data
     skipped: int
     partition_keys: tuple[str, ...] | None
+    test: tuple[PreferenceExample, ...] = ()
 
 
 def load_pairs(cfg: DataConfig, seed: int) -> LoadedPairs:
@@ -56,7 +57,8 @@ def load_pairs(cfg: DataConfig, seed: int) -> LoadedPairs:
             f"data.partition.method: {cfg.partition.method!r} needs a class key per pair; these "
             f"preference pairs have free-text responses, use 'iid'"
         )
-    return LoadedPairs(train=data.train, eval=data.eval, labels=None, skipped=data.skipped, partition_keys=keys)
+    return LoadedPairs(train=data.train, eval=data.eval, labels=None, skipped=data.skipped, partition_keys=keys,
+                       test=data.test)
 
 
 def tokenize_pair(tokenizer: Any, pair: PreferenceExample, max_length: int) -> TokenizedPair:

