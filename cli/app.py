@@ -21,10 +21,14 @@ err = Console(stderr=True)
 @app.callback()
 def _quiet_libraries() -> None:
     """Our own progress bars and tables say what happens; silence third-party bars and deprecations."""
+    import logging
     import warnings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # peft imports bitsandbytes when it is installed (securefed[quant]); on CPUs with AVX512-BF16 its
+    # import logs a warning about an optional hub-downloaded kernel we never use (it falls back).
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 
