@@ -23,7 +23,7 @@ from securefed.errors import UserError
 from securefed.models.adapter import save_adapter
 from securefed.progress import RunProgress, collect_warnings
 from securefed.reporting.tensorboard import round_writer
-from securefed.protocols.base import PartyInput, RoundContext
+from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext
 from securefed.protocols.driver import run_round
 from securefed.atomic import atomic_write_text
 from securefed.simulation.backends import open_backend
@@ -116,8 +116,21 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
         progress.update(task, description=f"round {r + 1}: {cfg.aggregation.protocol} aggregation")
         ctx = RoundContext(cfg.federation_id, r, selected, world.layout.size, world.algorithm.uses_control,
                            weight_bound(world.party_weights))
-        vsum, traffic = (remote.aggregate(ctx) if remote else
-                         run_round(world.protocol, ctx, inputs, world.server_material, world.party_material))
+        too_few = _protocol_floor(cfg, len(selected))
+        try:
+            if too_few:
+                raise ProtocolAbort(too_few)
+            vsum, traffic = (remote.aggregate(ctx) if remote else
+                             run_round(world.protocol, ctx, inputs, world.server_material, world.party_material))
+        except ProtocolAbort as e:
+            # Nothing was released: the global model and every client state stay as they were (a
+            # deployment would retry; a simulation moves on so a long run is not lost to one round).
+            say = getattr(progress, "note", None)  # RunProgress; a plain rich Progress has no log
+            if say is not None:
+                say(f"round {r + 1}: aborted by the {cfg.aggregation.protocol} protocol ({e}); model unchanged")
+            metrics.update(protocol=cfg.aggregation.protocol, contributors=0, aborted=str(e) or "protocol abort",
+                           train_loss=sum(losses.values()) / len(losses), **world.privacy.close_round())
+            return server, clients, metrics
         vsum = world.privacy.finish_round(vsum)  # central noise / distributed decoding, before the server step
         server = world.algorithm.server_update(server, to_aggregate(vsum, world.layout))
         contributors = vsum.contributors
@@ -133,6 +146,17 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     metrics.update(world.privacy.close_round())
     metrics.update(remote.metrics() if remote else {})
     return server, clients, metrics
+
+
+def _protocol_floor(cfg: RootConfig, n: int) -> str:
+    """Why a round of n selected parties cannot run under the configured protocol ('' when it can):
+    DP budget stops can leave fewer parties than the protocol's minimum."""
+    agg = cfg.aggregation
+    if agg.protocol == "secagg" and n < 3:
+        return f"secagg needs >= 3 parties, {n} admitted"
+    if agg.protocol == "he" and n < agg.he.min_contributors:
+        return f"he needs >= aggregation.he.min_contributors={agg.he.min_contributors} parties, {n} admitted"
+    return ""
 
 
 def _truncate_metrics(path: Path, completed: int) -> list[dict]:
