@@ -150,12 +150,22 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
 
 def _protocol_floor(cfg: RootConfig, n: int) -> str:
     """Why a round of n selected parties cannot run under the configured protocol ('' when it can):
-    DP budget stops can leave fewer parties than the protocol's minimum."""
+    DP budget stops can leave fewer parties than the protocol's minimum. Asks the protocol's own
+    sizing rules rather than restating them."""
     agg = cfg.aggregation
-    if agg.protocol == "secagg" and n < 3:
-        return f"secagg needs >= 3 parties, {n} admitted"
-    if agg.protocol == "he" and n < agg.he.min_contributors:
-        return f"he needs >= aggregation.he.min_contributors={agg.he.min_contributors} parties, {n} admitted"
+    if agg.protocol == "secagg":
+        try:
+            agg.secagg.resolve(n)
+        except ValueError as e:
+            return f"{e} ({n} admitted)"
+    if agg.protocol == "he":
+        need = agg.he.min_contributors
+        if agg.he.mode == "threshold":
+            from securefed.protocols.he.tkeys import threshold_for  # t of the roster must decrypt
+
+            need = max(need, threshold_for(cfg.parties, agg.he.threshold_fraction))
+        if n < need:
+            return f"he needs >= {need} parties to decrypt, {n} admitted"
     return ""
 
 
