@@ -45,8 +45,8 @@ LABEL_ATTEMPT = b"securefed/secagg/v2/attempt"
 LABEL_ROSTER = b"securefed/secagg/v2/roster"
 LABEL_TRANSCRIPT = b"securefed/secagg/v2/consistency-transcript"
 
-_ZERO_IV = bytes(16)
-_LITTLE = sys.byteorder == "little"  # every PRG key expands exactly one stream, so a fixed counter start is safe
+_ZERO_IV = bytes(16)  # every PRG key expands exactly one stream, so a fixed counter start is safe
+_LITTLE = sys.byteorder == "little"
 
 
 def os_rng(n: int) -> bytes:
