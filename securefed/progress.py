@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, TextIO
+from typing import Any, Callable, Iterator, Mapping, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -62,14 +62,14 @@ def round_line(metrics: Mapping[str, Any], rounds: int, elapsed: float) -> str:
 
 
 class _LineHandler(logging.Handler):
-    """Library warnings (>= WARNING) into the run's lines: console and log file."""
+    """Library warnings (>= WARNING), each as one 'level: message' line handed to `say`."""
 
-    def __init__(self, sink: "RunProgress") -> None:
+    def __init__(self, say: Callable[[str], None]) -> None:
         super().__init__(logging.WARNING)
-        self.sink = sink
+        self.say = say
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.sink.note(f"{record.levelname.lower()}: {record.getMessage()}")
+        self.say(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
 class RunProgress:
@@ -85,7 +85,7 @@ class RunProgress:
         self.log_path = log_path
         self._file: TextIO | None = None
         self._bar: Progress | None = None
-        self._handler = _LineHandler(self)
+        self._handler = _LineHandler(self.note)  # into the run's lines: console and log file
         self._t0 = time.perf_counter()
         self._descriptions: dict[int, str] = {}
 
@@ -170,13 +170,11 @@ def collect_warnings(console: Console) -> Iterator[list[str]]:
     console now, and returned so the run can copy them into its log file."""
     notes: list[str] = []
 
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            text = f"{record.levelname.lower()}: {record.getMessage()}"
-            notes.append(text)
-            console.print(text, highlight=False, markup=False, soft_wrap=True)
+    def say(text: str) -> None:
+        notes.append(text)
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
 
-    handler = _Collect(logging.WARNING)
+    handler = _LineHandler(say)
     logging.getLogger(LOGGER).addHandler(handler)
     try:
         yield notes
