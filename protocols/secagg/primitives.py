@@ -43,7 +43,6 @@ LABEL_GRAPH = b"securefed/secagg/v1/neighbour-graph-seed"
 LABEL_COMMIT = b"securefed/secagg/v1/self-mask-commitment"
 LABEL_ATTEMPT = b"securefed/secagg/v2/attempt"
 LABEL_ROSTER = b"securefed/secagg/v2/roster"
-LABEL_TRANSCRIPT = b"securefed/secagg/v2/consistency-transcript"
 
 _ZERO_IV = bytes(16)  # every PRG key expands exactly one stream, so a fixed counter start is safe
 _LITTLE = sys.byteorder == "little"
