@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 # Named parameter sets. One 60-bit prime only: the protocol only adds ciphertexts, so there is no
 # rescaling (no extra primes) and no key switching (no special prime, hence no relin/galois keys).
@@ -25,6 +25,13 @@ PRESETS: dict[str, tuple[int, tuple[int, ...], int]] = {
 }
 DEFAULT_PRESET = "n8192"
 _DEGREES = (4096, 8192, 16384, 32768)
+# Integer fields checked against an inclusive range: field -> (lo, hi, note after the range).
+_INT_RANGES: dict[str, tuple[int, int, str]] = {
+    "scale_bits": (1, 58, ""),  # None (preset in use) passes
+    "value_bits": (2, 32, ""),
+    "stat_security": (20, 40, " bits (flooding must fit the ring)"),
+    "precision_bits": (2, 40, ""),
+}
 
 
 @dataclass(frozen=True)
@@ -102,18 +109,12 @@ class HEConfig(BaseModel):
             raise ValueError(f"coeff_mod_bit_sizes: prime size must be in [30, 60] bits, got {v[0]}")
         return v
 
-    @field_validator("scale_bits")
+    @field_validator(*_INT_RANGES)
     @classmethod
-    def _scale(cls, v: Optional[int]) -> Optional[int]:
-        if v is not None and not 1 <= v <= 58:
-            raise ValueError(f"scale_bits must be in [1, 58], got {v}")
-        return v
-
-    @field_validator("value_bits")
-    @classmethod
-    def _value_bits(cls, v: int) -> int:
-        if not 2 <= v <= 32:
-            raise ValueError(f"value_bits must be in [2, 32], got {v}")
+    def _int_range(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+        lo, hi, why = _INT_RANGES[info.field_name]
+        if v is not None and not lo <= v <= hi:
+            raise ValueError(f"{info.field_name} must be in [{lo}, {hi}]{why}, got {v}")
         return v
 
     @field_validator("clip")
@@ -142,20 +143,6 @@ class HEConfig(BaseModel):
     def _tfrac(cls, v: float) -> float:
         if not (math.isfinite(v) and 0 <= v < 1):
             raise ValueError(f"threshold_fraction must be in [0, 1), got {v}")
-        return v
-
-    @field_validator("stat_security")
-    @classmethod
-    def _stat(cls, v: int) -> int:
-        if not 20 <= v <= 40:
-            raise ValueError(f"stat_security must be in [20, 40] bits (flooding must fit the ring), got {v}")
-        return v
-
-    @field_validator("precision_bits")
-    @classmethod
-    def _prec(cls, v: int) -> int:
-        if not 2 <= v <= 40:
-            raise ValueError(f"precision_bits must be in [2, 40], got {v}")
         return v
 
     @model_validator(mode="after")
