@@ -10,7 +10,7 @@ import torch
 from securefed.errors import ModelError
 from securefed.models.config import LoraConfig, ModelConfig
 from securefed.models.quantization import bnb_config, prepare_for_training
-from securefed.models.sources import check_local_dir, fit_max_length, resolve_path  # noqa: F401 (re-export)
+from securefed.models.sources import check_local_dir, first_line, fit_max_length, resolve_path  # noqa: F401 (re-export)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -44,8 +44,7 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
                                                      **extra)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot load model {path!r} (local directory or hub id): {first}") from e
+        raise ModelError(f"cannot load model {path!r} (local directory or hub id): {first_line(e)}") from e
     if tokenizer.pad_token is None:
         # Many causal LMs ship without a pad token; padding positions are masked out of the loss anyway.
         tokenizer.pad_token = tokenizer.eos_token

@@ -44,6 +44,12 @@ def check_local_dir(path: str) -> None:
                          f"{', '.join(TOKENIZER_FILES)}); save one there with tokenizer.save_pretrained")
 
 
+def first_line(e: BaseException) -> str:
+    """A loader exception's first line for a one-line ModelError (its type name when it has no text)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _cache_root() -> Path:
     return Path(os.environ.get("SECUREFED_CACHE", Path.home() / ".cache" / "securefed"))
 
@@ -72,8 +78,7 @@ def gguf_directory(file: Path) -> Path:
             tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
             model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot read GGUF file {str(file)!r}: {first}") from e
+        raise ModelError(f"cannot read GGUF file {str(file)!r}: {first_line(e)}") from e
     # The loader marks the model as GGUF-quantized and refuses to save it, but its tensors are already
     # dequantized floats: drop the marker and save an ordinary checkpoint.
     model.hf_quantizer = None
