@@ -179,17 +179,11 @@ def keygen(
     """On a party's machine: make its TLS key, certificate request and protocol keys. Only
     <out>/request goes to the operator; copy the kit it sends back into <out>."""
     from securefed.config import load_config
-    from securefed.deploy.fl_apps import keygen_fl_party
-    from securefed.deploy.keygen import keygen_finish
+    from securefed.deploy.fl_apps import keygen_fl_finish, keygen_fl_party
 
     try:
         cfg = load_config(config, set_)
-        if finish is not None:
-            section = cfg.aggregation.section()
-            req = keygen_finish(out, finish, cfg.aggregation.protocol,
-                                section.model_dump(mode="json") if section is not None else None)
-        else:
-            req = keygen_fl_party(out, party, cfg)
+        req = keygen_fl_finish(out, finish, cfg) if finish is not None else keygen_fl_party(out, party, cfg)
     except (UserError, ValueError) as e:
         _fail(str(e))
     Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator")

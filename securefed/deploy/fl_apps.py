@@ -21,7 +21,7 @@ from securefed.atomic import atomic_write_bytes
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
 from securefed.config import RootConfig, from_dict
 from securefed.deploy.fl_privacy import PartyPrivacy, ServerPrivacy, deployment_config
-from securefed.deploy.keygen import keygen_party
+from securefed.deploy.keygen import keygen_finish, keygen_party
 from securefed.deploy.provision import FederationPaths, provision_federation
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
@@ -50,7 +50,6 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
     """Kits for a federation that trains `cfg` with these apps (`securefed provision`): the protocol
     and its settings come from `cfg.aggregation`, and the whole config travels in app.config.
     requests: party id -> its `securefed keygen` request folder (None: make every party's keys here)."""
-    section = cfg.aggregation.section()
     settings: dict[str, Any] = {
         "port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(parties),
         "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,
@@ -58,15 +57,23 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
     if cfg.aggregation.protocol in ("plain", "secagg"):  # he ciphertexts are sized by their own codec
         settings["max_message_bytes"] = message_bound(cfg)
     return provision_federation(
-        out_dir, list(parties), server_host, cfg.aggregation.protocol,
-        section.model_dump(mode="json") if section is not None else None, settings, requests)
+        out_dir, list(parties), server_host, cfg.aggregation.protocol, _protocol_config(cfg), settings, requests)
 
 
 def keygen_fl_party(out_dir: str | Path, party_id: str, cfg: RootConfig) -> Path:
     """`securefed keygen`: this party's keys for a federation that will run `cfg`'s protocol."""
+    return keygen_party(out_dir, party_id, cfg.aggregation.protocol, _protocol_config(cfg))
+
+
+def keygen_fl_finish(out_dir: str | Path, roster_file: str | Path, cfg: RootConfig) -> Path:
+    """`securefed keygen --finish`: phase 2 of this party's keys, from the operator's roster."""
+    return keygen_finish(out_dir, roster_file, cfg.aggregation.protocol, _protocol_config(cfg))
+
+
+def _protocol_config(cfg: RootConfig) -> Any:
+    """`cfg`'s protocol settings as JSON data (None when the protocol has no section)."""
     section = cfg.aggregation.section()
-    return keygen_party(out_dir, party_id, cfg.aggregation.protocol,
-                        section.model_dump(mode="json") if section is not None else None)
+    return section.model_dump(mode="json") if section is not None else None
 
 
 def message_bound(cfg: RootConfig) -> int:
