@@ -38,7 +38,8 @@ def _dump(kind: str, protocol: str, **fields: Any) -> bytes:
     return (json.dumps(body, sort_keys=True) + "\n").encode()
 
 
-def _load(path: Path, kind: str, protocol: str) -> dict[str, Any]:
+def _load(path: Path, kind: str, protocol: str, party_id: str | None = None) -> dict[str, Any]:
+    """A keygen file of this kind and protocol (and, when given, made for `party_id`)."""
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -47,6 +48,8 @@ def _load(path: Path, kind: str, protocol: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a {kind} file")
     if d.get("protocol") != protocol:
         raise ConfigError(f"{path}: made for protocol {d.get('protocol')!r}, this federation runs {protocol!r}")
+    if party_id is not None and d.get("party_id") != party_id:
+        raise ConfigError(f"{path}: made for party {d.get('party_id')!r}, not {party_id!r}")
     return d
 
 
@@ -124,15 +127,10 @@ def read_request(request_dir: str | Path, party_id: str, protocol_name: str) -> 
     d = Path(request_dir)
     if not (d / CSR).is_file():
         raise ConfigError(f"{d / CSR}: missing (run `securefed keygen` on the party's machine)")
-    pd = _load(d / PUBLIC, "public", protocol_name)
-    if pd.get("party_id") != party_id:
-        raise ConfigError(f"{d / PUBLIC}: made for party {pd.get('party_id')!r}, not {party_id!r}")
+    pd = _load(d / PUBLIC, "public", protocol_name, party_id)
     public2 = None
     if (d / PUBLIC2).exists():
-        p2 = _load(d / PUBLIC2, "public2", protocol_name)
-        if p2.get("party_id") != party_id:
-            raise ConfigError(f"{d / PUBLIC2}: made for party {p2.get('party_id')!r}, not {party_id!r}")
-        public2 = _hex(d / PUBLIC2, p2, "public")
+        public2 = _hex(d / PUBLIC2, _load(d / PUBLIC2, "public2", protocol_name, party_id), "public")
     return Request(party_id, (d / CSR).read_bytes(), _hex(d / PUBLIC, pd, "public"), public2)
 
 
