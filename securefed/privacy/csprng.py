@@ -1,5 +1,6 @@
 """Cryptographic randomness for the distributed mechanism: an AES-256-CTR keystream (pyca/cryptography)
-turned into uniforms, and the integer samplers (Bernoulli rounding coins, Poisson, Skellam) on top.
+turned into uniforms (distributed.conditional_round draws its rounding coins from them), and the
+integer samplers (Poisson, Skellam) on top.
 
 Why not numpy's PCG64DXSM with a secret seed: PCG is a statistical generator; its output reveals its
 state, so anyone who sees enough of a party's noise (e.g. colluding parties subtracting their own
@@ -22,8 +23,6 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from scipy.special import gammaln
 
-_BLOCK = 1 << 16  # keystream bytes per refill
-
 
 class AesCtrUniforms:
     """A stream of uniforms in [0, 1) (53 random bits each) from AES-256-CTR under a fresh OS key.
@@ -43,12 +42,6 @@ class AesCtrUniforms:
         """(count,) float64 uniforms in [0, 1)."""
         raw = np.frombuffer(self.bytes(8 * count), dtype="<u8")
         return (raw >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
-
-
-def bernoulli_round(x: np.ndarray, source: AesCtrUniforms) -> np.ndarray:
-    """Unbiased randomized rounding of x: floor(x) + Bernoulli(frac(x)), as int64."""
-    floor = np.floor(x)
-    return (floor + (source.random(x.size) < (x - floor))).astype(np.int64)
 
 
 def _poisson_small(lam: float, count: int, source: AesCtrUniforms) -> np.ndarray:
