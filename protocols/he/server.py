@@ -1,4 +1,4 @@
-"""Server side of single-key `he`: sum the parties' signed ciphertexts (stage he/input), forward the
+"""Server side of single-key `he`: check the parties' signed ciphertexts (stage he/input), forward the
 contributors' signed uploads to the round's one decryptor (roster[round % n], stage he/decrypt;
 it re-sums them itself), and end with plaintext sums only. If that decryptor did not contribute
 or does not answer, the round aborts: nobody else may decrypt it.
@@ -21,7 +21,6 @@ from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.context import HEPublic
 from securefed.protocols.he.packing import Layout, dequantize, unpack
 from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE, read_signed_upload
-
 
 
 class HEServer:
@@ -56,34 +55,27 @@ class HEServer:
             raise ProtocolAbort("round not finished")
         return self._result
 
-    # -- stage he/input: homomorphic sum ------------------------------------------------------
+    # -- stage he/input: check the uploads ----------------------------------------------------
 
     def _load_party(self, pid: str, msg: Message) -> list[seal.Ciphertext]:
-        """All of one party's ciphertexts, or ProtocolError: a party is summed all or nothing."""
+        """All of one party's ciphertexts, or ProtocolError: a party is taken all or nothing."""
         if msg.stage != INPUT_STAGE:
             raise ProtocolError("unexpected stage")
         return read_signed_upload(self.public, self.ctx, pid, msg.payload, self.layout.n_ct)
 
     def _sum(self, replies: Mapping[str, Message]) -> dict[str, Message]:
-        evaluator = seal.Evaluator(self.public.context)
-        total: list[seal.Ciphertext] | None = None  # n_ct running sums: one upload's worth
         contributors, uploads = [], []
         for pid in self.ctx.party_ids:
             msg = replies.get(pid)
             if msg is None:
                 continue
             try:
-                cts = self._load_party(pid, msg)
+                self._load_party(pid, msg)  # checked here; the decryptor adds them itself
             except ProtocolError:
                 continue  # treated as dropped
-            if total is None:
-                total = cts
-            else:
-                for acc, ct in zip(total, cts):
-                    evaluator.add_inplace(acc, ct)
             contributors.append(pid)
             uploads.append(msg.payload)
-        if total is None or len(contributors) < self.config.min_contributors:
+        if not contributors or len(contributors) < self.config.min_contributors:
             raise ProtocolAbort(
                 f"{len(contributors)} parties contributed, he needs min_contributors="
                 f"{self.config.min_contributors}"
