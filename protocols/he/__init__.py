@@ -107,10 +107,9 @@ class HE:
         return load_material(data)
 
     def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> HEParty | ThresholdParty:
-        if isinstance(material, ThresholdPartyMaterial):
-            ledger = self._ledgers.setdefault(party_id, RoundLedger())
-            return ThresholdParty(ctx, party_id, data, material, self.config, self._rng, ledger)
         ledger = self._ledgers.setdefault(party_id, RoundLedger())
+        if isinstance(material, ThresholdPartyMaterial):
+            return ThresholdParty(ctx, party_id, data, material, self.config, self._rng, ledger)
         return HEParty(ctx, party_id, data, material, self.config, ledger)
 
     def server(self, ctx: RoundContext, material: Any) -> HEServer | ThresholdServer:
