@@ -133,7 +133,7 @@ class SecAggParty:
         seen: set[str] = set()
         for blob in adverts:
             sender, f = frames.open_signed(plan.binding, Stage.ADVERTISE, blob, self._identity, count=3)
-            if sender not in self._neighbours or sender in self._peer_keys or sender in seen:
+            if sender not in self._neighbours or sender in seen:  # seen covers _peer_keys (filled only here)
                 raise ProtocolError("invalid message")
             seen.add(sender)
             try:
