@@ -12,6 +12,7 @@ _HEADER = struct.Struct("<4sIQ")  # magic, format version, element count
 
 
 _MAGIC = {np.dtype("<f4"): b"F32V", np.dtype("<f8"): b"F64V"}
+_DTYPE = {magic: dtype for dtype, magic in _MAGIC.items()}
 
 
 def pack_vector(vector: np.ndarray, dtype: str = "<f8") -> bytes:
@@ -26,7 +27,7 @@ def unpack_vector(payload: bytes, expected_len: int) -> np.ndarray:
     if len(payload) < _HEADER.size:
         raise ProtocolError("malformed message")
     got_magic, version, count = _HEADER.unpack_from(payload)
-    dtype = next((d for d, m in _MAGIC.items() if m == got_magic), None)
+    dtype = _DTYPE.get(got_magic)
     if dtype is None or version != 1 or count != expected_len:
         raise ProtocolError("malformed message")
     if len(payload) != _HEADER.size + dtype.itemsize * count:
