@@ -40,6 +40,7 @@ from benchmarks.llm_efficiency import SHARED_DATA as _DATA
 from benchmarks.llm_efficiency import default_model
 from securefed.config import load_config
 from securefed.simulation.runner import simulate
+from securefed.simulation.world import build_world
 
 ALGORITHMS = ["fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam"]
 PRESETS = {
@@ -85,11 +86,8 @@ def sft_runs(args, p: dict) -> list[tuple[str, list[str]]]:
     return [(n, by_name[n]) for n in args.only.split(",")]  # in the order given
 
 
-def zero_shot(overrides: list[str]) -> dict:
-    """The base model (LoRA B = 0, so the adapter is the identity) scored on the same TEST rows."""
-    from securefed.simulation.world import build_world
-
-    world = build_world(load_config(None, overrides))
+def zero_shot(world) -> dict:
+    """The base model (LoRA B = 0, so the adapter is the identity) scored on the world's TEST rows."""
     ev = world.cfg.evaluation
     return world.task.evaluate(world.model, world.tokenizer, world.initial_adapter, world.evalset, world.device,
                                ev.batch_size, ev.max_new_tokens)
@@ -100,7 +98,8 @@ def run_sft(args, p: dict, out: Path, log) -> list[dict]:
     rows = []
     if not args.skip_zero_shot:
         t0 = time.perf_counter()
-        rows.append({"run": "zero-shot", **zero_shot(base), "seconds": time.perf_counter() - t0})
+        rows.append({"run": "zero-shot", **zero_shot(build_world(load_config(None, base))),
+                     "seconds": time.perf_counter() - t0})
         log(rows[-1])
     for name, extra in sft_runs(args, p):
         t0 = time.perf_counter()
@@ -147,13 +146,9 @@ def likelihood_accuracy(world, params) -> float:
 def run_dpo(args, p: dict, out: Path, log) -> list[dict]:
     from safetensors.torch import load_file
 
-    from securefed.simulation.world import build_world
-
     base = dpo_overrides(args, p)
     world = build_world(load_config(None, base))
-    ev = world.cfg.evaluation
-    before = world.task.evaluate(world.model, world.tokenizer, world.initial_adapter, world.evalset, world.device,
-                                 ev.batch_size, ev.max_new_tokens)
+    before = zero_shot(world)
     rows = [{"run": "DPO base (before)", "likelihood_accuracy": likelihood_accuracy(world, world.initial_adapter),
              "preference_accuracy": before["preference_accuracy"], "reward_margin": before["reward_margin"],
              "pairs": sum(len(b["input_ids"]) // 2 for b in world.evalset.batches)}]
