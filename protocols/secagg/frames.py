@@ -57,7 +57,7 @@ class Direction(IntEnum):
 @dataclass(frozen=True)
 class Binding:
     round: int
-    salt: bytes  # round_salt(federation id, round)
+    salt: bytes  # attempt_salt(round_salt(federation id, round), attempt): names one attempt
 
 
 def pack_fields(fields: Sequence[bytes]) -> bytes:
