@@ -33,7 +33,6 @@ class ThresholdServer:
         self._ids: tuple[str, ...] = ()
         self._c1_packed = b""
         self._c0_sum: np.ndarray | None = None
-        self._attested: dict[str, bytes] = {}
         self._partials: dict[str, np.ndarray] = {}
         self._result: VectorSum | None = None
 
@@ -94,7 +93,7 @@ class ThresholdServer:
         for pid in ids:
             c0, c1 = ring.add(c0, self._uploads[pid][0]), ring.add(c1, self._uploads[pid][1])
         self._ids, self._c0_sum, self._c1_packed = ids, c0, self.layout.pack(c1)
-        self._c1_sum, self._attested, self._stage = c1, {}, "attest"
+        self._stage = "attest"
         body = framing.header(tr.KIND_ATTEST, self.public.key_id, self.ctx.round) + framing.encode_ids(ids) + tr.sum_hash(self._c1_packed)
         return {pid: Message(ATTEST_STAGE, body) for pid in ids}
 
@@ -120,7 +119,7 @@ class ThresholdServer:
             for pid in set(self._ids) - set(good):
                 self._uploads.pop(pid, None)
             return self._ask_attest(tuple(sorted(good)))
-        self._attested, self._stage = good, "decrypt"
+        self._stage = "decrypt"
         body = b"".join([framing.header(tr.KIND_TDECRYPT, self.public.key_id, self.ctx.round),
                          framing.encode_ids(self._ids), self._c1_packed, *(good[pid] for pid in self._ids)])
         return {pid: Message(DECRYPT_STAGE, body) for pid in self._ids}
