@@ -23,7 +23,7 @@ import numpy as np
 from securefed.privacy import distributed
 from securefed.privacy.accounting import Spend, check_budget, epsilon, example_sample_rate, resolve_noise_multiplier
 from securefed.privacy.config import PrivacyConfig
-from securefed.privacy.rng import secure_generator, secure_normal, secure_uniforms
+from securefed.privacy.rng import poisson_sample, secure_generator, secure_normal, secure_uniforms
 from securefed.privacy.sensitivity import SafeEncoding, is_power_of_two
 from securefed.privacy.user_level import add_central_noise, user_level_input
 from securefed.protocols.base import PartyInput, VectorSum
@@ -144,8 +144,8 @@ class PrivacyEngine:
         if self.amplified:
             everyone = tuple(self.facts.participations)
             self._pool = tuple(p for p in everyone if self._admit(p, r, len(everyone)))
-            coins = secure_uniforms(len(self._pool))
-            return tuple(p for p, u in zip(self._pool, coins) if u < self.user_sample_rate())
+            n = len(self._pool)
+            return tuple(self._pool[i] for i in poisson_sample(n, self.user_sample_rate(), secure_uniforms(n)))
         admitted = tuple(selected)
         for _ in range(3):  # the distributed worst case depends on how many are admitted
             before = admitted
