@@ -282,6 +282,9 @@ class ThresholdPublic:
     def point(self, pid: str) -> int:
         return self.roster.index(pid) + 1
 
+    def sign_pub(self, pid: str) -> bytes:
+        return self.sign_pubs[self.roster.index(pid)]
+
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ThresholdPublic) and (self.label, self.roster, self.sign_pubs, self.threshold)
                 == (other.label, other.roster, other.sign_pubs, other.threshold)

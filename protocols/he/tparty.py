@@ -113,7 +113,7 @@ class ThresholdParty:
             evals = r.take(lay.evals_bytes)
             sig = r.take(tr.SIG_LEN)
             try:
-                Ed25519PublicKey.from_public_bytes(self.public.sign_pubs[self.public.point(pid) - 1]).verify(
+                Ed25519PublicKey.from_public_bytes(self.public.sign_pub(pid)).verify(
                     bytes(sig), script + bytes(evals))
             except (InvalidSignature, ValueError):
                 raise ProtocolError("bad signature") from None

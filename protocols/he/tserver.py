@@ -107,7 +107,7 @@ class ThresholdServer:
                 r = self._body(replies.get(pid), ATTEST_STAGE, tr.KIND_ATTESTED)
                 evals, sig = bytes(r.take(lay.evals_bytes)), bytes(r.take(tr.SIG_LEN))
                 r.end()
-                Ed25519PublicKey.from_public_bytes(self.public.sign_pubs[self.public.point(pid) - 1]).verify(sig, script + evals)
+                Ed25519PublicKey.from_public_bytes(self.public.sign_pub(pid)).verify(sig, script + evals)
                 # The server holds c1_j: an attestation that is not of it would fail every check.
                 if not np.array_equal(tr.evals_from(lay, evals), rlwe.linear_hash(ring, self._uploads[pid][1], alpha, beta)):
                     raise ProtocolError("attestation does not match the upload")
