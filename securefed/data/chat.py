@@ -48,16 +48,10 @@ def _render(tokenizer: Any, item: Any) -> Any:
     return dataclasses.replace(item, prompt=prompt, chosen=item.chosen.strip(), rejected=item.rejected.strip())
 
 
-def render_examples(tokenizer: Any, items: Sequence[T], style: str) -> tuple[T, ...]:
-    """Examples or preference pairs rendered for this tokenizer (unchanged under the text template)."""
-    if not uses_chat(tokenizer, style):
-        return tuple(items)
-    return tuple(_render(tokenizer, item) for item in items)
-
-
 def render_loaded(data: T, tokenizer: Any, style: str) -> T:
-    """LoadedData / LoadedPreferences / LoadedPairs with every split rendered for this tokenizer."""
+    """LoadedData / LoadedPreferences / LoadedPairs with every split rendered for this tokenizer
+    (unchanged under the text template)."""
     if not uses_chat(tokenizer, style):
         return data
-    fields = {k: render_examples(tokenizer, getattr(data, k), style) for k in ("train", "eval", "test")}
+    fields = {k: tuple(_render(tokenizer, item) for item in getattr(data, k)) for k in ("train", "eval", "test")}
     return dataclasses.replace(data, **fields)
