@@ -112,11 +112,7 @@ def bench_he(preset: str, m: int, pids: tuple[str, ...], inputs: dict[str, Party
     ctx = RoundContext("bench", 1, pids, m, False, 100)
     server = he.server(ctx, public)
     sessions = {p: he.party(ctx, p, inputs[p], parties[p]) for p in pids}
-    replies, enc_times = {}, []
-    for pid, msg in server.start().items():
-        t0 = time.perf_counter()
-        replies[pid] = sessions[pid].handle(msg)
-        enc_times.append(time.perf_counter() - t0)
+    replies, enc_times = _timed(sessions, server.start())
     t0 = time.perf_counter()
     outbound = server.step(replies)
     t_sum = time.perf_counter() - t0
