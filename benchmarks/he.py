@@ -154,7 +154,7 @@ def bench_generic(name: str, m: int, pids: tuple[str, ...], inputs: dict[str, Pa
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes")
-    ap.add_argument("--sizes", type=float, nargs="*", help="parameter counts (default 1e5 1e6 2**23 1e7)")
+    ap.add_argument("--sizes", type=float, nargs="*", help="parameter counts (default 1e5 1e6 2**23)")
     ap.add_argument("--params", nargs="*", default=["n8192"], help="single-key he presets")
     ap.add_argument("--nvflare-max", type=float, default=2**23, help="skip NVFlare's recipe above this size")
     ap.add_argument("--parties", type=int, default=3)
