@@ -23,6 +23,8 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from scipy.special import gammaln
 
+from securefed.privacy.rng import uniforms_from_bytes
+
 
 class AesCtrUniforms:
     """A stream of uniforms in [0, 1) (53 random bits each) from AES-256-CTR under a fresh OS key.
@@ -40,8 +42,7 @@ class AesCtrUniforms:
 
     def random(self, count: int) -> np.ndarray:
         """(count,) float64 uniforms in [0, 1)."""
-        raw = np.frombuffer(self.bytes(8 * count), dtype="<u8")
-        return (raw >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+        return uniforms_from_bytes(self.bytes(8 * count))
 
 
 def _poisson_small(lam: float, count: int, source: AesCtrUniforms) -> np.ndarray:

@@ -12,10 +12,15 @@ import os
 import numpy as np
 
 
+def uniforms_from_bytes(data: bytes) -> np.ndarray:
+    """(len(data) // 8,) float64 in [0, 1): the top 53 bits of each little-endian 64-bit word."""
+    raw = np.frombuffer(data, dtype="<u8")
+    return (raw >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
 def secure_uniforms(count: int) -> np.ndarray:
     """(count,) float64 in [0, 1) with 53 random bits each, from the OS CSPRNG."""
-    raw = np.frombuffer(os.urandom(8 * count), dtype="<u8")
-    return (raw >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+    return uniforms_from_bytes(os.urandom(8 * count))
 
 
 def secure_normal(count: int, std: float) -> np.ndarray:
