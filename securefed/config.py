@@ -7,7 +7,6 @@ The resolved config is saved in every run directory and checkpoint (`config.json
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -130,8 +129,9 @@ class RootConfig(BaseModel):
             from securefed.protocols.he.tkeys import threshold_for  # threshold he decrypts with t parties
 
             t = threshold_for(self.parties, self.aggregation.he.threshold_fraction)
+            # as simulation.steps.select_parties counts them (round, not ceil: 0.25 of 10 is 2)
             per_round = self.sampling.count or (
-                math.ceil(self.sampling.fraction * self.parties) if self.sampling.fraction else self.parties)
+                max(1, round(self.sampling.fraction * self.parties)) if self.sampling.fraction else self.parties)
             if per_round < t:
                 raise ValueError(f"sampling selects {per_round} parties a round but aggregation.he needs t={t} "
                                  f"of {self.parties} to decrypt: lower aggregation.he.threshold_fraction or sample more")
