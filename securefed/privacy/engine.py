@@ -323,10 +323,8 @@ def build_engine(root: Any, party_ids: Sequence[str], party_sizes: Mapping[str, 
                   for r in range(root.rounds)]
     participations = {p: sum(p in s for s in selections) for p in party_ids}
     protocol = root.aggregation.protocol
-    carrier = 1.0
-    if protocol == "secagg":
-        carrier = root.aggregation.secagg.clip / 2 ** root.aggregation.secagg.precision_bits
     unit, grid, weighted = protocol_quantum(root)
+    carrier = unit if protocol == "secagg" else 1.0  # secagg's quantum clip / 2^precision_bits is its input unit
     facts = FederationFacts(dict(party_sizes), participations, root.rounds, len(selections[0]),
                             root.training.max_steps, root.training.batch_size * root.training.grad_accum,
                             vector_len, carrier, root.seed, tuple(party_ids if accounted is None else accounted),
