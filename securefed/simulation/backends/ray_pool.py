@@ -91,7 +91,8 @@ class RayBackend:
         """Train the selected parties on the pool; returns once every one is trained (its update held
         by a live actor) or dropped."""
         round_ = RemoteRound(self, world, r)
-        privacy = dataclasses.replace(world.privacy, ledger={}, _round_spends={}, _round_notes={})
+        # the actors only encode inputs: the spend histories (which grow every round) stay here
+        privacy = dataclasses.replace(world.privacy, ledger={}, server_ledger={}, _round_spends={}, _round_notes={})
         shared = self.ray.put(RoundShared(r, lr, dict(server.params), server.control, privacy))
         round_.run_jobs(shared, selected, clients, progress, task)
         return round_
