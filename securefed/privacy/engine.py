@@ -101,7 +101,7 @@ class PrivacyEngine:
                                          self.user_sample_rate(), steps, c.accountant)
             if c.mechanism == "user-distributed" and c.noise_multiplier is None:
                 n = f.parties_per_round
-                while epsilon([self.plan_for(n, z).spend(self._n_min(n, z))] * steps, c.target_delta) > c.target_epsilon:
+                while epsilon([self._worst_spend(n, z)] * steps, c.target_delta) > c.target_epsilon:
                     z *= 1.002
             self._z = z
         return self._z
@@ -115,20 +115,20 @@ class PrivacyEngine:
             c.dropout_tolerance, c.modulus_bits, c.tail_bound, c.rounding_beta, self.facts.carrier_step,
             derive_seed(self.facts.seed, "ddp-rotation", r))
 
-    def _n_min(self, n_selected: int, z: float) -> int:
-        """The fewest contributors a round of n_selected can release a sum of: the worst case the
-        budget check must assume (the dropout margin's n_min, or less if the protocol allows less)."""
+    def _worst_spend(self, n_selected: int, z: float | None = None) -> Spend:
+        """A round of n_selected's spend at the fewest contributors it can release a sum of: the worst
+        case the budget check must assume (the dropout margin's n_min, or less if the protocol allows less)."""
+        plan = self.plan_for(n_selected, z)
         floor = self.facts.survivor_floor
         proto = floor[n_selected] if n_selected < len(floor) else 1
-        return max(1, min(self.plan_for(n_selected, z).n_min, proto))
+        return plan.spend(max(1, min(plan.n_min, proto)))
 
     def planned_spend(self, pid: str, n_selected: int = 0) -> Spend:
         """The spend the budget check charges: the worst case over the dropouts the protocol allows."""
         if self.cfg.mechanism == "example":
             return self.example_spend(pid)
         if self.cfg.mechanism == "user-distributed":
-            n = max(1, n_selected)
-            return self.plan_for(n).spend(self._n_min(n, self.user_noise()))
+            return self._worst_spend(max(1, n_selected))
         return Spend(self.user_noise(), self.user_sample_rate(), 1)
 
     # --- round hooks ----------------------------------------------------------------------------------
