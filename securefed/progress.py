@@ -75,13 +75,12 @@ class _LineHandler(logging.Handler):
 class RunProgress:
     """Rounds and parties of a run: rich bars on a terminal, lines otherwise, always OUT/run.log."""
 
-    def __init__(self, console: Console, log_path: Path | None, rounds: int, start: int = 0,
-                 stream: TextIO | None = None, tty: bool | None = None) -> None:
+    def __init__(self, console: Console, log_path: Path | None, rounds: int, stream: TextIO | None = None,
+                 tty: bool | None = None) -> None:
         self.console = console
         self.tty = console.is_terminal if tty is None else tty
         self.stream = stream
         self.rounds = rounds
-        self.start = start
         self.log_path = log_path
         self._file: TextIO | None = None
         self._bar: Progress | None = None

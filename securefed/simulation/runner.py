@@ -208,7 +208,7 @@ def simulate(
         start, history = 0, []
         metrics_path.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    with RunProgress(console, out / "run.log", cfg.rounds, start) as progress, \
+    with RunProgress(console, out / "run.log", cfg.rounds) as progress, \
             round_writer(cfg.output.tensorboard, out / "tensorboard") as board, \
             open_backend(world) as backend:
         for note in notes:
