@@ -105,7 +105,8 @@ class PartyWorker:
         self.task = task_functions(cfg)
         base, tokenizer, self.device = load_base(cfg.model)
         # The same seeded LoRA init as build_world; every job overwrites it with the round's adapter.
-        self.model = attach_lora(base, cfg.lora, seed=cfg.seed)
+        self.model = attach_lora(base, cfg.lora, seed=cfg.seed,
+                                 gradient_checkpointing=cfg.training.gradient_checkpointing)
         self.pad_id = tokenizer.pad_token_id
         self.layout = FlatLayout.of(get_adapter_state(self.model))
         self.algorithm = algorithms.create(cfg.algorithm, cfg.parties)
