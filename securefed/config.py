@@ -59,6 +59,15 @@ class SamplingConfig(BaseModel):
             raise ValueError("give sampling.count or sampling.fraction, not both")
         return self
 
+    def per_round(self, n: int) -> int:
+        """How many of n parties a round selects: all, `count`, or round(fraction * n) (at least 1;
+        round, not ceil: 0.25 of 10 is 2). The one rule selection and the config checks share."""
+        return parties_per_round(n, self.count, self.fraction)
+
+
+def parties_per_round(n: int, count: int | None, fraction: float | None) -> int:
+    return n if count is None and fraction is None else (count if count is not None else max(1, round(fraction * n)))
+
 
 class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -129,11 +138,9 @@ class RootConfig(BaseModel):
             from securefed.protocols.he.tkeys import threshold_for  # threshold he decrypts with t parties
 
             t = threshold_for(self.parties, self.aggregation.he.threshold_fraction)
-            # as simulation.steps.select_parties counts them (round, not ceil: 0.25 of 10 is 2)
-            per_round = self.sampling.count or (
-                max(1, round(self.sampling.fraction * self.parties)) if self.sampling.fraction else self.parties)
-            if per_round < t:
-                raise ValueError(f"sampling selects {per_round} parties a round but aggregation.he needs t={t} "
+            selected = self.sampling.per_round(self.parties)
+            if selected < t:
+                raise ValueError(f"sampling selects {selected} parties a round but aggregation.he needs t={t} "
                                  f"of {self.parties} to decrypt: lower aggregation.he.threshold_fraction or sample more")
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,

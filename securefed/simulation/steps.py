@@ -11,7 +11,7 @@ import torch
 
 from securefed.aggregate import Aggregate, FlatLayout
 from securefed.algorithms.base import ClientContext, ClientState
-from securefed.config import RootConfig
+from securefed.config import RootConfig, parties_per_round
 from securefed.protocols.base import PartyInput, VectorSum
 from securefed.training.sft import LocalResult
 
@@ -28,7 +28,7 @@ def select_parties(
 ) -> tuple[str, ...]:
     """The sorted parties that train in this round; all of them unless count/fraction is given."""
     n = len(party_ids)
-    k = n if count is None and fraction is None else (count if count is not None else max(1, round(fraction * n)))
+    k = parties_per_round(n, count, fraction)
     if not 1 <= k <= n:
         raise ValueError(f"cannot select {k} of {n} parties")
     rng = np.random.default_rng(derive_seed(seed, "select", round_index))
