@@ -1,14 +1,16 @@
 """Benchmark secagg against plain, side by side in one run.
 
-    .venv/bin/python benchmarks/secagg.py --out results/secagg.json          # default sizes
-    .venv/bin/python benchmarks/secagg.py --quick --out /tmp/secagg.json     # seconds
+    .venv/bin/python -m benchmarks.secagg --out results/secagg.json          # default sizes
+    .venv/bin/python -m benchmarks.secagg --quick --out /tmp/secagg.json     # seconds
+    .venv/bin/python -m benchmarks.secagg --baseline e16acd3 --out /tmp/side.json  # vs an older commit
 
 For each (n, m, graph) it runs one full round of secagg and one of plain through the in-process
 driver, timing every party's `handle` and the server's `step`, and counting bytes on the wire.
 Reported: mean client seconds per party (all stages), server seconds, upload bytes per party, and
 the ratios secagg / plain and secagg / fp32 (4 bytes per coordinate). Separately: the time for one
 party to encode and mask an 8.4M-coordinate update (the masked-input stage's work) with the
-neighbour count of a 1000-party sparse round.
+neighbour count of a 1000-party sparse round. With --baseline REV, only that stage runs, for older
+commits (loaded from git) and this tree alternately in one process, at rings of 29, 32 and 33 bits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -140,9 +143,8 @@ def mask_time(m: int, neighbours: int, n_parties: int, repeats: int, precision_b
         encoded = codec.encode(x, None, 17.0, prg_reader(os.urandom(32)))
         t1 = time.perf_counter()
         acc = MaskAccumulator(encoded, codec.bits, copy=False)
-        for j in range(neighbours + 1):
-            acc.add_mask(os.urandom(32), 1 if j % 2 else -1)
-        packed = pack_bits(acc.result(), codec.bits)
+        acc.add_masks([(os.urandom(32), 1 if j % 2 else -1) for j in range(neighbours + 1)])
+        packed = acc.packed()
         t2 = time.perf_counter()
         times.append(t2 - t0)
         encode_times.append(t1 - t0)
@@ -153,6 +155,59 @@ def mask_time(m: int, neighbours: int, n_parties: int, repeats: int, precision_b
         "encode_s_median": statistics.median(encode_times),
         "upload_vs_fp32": len(packed) / (4 * m),
     }
+
+
+def _load_revision(rev: str) -> tuple[Any, Any]:
+    """(encoding, primitives) modules of an older commit, from `git show`, loaded beside the current
+    ones so both can be timed alternately in one process."""
+    import subprocess
+    import types
+
+    def load(path: str, name: str, replace: tuple[str, str] = ("", "")) -> Any:
+        src = subprocess.run(["git", "show", f"{rev}:{path}"], check=True, capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1]).stdout
+        module = sys.modules[name] = types.ModuleType(name)  # dataclasses look their module up here
+        exec(compile(src.replace(*replace), f"{rev}:{path}", "exec"), module.__dict__)  # noqa: S102 (our own history)
+        return module
+
+    enc = load("protocols/encoding.py", f"encoding_{rev}")
+    prim = load("protocols/secagg/primitives.py", f"primitives_{rev}",
+                ("from securefed.protocols.encoding import ring_dtype", f"from encoding_{rev} import ring_dtype"))
+    return enc, prim
+
+
+def side_by_side(revs: list[str], m: int, repeats: int) -> list[dict[str, Any]]:
+    """The masked-input stage (k = 16, n = 1000, MAX_WEIGHT 64) of older commits and of this tree,
+    run alternately `repeats` times at precision 12, 15 and 16 (rings of 29, 32 and 33 bits)."""
+    from securefed.protocols import encoding as enc_now
+    from securefed.protocols.secagg import primitives as prim_now
+
+    impls = {rev: _load_revision(rev) for rev in revs} | {"now": (enc_now, prim_now)}
+    x = np.random.default_rng(1).standard_normal(m, dtype=np.float32) * 0.05
+    rows = []
+    for p in (12, 15, 16):
+        times: dict[str, list[float]] = {name: [] for name in impls}
+        for _ in range(repeats):
+            for name, (enc, prim) in impls.items():
+                codec = enc.FixedPointCodec.for_round(1000, m, False, MAX_WEIGHT, 1.0, 1.0, p)
+                keys = [(os.urandom(32), 1 if j % 2 else -1) for j in range(17)]
+                t0 = time.perf_counter()
+                acc = prim.MaskAccumulator(codec.encode(x, None, 17.0, prim.prg_reader(os.urandom(32))),
+                                           codec.bits, copy=False)
+                if hasattr(acc, "add_masks"):
+                    acc.add_masks(keys)
+                    data = acc.packed()
+                else:  # older commits: one pass per key, then pack_bits
+                    for key, sign in keys:
+                        acc.add_mask(key, sign)
+                    data = enc.pack_bits(acc.result(), codec.bits)
+                times[name].append(time.perf_counter() - t0)
+        for name, ts in times.items():
+            rows.append({"impl": name, "precision_bits": p, "bits": codec.bits, "min_s": min(ts),
+                         "median_s": statistics.median(ts), "upload_vs_fp32": len(data) / (4 * m)})
+            print(f"p={p:2d} b={codec.bits} {name:8s} min {min(ts):.3f} s  median {statistics.median(ts):.3f} s  "
+                  f"upload {len(data) / (4 * m):.4f}x fp32", flush=True)
+    return rows
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -175,7 +230,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--mask-m", type=int, default=8_400_000, help="vector length for the masking figure")
+    parser.add_argument("--baseline", action="append", default=[], metavar="REV",
+                        help="also time this commit's masked-input stage alternately with the current one "
+                             "(repeatable; e.g. e16acd3 for v1); only this comparison runs")
     args = parser.parse_args()
+    if args.baseline:
+        rows = side_by_side(args.baseline, 100_000 if args.quick else args.mask_m, 2 if args.quick else 7)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"load_average": os.getloadavg(), "side_by_side": rows}, indent=1))
+        return
 
     if args.quick:
         grid = [(10, 1_000, "auto"), (30, 1_000, "sparse"), (30, 1_000, "complete"), (10, 10_000, "auto")]

@@ -73,7 +73,7 @@ def from_ring(r: np.ndarray, bits: int) -> np.ndarray:
     return signed
 
 
-CHUNK = 1 << 20  # coordinates per pass: scratch stays in cache, no fresh 8-byte-per-coordinate arrays
+CHUNK = 1 << 17  # coordinates per pass: 1 MiB float64 scratch (2.2x faster than 1 << 20 at 8.4M), no fresh full-length arrays
 
 
 def quantize_into(
@@ -213,6 +213,44 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
             v |= words[word + 1] << np.uint64(64 - shift)
         cols[j] = v & mask
     return cols.T.reshape(-1)[:count].copy()
+
+
+# The ring wire layout of masked uploads. Rings of 33..40 bits (n ~ 1000 parties at 16 precision
+# bits) travel as two planes: the low 32 bits of every value as little-endian uint32 words, then the
+# high b - 32 bits packed with pack_bits. Same size as one b-bit packing (4L + ceil(L(b-32)/8) bytes),
+# but the masker writes its two planes as they are (no 64-bit recombination, no 33-bit windows,
+# 4x cheaper), and the server reads them back with one cast. Other widths: pack_bits itself.
+SPLIT_BITS = range(33, 41)
+
+
+def pack_planes(low: np.ndarray, high: np.ndarray, bits: int) -> bytes:
+    """(L,) uint32 low words and (L,) high parts (only their low b - 32 bits count) -> wire bytes."""
+    if bits not in SPLIT_BITS or low.shape != high.shape:
+        raise ValueError("pack_planes needs 33..40 bits and two planes of one length")
+    r = bits - 32
+    top = np.bitwise_and(high, high.dtype.type((1 << r) - 1))
+    packed_high = np.packbits(top.astype(bool), bitorder="little").tobytes() if r == 1 else pack_bits(top, r)
+    return np.ascontiguousarray(low, dtype="<u4").tobytes() + packed_high
+
+
+def pack_ring(values: np.ndarray, bits: int) -> bytes:
+    """(L,) unsigned < 2^b -> the ring wire layout (see SPLIT_BITS); packed_size(L, b) bytes."""
+    if bits not in SPLIT_BITS:
+        return pack_bits(values, bits)
+    v = np.asarray(values, dtype=np.uint64)
+    return pack_planes(v.astype(np.uint32), v >> np.uint64(32), bits)
+
+
+def unpack_ring(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Inverse of pack_ring -> (count,) uint64; ValueError on a wrong length or nonzero padding."""
+    if bits not in SPLIT_BITS:
+        return unpack_bits(data, bits, count)
+    if len(data) != packed_size(count, bits):
+        raise ValueError("packed vector has the wrong length")
+    high = unpack_bits(data[4 * count :], bits - 32, count)  # checks the padding bits
+    out = np.frombuffer(data, dtype="<u4", count=count).astype(np.uint64)
+    out |= high << np.uint64(32)
+    return out
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from securefed.protocols.base import Message, PartyInput, ProtocolError, RoundContext
-from securefed.protocols.encoding import pack_bits
+
 from securefed.protocols.secagg import frames, shamir
 from securefed.protocols.secagg.config import SecAggConfig
 from securefed.protocols.secagg.frames import Direction, Stage
@@ -178,12 +178,14 @@ class SecAggParty:
         codec, data = plan.codec, self._data
         encoded = codec.encode(data.delta, data.control_delta, data.weight, prg_reader(draw(self._rng, KEY_BYTES)))
         acc = MaskAccumulator(encoded, codec.bits, copy=False)  # (L,) in Z_{2^b}
-        acc.add_mask(self._b, +1)
         s_sk = x25519_private(self._s_raw)
-        for peer in sorted(self._held):  # exactly the neighbours the server saw share: it can cancel
-            seed = pairwise_seed(s_sk, self._peer_keys[peer][1], plan.binding.salt, me, plan.index[peer])
-            acc.add_mask(seed, plan.mask_sign(self._id, peer))
-        return [pack_bits(acc.result(), codec.bits)]
+        masks = [(self._b, +1)] + [  # exactly the neighbours the server saw share: it can cancel
+            (pairwise_seed(s_sk, self._peer_keys[peer][1], plan.binding.salt, me, plan.index[peer]),
+             plan.mask_sign(self._id, peer))
+            for peer in sorted(self._held)
+        ]
+        acc.add_masks(masks)
+        return [acc.packed()]
 
     def _consistency(self, rest: list[bytes]) -> list[bytes]:
         if len(rest) != 1:

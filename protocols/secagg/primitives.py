@@ -16,7 +16,7 @@ import hashlib
 import os
 import struct
 import sys
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from securefed.protocols.base import ProtocolError
-from securefed.protocols.encoding import ring_dtype
+from securefed.protocols.encoding import pack_planes, pack_ring, ring_dtype
 
 Rng = Callable[[int], bytes]
 
@@ -197,8 +197,10 @@ def expand_mask(key: bytes, length: int, bits: int) -> np.ndarray:
 # Rings of 33..40 bits (n ~ 1000 parties at 16 precision bits): a mask element is a 32-bit word plus
 # a high byte, lo + 2^32 * hi mod 2^b, so 5 keystream bytes per coordinate instead of 8. The
 # accumulator keeps the low 32 bits in uint32 (same-type adds, no casting) and the high bits in a
-# uint8 vector (wrapping mod 256 is right mod 2^(b-32)), adding each word's carry into it.
+# uint8 vector (wrapping mod 256 is right mod 2^(b-32)), adding each word's carry into it. (A
+# uint64 sum of the low words that keeps carries by itself was slower: numpy's mixed-type add casts.)
 SPLIT_MAX_BITS = 40
+SPLIT_CHUNK = 1 << 16  # coordinates: 256 KiB of words + 320 KiB of keystream stay in a 1 MiB L2
 
 
 class MaskAccumulator:
@@ -208,8 +210,8 @@ class MaskAccumulator:
     continues across chunks) and added as words: the buffer stays in cache, and wrap-around mod the
     word size followed by the final mask gives the sum mod 2^b. Keystream layout, per chunk of c
     coordinates: b <= 32: c little-endian uint32 words; 32 < b <= 40: c uint32 words then c high
-    bytes; b > 40: c uint64 words. Chunks are CHUNK_BYTES // word size coordinates, the same on
-    every party and the server, so a key always expands to the same mask.
+    bytes; b > 40: c uint64 words. Chunks are CHUNK_BYTES // word size coordinates (split rings:
+    SPLIT_CHUNK), the same on every party and the server, so a key always expands to the same mask.
     """
 
     CHUNK_BYTES = 1 << 20  # 1 MiB of words: accumulator chunk + keystream stay in L2 (2x faster than 4 MiB)
@@ -221,7 +223,7 @@ class MaskAccumulator:
         self.bits = bits
         self._acc = initial.copy() if copy else initial  # (L,)
         self._split = 32 < bits <= SPLIT_MAX_BITS
-        self._words = max(1, self.CHUNK_BYTES // dtype.itemsize)
+        self._words = SPLIT_CHUNK if self._split else max(1, self.CHUNK_BYTES // dtype.itemsize)
         c = min(initial.size, self._words)
         self._per = 5 if self._split else dtype.itemsize  # keystream bytes per coordinate
         self._zeros = bytes(c * self._per)
@@ -239,33 +241,50 @@ class MaskAccumulator:
         self._acc += other.astype(self._acc.dtype, copy=False)
 
     def add_mask(self, key: bytes, sign: int) -> None:
-        if len(key) != KEY_BYTES:
-            raise ValueError("PRG key must be 32 bytes")
-        encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+        self.add_masks([(key, sign)])
+
+    def add_masks(self, masks: Sequence[tuple[bytes, int]]) -> None:
+        """acc += sign * PRG(key) for every (key, sign), chunk-major: each accumulator chunk takes all
+        masks while it is in cache (one pass over the vector instead of one per key: at 8.4M
+        coordinates and 17 keys the memory traffic, not AES, was the cost). Every key's keystream is
+        still consumed chunk after chunk, so each mask is the one `add_mask` alone would add."""
+        for key, _ in masks:
+            if len(key) != KEY_BYTES:
+                raise ValueError("PRG key must be 32 bytes")
+        streams = [(Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor(), sign > 0) for key, sign in masks]
         target = self._lo if self._split else self._acc
         for start in range(0, target.size, self._words):
             chunk = target[start : start + self._words]
             c = chunk.size
-            encryptor.update_into(memoryview(self._zeros)[: c * self._per], self._buf)
-            words = np.frombuffer(self._buf, dtype=chunk.dtype.newbyteorder("<"), count=c)
-            if not self._split:
-                if sign > 0:
+            if self._split:
+                hi, carry = self._hi[start : start + c], self._carry[:c]
+            for encryptor, plus in streams:
+                encryptor.update_into(memoryview(self._zeros)[: c * self._per], self._buf)
+                words = np.frombuffer(self._buf, dtype=chunk.dtype.newbyteorder("<"), count=c)
+                if not self._split:
+                    if plus:
+                        chunk += words
+                    else:
+                        chunk -= words
+                    continue
+                high = np.frombuffer(self._buf, dtype=np.uint8, count=c, offset=4 * c)
+                if plus:
                     chunk += words
+                    np.less(chunk, words, out=carry)  # wrapped past 2^32: carry one into the high bits
+                    hi += high
+                    hi += carry.view(np.uint8)  # same-type add: no casting loop
                 else:
+                    np.less(chunk, words, out=carry)  # will wrap below 0: borrow one from the high bits
                     chunk -= words
-                continue
-            hi, high = self._hi[start : start + c], np.frombuffer(self._buf, dtype=np.uint8, count=c, offset=4 * c)
-            carry = self._carry[:c]
-            if sign > 0:
-                chunk += words
-                np.less(chunk, words, out=carry)  # wrapped past 2^32: carry one into the high bits
-                hi += high
-                hi += carry.view(np.uint8)  # same-type add: no casting loop
-            else:
-                np.less(chunk, words, out=carry)  # will wrap below 0: borrow one from the high bits
-                chunk -= words
-                hi -= high
-                hi -= carry.view(np.uint8)
+                    hi -= high
+                    hi -= carry.view(np.uint8)
+
+    def packed(self) -> bytes:
+        """The masked vector in the ring wire layout (`encoding.pack_ring`). Split rings are packed
+        from their two planes directly: no recombination into 64-bit words, no 33..40-bit windows."""
+        if not self._split:
+            return pack_ring(self.result(), self.bits)
+        return pack_planes(self._lo, self._hi, self.bits)
 
     def result(self) -> np.ndarray:
         if self._split:

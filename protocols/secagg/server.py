@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, RoundContext, RoundSpent, VectorSum
-from securefed.protocols.encoding import packed_size, ring_dtype, unpack_bits
+from securefed.protocols.encoding import packed_size, ring_dtype, unpack_ring
 from securefed.protocols.secagg import frames, shamir
 from securefed.protocols.secagg.config import SecAggConfig
 from securefed.protocols.secagg.frames import Direction, Stage
@@ -155,7 +155,7 @@ class SecAggServer:
             if len(f) != 2 or len(f[1]) != packed_size(codec.length, codec.bits):
                 continue
             try:
-                total += unpack_bits(f[1], codec.bits, codec.length).astype(total.dtype)
+                total += unpack_ring(f[1], codec.bits, codec.length).astype(total.dtype)
             except ValueError:
                 continue  # non-canonical padding: handled as dropped
             survivors.append(pid)
@@ -212,10 +212,11 @@ class SecAggServer:
         acc = MaskAccumulator(self._masked_sum, codec.bits)
         live = set(self._survivors)
         try:
+            masks = []  # (key, sign): applied in one chunk-major pass once all are recovered
             for pid in self._survivors:  # remove each survivor's self mask
                 b = shamir.int_to_secret(shamir.recover_verified(
                     shares.get((pid, KIND_SELF_MASK), {}), t, lambda v, pid=pid: self._opens_commit(pid, v)))
-                acc.add_mask(b, -1)
+                masks.append((b, -1))
             for pid in sorted(self._u2 - live):  # cancel what survivors added for dropped neighbours
                 partners = sorted(self._nb[pid] & live)
                 if not partners:
@@ -225,10 +226,11 @@ class SecAggServer:
                 s_sk = x25519_private(raw)
                 for j in partners:
                     seed = pairwise_seed(s_sk, self._adverts[j][2], plan.binding.salt, plan.index[pid], plan.index[j])
-                    acc.add_mask(seed, -plan.mask_sign(j, pid))
+                    masks.append((seed, -plan.mask_sign(j, pid)))
         except ProtocolError:
             # a holder lied about a share; the honest ones already revealed only what is safe
             raise RoundSpent("unmasking failed: too few valid shares") from None
+        acc.add_masks(masks)
         decoded = codec.decode_sum(acc.result())
         m, n3 = codec.vector_len, len(self._survivors)
         fp32 = 4 * (m * (2 if codec.has_control else 1) + 1)

@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from securefed.protocols.base import Message, PartyInput, ProtocolError, RoundContext
-from securefed.protocols.encoding import ring_dtype, unpack_bits
+from securefed.protocols.encoding import ring_dtype, unpack_ring
 from securefed.protocols.secagg import SecAgg, SecAggConfig, frames, shamir
 from securefed.protocols.secagg.frames import Direction, Stage
 from securefed.protocols.secagg.primitives import SIG_BYTES, MaskAccumulator, pairwise_seed, x25519_private
@@ -109,7 +109,7 @@ class Attempt:
         pairwise masks with the given partners (their s secrets). Decoded as a weighted delta."""
         codec, plan = self.plan.codec, self.plan
         packed = self.fields_from(Stage.MASKED, masked)[0]
-        acc = MaskAccumulator(unpack_bits(packed, codec.bits, codec.length).astype(ring_dtype(codec.bits)), codec.bits)
+        acc = MaskAccumulator(unpack_ring(packed, codec.bits, codec.length).astype(ring_dtype(codec.bits)), codec.bits)
         acc.add_mask(b_seed, -1)
         s_pk_target = self.adverts[target][1]  # (c_pk, s_pk)
         for j, s_raw in partner_keys.items():

@@ -12,7 +12,7 @@ import pytest
 
 from _deploy_helpers import expected_sums, metrics, provision, run_inprocess, server_state
 from securefed.protocols.base import Message
-from securefed.protocols.encoding import WEIGHT_FRAC_BITS, pack_bits, ring_dtype, unpack_bits
+from securefed.protocols.encoding import WEIGHT_FRAC_BITS, pack_ring, ring_dtype, unpack_ring
 from securefed.protocols.secagg import frames, shamir
 from securefed.protocols.secagg.frames import Direction, Stage
 from securefed.protocols.secagg.primitives import SIG_BYTES
@@ -43,9 +43,9 @@ def _rewrite(stage: Stage, edit):
 def _negative_weight(session, fields):
     """Subtract 3 x max_weight from the encoded weight slot of the masked input."""
     codec = session._plan.codec
-    v = unpack_bits(fields[1], codec.bits, codec.length).astype(np.int64)
+    v = unpack_ring(fields[1], codec.bits, codec.length).astype(np.int64)
     v[codec.vector_len] = (v[codec.vector_len] - (3 * session._plan.ctx.max_weight << WEIGHT_FRAC_BITS)) % (1 << codec.bits)
-    return [fields[0], pack_bits(v.astype(ring_dtype(codec.bits)), codec.bits)]
+    return [fields[0], pack_ring(v.astype(ring_dtype(codec.bits)), codec.bits)]
 
 
 def _garbage_shares(session, fields):

@@ -14,10 +14,12 @@ from securefed.protocols.encoding import (
     FixedPointCodec,
     from_ring,
     pack_bits,
+    pack_ring,
     packed_size,
     stochastic_round,
     to_ring,
     unpack_bits,
+    unpack_ring,
 )
 
 from _protocol_helpers import TestRng
@@ -46,6 +48,27 @@ def test_pack_roundtrip(bits: int, count: int, seed: bytes) -> None:
     data = pack_bits(values, bits)
     assert len(data) == packed_size(count, bits)
     np.testing.assert_array_equal(unpack_bits(data, bits, count), values)
+
+
+@settings(max_examples=25, deadline=None)
+@given(bits=st.integers(1, 64), count=st.integers(1, 200), seed=st.binary(min_size=1, max_size=8))
+def test_ring_layout_roundtrip(bits: int, count: int, seed: bytes) -> None:
+    """pack_ring: pack_bits' layout except 33..40 bits (low uint32 words, then the packed high bits),
+    always packed_size bytes, and only the canonical encoding unpacks."""
+    raw = np.frombuffer(TestRng(seed)(8 * count), dtype="<u8")
+    values = raw & np.uint64((1 << bits) - 1) if bits < 64 else raw.copy()
+    data = pack_ring(values, bits)
+    assert len(data) == packed_size(count, bits)
+    np.testing.assert_array_equal(unpack_ring(data, bits, count), values)
+    if bits not in range(33, 41):
+        assert data == pack_bits(values, bits)
+        return
+    assert data[: 4 * count] == values.astype("<u4").tobytes()
+    if (count * (bits - 32)) % 8:  # a spare bit set in the high plane is refused
+        with pytest.raises(ValueError):
+            unpack_ring(data[:-1] + bytes([data[-1] | 0x80]), bits, count)
+    with pytest.raises(ValueError):
+        unpack_ring(data[:-1], bits, count)
 
 
 def test_unpack_rejects_wrong_length_and_padding() -> None:

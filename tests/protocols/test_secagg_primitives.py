@@ -146,7 +146,11 @@ def test_masks_cancel_and_agree_across_chunks(bits: int, monkeypatch) -> None:
     from securefed.protocols.encoding import ring_dtype
     from securefed.protocols.secagg.primitives import MaskAccumulator
 
+    from securefed.protocols.encoding import pack_ring
+    from securefed.protocols.secagg import primitives
+
     monkeypatch.setattr(MaskAccumulator, "CHUNK_BYTES", 4096)  # 512..1024 coordinates per chunk
+    monkeypatch.setattr(primitives, "SPLIT_CHUNK", 700)  # split rings: 700 coordinates per chunk
     n = 5000
     x = (np.arange(n, dtype=np.uint64) * 2654435761 % (1 << bits)).astype(ring_dtype(bits))
     k1, k2 = bytes(range(32)), bytes(range(1, 33))
@@ -157,6 +161,9 @@ def test_masks_cancel_and_agree_across_chunks(bits: int, monkeypatch) -> None:
     want = (x.astype(np.uint64) + expand_mask(k1, n, bits).astype(np.uint64)
             - expand_mask(k2, n, bits).astype(np.uint64)) & np.uint64((1 << bits) - 1)
     np.testing.assert_array_equal(got, want)
+    both = MaskAccumulator(x, bits)  # chunk-major, both keys per chunk: the same masks
+    both.add_masks([(k1, +1), (k2, -1)])
+    assert both.packed() == pack_ring(want, bits)
     back = MaskAccumulator(got.astype(ring_dtype(bits)), bits)
     back.add_mask(k1, -1)
     back.add_mask(k2, +1)

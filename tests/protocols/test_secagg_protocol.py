@@ -15,7 +15,7 @@ from scipy.stats import chisquare
 from securefed.protocols import registry
 from securefed.protocols.base import Message, PartyInput, ProtocolAbort, ProtocolError, RoundContext
 from securefed.protocols.driver import run_round
-from securefed.protocols.encoding import unpack_bits
+from securefed.protocols.encoding import unpack_ring
 from securefed.protocols.secagg import SecAgg, SecAggConfig, frames
 from securefed.protocols.secagg.frames import Direction, Stage
 from securefed.protocols.secagg.party import KIND_PAIRWISE, KIND_SELF_MASK
@@ -214,7 +214,7 @@ def test_masked_input_is_uniform() -> None:
     codec = build_plan(ctx, proto.config, roster_seed(sm.identity_keys)).codec
     fields = frames.decode(build_plan(ctx, proto.config, roster_seed(sm.identity_keys)).binding, Stage.MASKED, Direction.FROM_PARTY,
                            captured["y"][:-64])
-    ring = unpack_bits(fields[1], codec.bits, codec.length)[:40_000]
+    ring = unpack_ring(fields[1], codec.bits, codec.length)[:40_000]
     low_bytes = (ring & np.uint64(0xFF)).astype(np.int64)  # the low byte of each b-bit element
     assert chisquare(np.bincount(low_bytes, minlength=256)).pvalue > 1e-4
     packed = np.frombuffer(fields[1][: 40_000 * codec.bits // 8], np.uint8)
