@@ -64,3 +64,20 @@ def test_first_token_of_each_example_is_unlabelled(setup):
     starts = (packed["position_ids"][0] == 0).nonzero().flatten()
     assert len(starts) == len(items)
     assert (packed["labels"][0, starts] == -100).all()
+
+
+@pytest.mark.parametrize("layout", [collate, collate_packed])
+def test_sft_loss_on_labelled_positions_equals_full_logit_loss(setup, layout):
+    # sft_loss sends only the positions that predict a response token through the LM head; the
+    # model's own loss computes logits everywhere. Same value and same LoRA gradients.
+    model, tokenizer, items = setup
+    batch = layout(items, tokenizer.pad_token_id)
+    a, ga = _loss_and_grads(model, batch)
+    model.zero_grad(set_to_none=True)
+    model.train()
+    full = model(**batch, use_cache=False).loss
+    full.backward()
+    assert abs(a - float(full)) < 1e-5
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(ga[n], p.grad, atol=1e-6, rtol=1e-5)
