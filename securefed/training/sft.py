@@ -130,12 +130,9 @@ def eval_loss(model: Any, batches: Sequence[Mapping[str, torch.Tensor]], device:
     total, count = 0.0, 0
     for b in batches:
         b = {k: v.to(device) for k, v in b.items()}
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
-        # position t predicts token t+1: logits (B, T-1, V) vs labels (B, T-1)
-        target = b["labels"][:, 1:]
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        total += float(nll)
-        count += int((target != -100).sum())
+        target = b["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
+        keep = torch.nn.functional.pad(target != IGNORE, (0, 1))  # LM head on labelled positions only
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_to_keep=keep).logits
+        total += float(torch.nn.functional.cross_entropy(logits.float(), target[target != IGNORE], reduction="sum"))
+        count += int((target != IGNORE).sum())
     return total / max(count, 1)

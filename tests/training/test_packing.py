@@ -81,3 +81,18 @@ def test_sft_loss_on_labelled_positions_equals_full_logit_loss(setup, layout):
     for n, p in model.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(ga[n], p.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_eval_loss_is_token_weighted_nll_of_the_full_logits(setup):
+    from securefed.training.sft import eval_loss
+
+    model, tokenizer, items = setup
+    batches = [collate(items[:3], tokenizer.pad_token_id), collate(items[3:], tokenizer.pad_token_id)]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b in batches:
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # (B, T, V)
+            target = b["labels"][:, 1:]
+            total += float(torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), target, reduction="sum"))
+            count += int((target != -100).sum())
+    assert abs(eval_loss(model, batches, torch.device("cpu")) - total / count) < 1e-5
