@@ -73,13 +73,14 @@ def length_grouped(groups: list) -> list:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def load(args, quantization: str):
+def load(args, quantization: str, gradient_checkpointing: bool = False):
     from securefed.models.config import LoraConfig, ModelConfig
     from securefed.models.loading import attach_lora, load_base
 
     base, tokenizer, device = load_base(ModelConfig(name_or_path=args.model, device=args.device,
                                                     quantization=quantization))
-    return attach_lora(base, LoraConfig(dropout=0.0), seed=0), tokenizer, device
+    return attach_lora(base, LoraConfig(dropout=0.0), seed=0, gradient_checkpointing=gradient_checkpointing), \
+        tokenizer, device
 
 
 def packing(args) -> dict:
@@ -155,7 +156,8 @@ def rss_worker(args) -> None:
     from securefed.training.batches import collate
     from securefed.training.sft import sft_loss
 
-    model, tokenizer, device = load(args, args.rss_worker)
+    quant, _, gc_flag = args.rss_worker.partition("+")
+    model, tokenizer, device = load(args, quant, gradient_checkpointing=gc_flag == "gc")
     import gc
 
     gc.collect()
@@ -178,24 +180,32 @@ def rss_worker(args) -> None:
 
 
 def quantized_vs_full(args) -> dict:
+    """Each case ("none", "4bit", "8bit", "+gc" for gradient checkpointing) in its own process; the
+    ratios of every quantized case against the full-precision case with the same checkpointing."""
     runs = {}
-    for q in ("none", "4bit"):
-        cmd = [sys.executable, "-m", "benchmarks.llm_efficiency", "--rss-worker", q, "--model", args.model,
+    for case in args.quant_cases.split(","):
+        cmd = [sys.executable, "-m", "benchmarks.llm_efficiency", "--rss-worker", case, "--model", args.model,
                "--steps", str(args.steps), "--batch", str(args.batch), "--device", args.device,
                "--data", args.data, "--max-length", str(args.max_length)]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
         if res.returncode != 0:
-            raise SystemExit(f"{q} worker failed:\n{res.stderr[-3000:]}")
-        runs[q] = json.loads(res.stdout.strip().splitlines()[-1])
-    full, four = runs["none"], runs["4bit"]
-    return {
-        "runs": runs,
-        "peak_rss_ratio": four["peak_mb"] / full["peak_mb"],
-        "model_rss_ratio": (four["peak_mb"] - four["imports_mb"]) / (full["peak_mb"] - full["imports_mb"]),
-        "footprint_ratio": four["footprint_mb"] / full["footprint_mb"],
-        "rss_after_train_ratio": four["rss_after_train_mb"] / full["rss_after_train_mb"],
-        "final_loss_rel_gap": abs(four["losses"][-1] - full["losses"][-1]) / full["losses"][-1],
-    }
+            raise SystemExit(f"{case} worker failed:\n{res.stderr[-3000:]}")
+        runs[case] = json.loads(res.stdout.strip().splitlines()[-1])
+        print(json.dumps({case: runs[case]}), file=sys.stderr, flush=True)
+    ratios = {}
+    for case, q in runs.items():
+        full = runs.get("none" + case[len(case.split("+")[0]):])
+        if case.startswith("none") or full is None:
+            continue
+        ratios[case] = {
+            "peak_rss_ratio": q["peak_mb"] / full["peak_mb"],
+            "model_rss_ratio": (q["peak_mb"] - q["imports_mb"]) / (full["peak_mb"] - full["imports_mb"]),
+            "footprint_ratio": q["footprint_mb"] / full["footprint_mb"],
+            "rss_after_train_ratio": q["rss_after_train_mb"] / full["rss_after_train_mb"],
+            "step1_loss_rel_gap": abs(q["losses"][0] - full["losses"][0]) / full["losses"][0],
+            "final_loss_rel_gap": abs(q["losses"][-1] - full["losses"][-1]) / full["losses"][-1],
+        }
+    return {"runs": runs, "ratios": ratios}
 
 
 def main() -> None:
@@ -208,7 +218,9 @@ def main() -> None:
     ap.add_argument("--batches", default="8,16,32", help="packing: batch sizes to measure")
     ap.add_argument("--max-length", type=int, default=160)
     ap.add_argument("--out", default="bench-out/llm_efficiency")
-    ap.add_argument("--rss-worker", choices=["none", "4bit"], help=argparse.SUPPRESS)
+    ap.add_argument("--rss-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--quant-cases", default="none,4bit,none+gc,4bit+gc",
+                    help="quantization cases, each in its own process: none|4bit|8bit, +gc = gradient checkpointing")
     ap.add_argument("--skip", default="", help="comma list: packing,quant")
     args = ap.parse_args()
     if args.rss_worker:

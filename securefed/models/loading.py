@@ -10,7 +10,7 @@ import torch
 from securefed.errors import ModelError
 from securefed.models.config import LoraConfig, ModelConfig
 from securefed.models.packed_attention import use_packed_attention
-from securefed.models.quantization import bnb_config, prepare_for_training
+from securefed.models.quantization import bnb_config, prepare_for_training, release_freed_memory
 from securefed.models.sources import check_local_dir, first_line, fit_max_length, resolve_path  # noqa: F401 (re-export)
 
 
@@ -56,6 +56,8 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
     use_packed_attention(model)
     if quant is None:
         model.to(device)  # bitsandbytes models are placed by device_map and refuse .to()
+    else:
+        release_freed_memory()  # the full-precision tensors it quantized from
     model.eval()
     return model, tokenizer, device
 

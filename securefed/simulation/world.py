@@ -77,6 +77,10 @@ def build_evalset(fns: TaskFunctions, data: Any, tokenizer: Any, cfg: RootConfig
     examples = scored_sample(evaluation_rows(data, split or cfg.evaluation.split), cfg.evaluation.max_examples,
                              cfg.seed)
     tokenized = fns.tokenize(tokenizer, examples, max_length)
+    # Rows of similar length batched together: less padding in the loss pass and in generation (the
+    # scores are per row, so the order does not change them). Preference pairs keep their order.
+    order = sorted(range(len(tokenized)), key=lambda i: len(getattr(tokenized[i], "input_ids", ())))
+    examples, tokenized = tuple(examples[i] for i in order), [tokenized[i] for i in order]
     bs = cfg.evaluation.batch_size
     batches = tuple(fns.collate(tokenized[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(tokenized), bs))
     return EvalSet(tuple(examples), batches, data.labels)
