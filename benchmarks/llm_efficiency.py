@@ -49,7 +49,7 @@ def _current_rss_mb() -> float:
     return float("nan")
 
 
-def batches(args, tokenizer):
+def batches(args, tokenizer, batch: int | None = None):
     import numpy as np
 
     from securefed.data.chat import render_loaded
@@ -61,53 +61,89 @@ def batches(args, tokenizer):
                          tokenizer, "auto")
     items = tokenize_all(tokenizer, data.train, args.max_length)
     rng = np.random.default_rng(0)
-    return [[items[j] for j in rng.choice(len(items), args.batch, replace=False)] for _ in range(args.steps)]
+    size = batch or args.batch
+    return [[items[j] for j in rng.choice(len(items), size, replace=False)] for _ in range(args.steps)]
 
 
-def load(args, quantization: str):
+def length_grouped(groups: list) -> list:
+    """The same rows re-batched by length (sorted, then cut into batches of the same size): the
+    cheaper alternative to packing, padded batches with little padding."""
+    rows = sorted((t for g in groups for t in g), key=lambda t: len(t.input_ids))
+    size = len(groups[0])
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def load(args, quantization: str, gradient_checkpointing: bool = False):
     from securefed.models.config import LoraConfig, ModelConfig
     from securefed.models.loading import attach_lora, load_base
 
     base, tokenizer, device = load_base(ModelConfig(name_or_path=args.model, device=args.device,
                                                     quantization=quantization))
-    return attach_lora(base, LoraConfig(dropout=0.0), seed=0), tokenizer, device
+    return attach_lora(base, LoraConfig(dropout=0.0), seed=0, gradient_checkpointing=gradient_checkpointing), \
+        tokenizer, device
 
 
 def packing(args) -> dict:
+    """Per batch size: the loss check, then useful tokens/s of four layouts of the same rows, timed
+    batch by batch in turn (warm-up pass first) so machine noise hits all four alike."""
+    from securefed.models.packed_attention import NAME
+
+    model, tokenizer, device = load(args, "none")
+    base = model.get_base_model()
+    out = {}
+    for size in (int(b) for b in args.batches.split(",")):
+        groups = batches(args, tokenizer, size)
+        layouts = {"padded": ("sdpa", groups, "collate"), "grouped": ("sdpa", length_grouped(groups), "collate"),
+                   "packed_dense_mask": ("sdpa", groups, "packed"), "packed": (NAME, groups, "packed")}
+        out[size] = _time_layouts(model, base, tokenizer, device, layouts)
+        print(json.dumps({"batch": size, **out[size]}), file=sys.stderr, flush=True)
+    return {"by_batch": out, "steps": args.steps, "max_length": args.max_length}
+
+
+def _time_layouts(model, base, tokenizer, device, layouts: dict) -> dict:
     import torch
 
     from securefed.training.batches import collate, collate_packed, useful_tokens
     from securefed.training.sft import sft_loss
 
-    model, tokenizer, device = load(args, "none")
-    groups = batches(args, tokenizer)
     pad = tokenizer.pad_token_id
-    to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
-    diffs = []
-    with torch.no_grad():
-        for g in groups:
-            diffs.append(abs(float(sft_loss(model, to(collate(g, pad)))) - float(sft_loss(model, to(collate_packed(g, pad))))))
+    make = {"collate": collate, "packed": collate_packed}
+    built = {k: (impl, [{n: v.to(device) for n, v in make[fn](g, pad).items()} for g in gs])
+             for k, (impl, gs, fn) in layouts.items()}
+    with torch.no_grad():  # same rows, same weights: padded vs the two packed attentions
+        losses = {k: [] for k in ("padded", "packed_dense_mask", "packed")}
+        for k in losses:
+            base.set_attn_implementation(built[k][0])
+            losses[k] = [float(sft_loss(model, b)) for b in built[k][1]]
+    diff = max(abs(a - b) for k in ("packed_dense_mask", "packed") for a, b in zip(losses["padded"], losses[k]))
     model.train()
-    seconds = {"padded": 0.0, "packed": 0.0}
-    tokens = {"padded": 0, "packed": 0}
-    slots = {"padded": 0, "packed": 0}
-    for g in groups:
-        for name, fn in (("padded", collate), ("packed", collate_packed)):
-            b = to(fn(g, pad))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+    seconds = dict.fromkeys(built, 0.0)
+    tokens, slots = dict.fromkeys(built, 0), dict.fromkeys(built, 0)
+    for i in range(-1, len(layouts["padded"][1])):  # i = -1: one untimed warm-up batch per layout
+        for k, (impl, bs) in built.items():
+            b = bs[max(i, 0)]
+            base.set_attn_implementation(impl)
+            _sync(device)
             t = time.perf_counter()
             sft_loss(model, b).backward()
             model.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds[name] += time.perf_counter() - t
-            tokens[name] += useful_tokens(b)
-            slots[name] += b["input_ids"].numel()
-    rate = {k: tokens[k] / seconds[k] for k in seconds}
-    return {"max_abs_loss_diff": max(diffs), "useful_tokens_per_s": rate, "ratio": rate["packed"] / rate["padded"],
-            "pad_fraction_padded": 1 - tokens["padded"] / slots["padded"], "batches": len(groups),
-            "batch": args.batch}
+            _sync(device)
+            if i >= 0:
+                seconds[k] += time.perf_counter() - t
+                tokens[k] += useful_tokens(b)
+                slots[k] += b["input_ids"].numel()
+    model.eval()
+    rate = {k: tokens[k] / seconds[k] for k in built}
+    return {"max_abs_loss_diff": diff, "useful_tokens_per_s": rate,
+            "ratio_vs_padded": {k: rate[k] / rate["padded"] for k in built},
+            "pad_fraction": {k: 1 - tokens[k] / slots[k] for k in ("padded", "grouped")}}
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def rss_worker(args) -> None:
@@ -120,7 +156,8 @@ def rss_worker(args) -> None:
     from securefed.training.batches import collate
     from securefed.training.sft import sft_loss
 
-    model, tokenizer, device = load(args, args.rss_worker)
+    quant, _, gc_flag = args.rss_worker.partition("+")
+    model, tokenizer, device = load(args, quant, gradient_checkpointing=gc_flag == "gc")
     import gc
 
     gc.collect()
@@ -143,24 +180,32 @@ def rss_worker(args) -> None:
 
 
 def quantized_vs_full(args) -> dict:
+    """Each case ("none", "4bit", "8bit", "+gc" for gradient checkpointing) in its own process; the
+    ratios of every quantized case against the full-precision case with the same checkpointing."""
     runs = {}
-    for q in ("none", "4bit"):
-        cmd = [sys.executable, "-m", "benchmarks.llm_efficiency", "--rss-worker", q, "--model", args.model,
+    for case in args.quant_cases.split(","):
+        cmd = [sys.executable, "-m", "benchmarks.llm_efficiency", "--rss-worker", case, "--model", args.model,
                "--steps", str(args.steps), "--batch", str(args.batch), "--device", args.device,
                "--data", args.data, "--max-length", str(args.max_length)]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
         if res.returncode != 0:
-            raise SystemExit(f"{q} worker failed:\n{res.stderr[-3000:]}")
-        runs[q] = json.loads(res.stdout.strip().splitlines()[-1])
-    full, four = runs["none"], runs["4bit"]
-    return {
-        "runs": runs,
-        "peak_rss_ratio": four["peak_mb"] / full["peak_mb"],
-        "model_rss_ratio": (four["peak_mb"] - four["imports_mb"]) / (full["peak_mb"] - full["imports_mb"]),
-        "footprint_ratio": four["footprint_mb"] / full["footprint_mb"],
-        "rss_after_train_ratio": four["rss_after_train_mb"] / full["rss_after_train_mb"],
-        "final_loss_rel_gap": abs(four["losses"][-1] - full["losses"][-1]) / full["losses"][-1],
-    }
+            raise SystemExit(f"{case} worker failed:\n{res.stderr[-3000:]}")
+        runs[case] = json.loads(res.stdout.strip().splitlines()[-1])
+        print(json.dumps({case: runs[case]}), file=sys.stderr, flush=True)
+    ratios = {}
+    for case, q in runs.items():
+        full = runs.get("none" + case[len(case.split("+")[0]):])
+        if case.startswith("none") or full is None:
+            continue
+        ratios[case] = {
+            "peak_rss_ratio": q["peak_mb"] / full["peak_mb"],
+            "model_rss_ratio": (q["peak_mb"] - q["imports_mb"]) / (full["peak_mb"] - full["imports_mb"]),
+            "footprint_ratio": q["footprint_mb"] / full["footprint_mb"],
+            "rss_after_train_ratio": q["rss_after_train_mb"] / full["rss_after_train_mb"],
+            "step1_loss_rel_gap": abs(q["losses"][0] - full["losses"][0]) / full["losses"][0],
+            "final_loss_rel_gap": abs(q["losses"][-1] - full["losses"][-1]) / full["losses"][-1],
+        }
+    return {"runs": runs, "ratios": ratios}
 
 
 def main() -> None:
@@ -169,10 +214,13 @@ def main() -> None:
     ap.add_argument("--data", default=str(FPB))
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8, help="4-bit vs fp32 batch")
+    ap.add_argument("--batches", default="8,16,32", help="packing: batch sizes to measure")
     ap.add_argument("--max-length", type=int, default=160)
     ap.add_argument("--out", default="bench-out/llm_efficiency")
-    ap.add_argument("--rss-worker", choices=["none", "4bit"], help=argparse.SUPPRESS)
+    ap.add_argument("--rss-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--quant-cases", default="none,4bit,none+gc,4bit+gc",
+                    help="quantization cases, each in its own process: none|4bit|8bit, +gc = gradient checkpointing")
     ap.add_argument("--skip", default="", help="comma list: packing,quant")
     args = ap.parse_args()
     if args.rss_worker:

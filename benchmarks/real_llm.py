@@ -46,11 +46,15 @@ ALGORITHMS = ["fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi
 PRESETS = {
     "cpu": dict(test_max=40, max_examples=600, rounds=2, steps=1, batch=4, lr=2e-3, r=8, targets="q_proj,v_proj",
                 max_length=96, dpo_parties=4, dpo_rounds=2, dpo_steps=1, dpo_batch=2, dpo_max_length=160,
-                dpo_test=32, dpo_max_examples=300),
+                dpo_test=32, dpo_max_examples=300, dpo_lr=5e-4),
     "gpu": dict(test_max=1000, max_examples=None, rounds=10, steps=10, batch=16, lr=1e-3, r=16, targets="all-linear",
                 max_length=256, dpo_parties=10, dpo_rounds=5, dpo_steps=10, dpo_batch=8, dpo_max_length=512,
-                dpo_test=1000, dpo_max_examples=None),
+                dpo_test=1000, dpo_max_examples=None, dpo_lr=5e-4),
 }
+
+_PRESET_FLAGS = {"rounds": int, "steps": int, "batch": int, "lr": float, "test_max": int, "max_length": int,
+                 "max_examples": int, "dpo_rounds": int, "dpo_steps": int, "dpo_batch": int, "dpo_lr": float,
+                 "dpo_test": int}
 
 
 def sft_base(args, p: dict) -> list[str]:
@@ -119,7 +123,7 @@ def dpo_overrides(args, p: dict) -> list[str]:
         "task=dpo", f"model.name_or_path={args.model}", f"model.device={args.device}", f"seed={args.seed}",
         f"data.source={args.hh}", "data.preset=hh-rlhf", "data.skip_malformed=true", "data.test_fraction=0.1",
         "data.eval_fraction=0.0", *cap, f"parties={p['dpo_parties']}", f"rounds={p['dpo_rounds']}",
-        f"training.max_steps={p['dpo_steps']}", f"training.batch_size={p['dpo_batch']}", "training.lr=5e-4",
+        f"training.max_steps={p['dpo_steps']}", f"training.batch_size={p['dpo_batch']}", f"training.lr={p['dpo_lr']}",
         f"training.max_length={p['dpo_max_length']}", "lora.dropout=0.0", f"lora.r={p['r']}",
         f"lora.alpha={2 * p['r']}", _targets(p["targets"]), f"evaluation.max_examples={p['dpo_test']}",
         f"evaluation.every={p['dpo_rounds']}", "evaluation.batch_size=4", "dpo.beta=0.1", *args.set,
@@ -231,12 +235,14 @@ def main() -> None:
     ap.add_argument("--skip-dpo", action="store_true")
     ap.add_argument("--skip-zero-shot", action="store_true", help="(to split the SFT runs over processes)")
     ap.add_argument("--dpo-protocols", default="plain,secagg")
+    for k, kind in _PRESET_FLAGS.items():  # override one value of the preset (the centralized row follows)
+        ap.add_argument("--" + k.replace("_", "-"), type=kind, default=None, help=f"preset's {k}")
     ap.add_argument("--out", default="bench-out/real_llm")
     ap.add_argument("--merge", nargs="+", metavar="DIR", help="merge the results.json of these runs into --out")
     args = ap.parse_args()
     if args.merge:
         return merge(args.merge, Path(args.out))
-    p = PRESETS[args.preset]
+    p = {**PRESETS[args.preset], **{k: v for k, v in ((k, getattr(args, k)) for k in _PRESET_FLAGS) if v is not None}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     args.console = Console(stderr=True)

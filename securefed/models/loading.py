@@ -9,7 +9,8 @@ import torch
 
 from securefed.errors import ModelError
 from securefed.models.config import LoraConfig, ModelConfig
-from securefed.models.quantization import bnb_config, prepare_for_training
+from securefed.models.packed_attention import use_packed_attention
+from securefed.models.quantization import bnb_config, prepare_for_training, release_freed_memory
 from securefed.models.sources import check_local_dir, first_line, fit_max_length, resolve_path  # noqa: F401 (re-export)
 
 
@@ -50,8 +51,13 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
         tokenizer.pad_token = tokenizer.eos_token
     for p in model.parameters():
         p.requires_grad_(False)
+    # Packed rows (training.packing) attend per example instead of through a dense N x N mask; every
+    # other input runs transformers' SDPA unchanged (see models.packed_attention).
+    use_packed_attention(model)
     if quant is None:
         model.to(device)  # bitsandbytes models are placed by device_map and refuse .to()
+    else:
+        release_freed_memory()  # the full-precision tensors it quantized from
     model.eval()
     return model, tokenizer, device
 

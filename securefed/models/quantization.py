@@ -50,3 +50,22 @@ def prepare_for_training(model: Any, quantized: bool, gradient_checkpointing: bo
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc malloc_trim; a no-op elsewhere). Quantizing at
+    load time reads each full-precision tensor, quantizes it and frees it, but glibc keeps the freed
+    arenas mapped, so without this a 4-bit process stays as large as the full-precision one."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        return
+    if trim is not None:
+        trim(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from securefed import algorithms
@@ -60,11 +61,26 @@ def evaluation_rows(data: Any, split: str) -> tuple:
     return data.eval
 
 
+def scored_sample(rows: tuple, n: int, seed: int) -> tuple:
+    """At most n of the held-out rows, a seeded uniform sample kept in source order. Not the first n:
+    splits keep source order and some sources are sorted (Financial PhraseBank's first TEST rows are
+    79% positive against 28% overall), so a prefix would score a label-skewed subset."""
+    if len(rows) <= n:
+        return rows
+    keep = np.sort(np.random.default_rng([seed, 0x5C0]).choice(len(rows), size=n, replace=False))
+    return tuple(rows[i] for i in keep)
+
+
 def build_evalset(fns: TaskFunctions, data: Any, tokenizer: Any, cfg: RootConfig, max_length: int,
                   split: str | None = None) -> EvalSet:
     """The scored rows (rendered data), tokenised and batched once."""
-    examples = evaluation_rows(data, split or cfg.evaluation.split)[: cfg.evaluation.max_examples]
+    examples = scored_sample(evaluation_rows(data, split or cfg.evaluation.split), cfg.evaluation.max_examples,
+                             cfg.seed)
     tokenized = fns.tokenize(tokenizer, examples, max_length)
+    # Rows of similar length batched together: less padding in the loss pass and in generation (the
+    # scores are per row, so the order does not change them). Preference pairs keep their order.
+    order = sorted(range(len(tokenized)), key=lambda i: len(getattr(tokenized[i], "input_ids", ())))
+    examples, tokenized = tuple(examples[i] for i in order), [tokenized[i] for i in order]
     bs = cfg.evaluation.batch_size
     batches = tuple(fns.collate(tokenized[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(tokenized), bs))
     return EvalSet(tuple(examples), batches, data.labels)

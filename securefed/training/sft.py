@@ -16,6 +16,7 @@ import torch
 from securefed.aggregate import TensorDict
 from securefed.algorithms.base import Algorithm, ClientContext, ClientState
 from securefed.models.adapter import adapter_params, get_adapter_state, set_adapter_state
+from securefed.training.batches import IGNORE
 from securefed.training.config import TrainingConfig
 
 
@@ -32,9 +33,18 @@ LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]  # (model, mi
 
 
 def sft_loss(model: Any, micro: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over response tokens (labels are -100 on prompt and padding)."""
-    # No KV cache in training: with one, transformers skips the packed-sequence mask (collate_packed).
-    return model(**micro, use_cache=False).loss
+    """Mean cross-entropy over response tokens (labels are -100 on prompt and padding).
+
+    Only the positions that predict a labelled token go through the LM head: on chat-rendered rows
+    most tokens are prompt, and the (tokens, vocab) fp32 logits and their gradient are the largest
+    tensors of a LoRA step (SmolLM2: 49,152 x 4 bytes per token). Same value as the model's own loss.
+    """
+    target = micro["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
+    keep = torch.nn.functional.pad(target != IGNORE, (0, 1))  # (B, T); the last position predicts nothing
+    inputs = {k: v for k, v in micro.items() if k != "labels"}
+    # No KV cache in training: with one, transformers skips the packed-sequence handling (collate_packed).
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (K, V), K = labelled tokens
+    return torch.nn.functional.cross_entropy(logits.float(), target[target != IGNORE])
 
 
 def _to(tensors: Mapping[str, torch.Tensor] | None, device: torch.device) -> TensorDict | None:
@@ -120,12 +130,9 @@ def eval_loss(model: Any, batches: Sequence[Mapping[str, torch.Tensor]], device:
     total, count = 0.0, 0
     for b in batches:
         b = {k: v.to(device) for k, v in b.items()}
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
-        # position t predicts token t+1: logits (B, T-1, V) vs labels (B, T-1)
-        target = b["labels"][:, 1:]
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        total += float(nll)
-        count += int((target != -100).sum())
+        target = b["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
+        keep = torch.nn.functional.pad(target != IGNORE, (0, 1))  # LM head on labelled positions only
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_to_keep=keep).logits
+        total += float(torch.nn.functional.cross_entropy(logits.float(), target[target != IGNORE], reduction="sum"))
+        count += int((target != IGNORE).sum())
     return total / max(count, 1)

@@ -64,3 +64,35 @@ def test_first_token_of_each_example_is_unlabelled(setup):
     starts = (packed["position_ids"][0] == 0).nonzero().flatten()
     assert len(starts) == len(items)
     assert (packed["labels"][0, starts] == -100).all()
+
+
+@pytest.mark.parametrize("layout", [collate, collate_packed])
+def test_sft_loss_on_labelled_positions_equals_full_logit_loss(setup, layout):
+    # sft_loss sends only the positions that predict a response token through the LM head; the
+    # model's own loss computes logits everywhere. Same value and same LoRA gradients.
+    model, tokenizer, items = setup
+    batch = layout(items, tokenizer.pad_token_id)
+    a, ga = _loss_and_grads(model, batch)
+    model.zero_grad(set_to_none=True)
+    model.train()
+    full = model(**batch, use_cache=False).loss
+    full.backward()
+    assert abs(a - float(full)) < 1e-5
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(ga[n], p.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_eval_loss_is_token_weighted_nll_of_the_full_logits(setup):
+    from securefed.training.sft import eval_loss
+
+    model, tokenizer, items = setup
+    batches = [collate(items[:3], tokenizer.pad_token_id), collate(items[3:], tokenizer.pad_token_id)]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b in batches:
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # (B, T, V)
+            target = b["labels"][:, 1:]
+            total += float(torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), target, reduction="sum"))
+            count += int((target != -100).sum())
+    assert abs(eval_loss(model, batches, torch.device("cpu")) - total / count) < 1e-5
