@@ -37,6 +37,11 @@ SHAPES = {  # Llama-2-7B, and a toy of the same family for CPU smoke tests
                num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
     "toy": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=4, vocab_size=1024, max_position_embeddings=512),
+    # SmolLM2-135M-Instruct's architecture (its config.json), for speed figures where its weights cannot
+    # go: speed does not depend on the weights' values, so random ones give the same tokens/s
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192,
+                         tie_word_embeddings=True),
 }
 CASES = [  # name, packing, quantization, gradient checkpointing, dp
     ("padded", False, "none", False, False),
@@ -56,24 +61,49 @@ def save_random_base(shape: str, dtype, out: Path) -> int:
     from securefed.models.tiny import default_model_dir
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(**SHAPES[shape], bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False)
+    cfg = LlamaConfig(**{"tie_word_embeddings": False, **SHAPES[shape]}, bos_token_id=0, eos_token_id=1, pad_token_id=2)
     model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(default_model_dir()).save_pretrained(out)
     return sum(p.numel() for p in model.parameters())
 
 
-def examples(n: int, lo: int, hi: int, vocab: int, seed: int = 0):
+def examples(n: int, lo: int, hi: int, vocab: int, seed: int = 0, rows: list | None = None):
+    """n examples of random ids: lengths log-uniform in [lo, hi] with the first half prompt, or, given
+    `rows` ([length, prompt length] pairs of a real dataset, see --lengths), drawn from those."""
     from securefed.training.batches import IGNORE, Tokenized
 
     rng = np.random.default_rng(seed)
-    lengths = np.exp(rng.uniform(np.log(lo), np.log(hi), n)).astype(int)
+    if rows:
+        shapes = [rows[j] for j in rng.integers(0, len(rows), n)]
+    else:
+        shapes = [(int(x), int(x) // 2) for x in np.exp(rng.uniform(np.log(lo), np.log(hi), n))]
     out = []
-    for length in lengths:
+    for length, prompt in shapes:
         ids = rng.integers(3, vocab, length).tolist()
-        half = length // 2
-        out.append(Tokenized(tuple(ids), tuple([IGNORE] * half + ids[half:])))
+        out.append(Tokenized(tuple(ids), tuple([IGNORE] * prompt + ids[prompt:])))
     return out
+
+
+def write_lengths(model: str, data: str, max_length: int, out: Path) -> None:
+    """[length, prompt length] of every chat-rendered Financial PhraseBank training row, tokenized by
+    `model`'s tokenizer: what --lengths replays on a machine the data and weights cannot reach."""
+    from securefed.data.chat import render_loaded
+    from securefed.data.config import DataConfig
+    from securefed.data.loading import load_examples
+    from transformers import AutoTokenizer
+
+    from securefed.models.sources import resolve_path
+    from securefed.training.batches import IGNORE, tokenize_all
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path(model))  # a .gguf: its cached conversion
+    loaded = render_loaded(load_examples(DataConfig(source=data, preset="financial-phrasebank"), seed=0),
+                           tokenizer, "auto")
+    rows = [[len(t.input_ids), next((i for i, y in enumerate(t.labels) if y != IGNORE), len(t.labels))]
+            for t in tokenize_all(tokenizer, loaded.train, max_length)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": model, "data": data, "max_length": max_length, "rows": rows}))
+    print(f"{len(rows)} rows, mean length {np.mean([r[0] for r in rows]):.1f} -> {out}")
 
 
 def run_case(args, path: Path, n_params: int, case) -> dict:
@@ -94,7 +124,8 @@ def run_case(args, path: Path, n_params: int, case) -> dict:
     base, tokenizer, device = load_base(ModelConfig(name_or_path=str(path), device=args.device, quantization=quant))
     model = attach_lora(base, LoraConfig(r=16, alpha=32, dropout=0.0, target_modules=["q_proj", "v_proj"]),
                         gradient_checkpointing=ckpt)
-    items = examples(args.batch * (args.steps + 1) * 4, args.min_len, args.max_len, SHAPES[args.shape]["vocab_size"])
+    items = examples(args.batch * (args.steps + 1) * 4, args.min_len, args.max_len, SHAPES[args.shape]["vocab_size"],
+                     rows=args.rows)
     algorithm = algorithms.create(AlgorithmConfig(name="fedavg"), 1)
     initial = get_adapter_state(model)
     ctx, state = ClientContext(global_params=initial, server_control=None), algorithm.init_client(initial)
@@ -147,8 +178,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--cases", default="", help="comma list of case names (default: all)")
     ap.add_argument("--quick", action="store_true", help="toy lengths and 2 steps (CI)")
+    ap.add_argument("--lengths", type=Path, help="JSON of real [length, prompt length] rows (--write-lengths) "
+                    "instead of log-uniform lengths")
+    ap.add_argument("--write-lengths", type=Path, metavar="OUT",
+                    help="write FPB's chat-rendered row lengths under --model's tokenizer to OUT and stop")
+    ap.add_argument("--model", help="with --write-lengths: the model whose tokenizer and chat template to use")
+    ap.add_argument("--data", help="with --write-lengths: Financial PhraseBank's all-data.csv")
     ap.add_argument("--out", default="bench-out/gpu_throughput.json")
     args = ap.parse_args(argv)
+    if args.write_lengths:
+        if not (args.model and args.data):
+            ap.error("--write-lengths needs --model and --data")
+        write_lengths(args.model, args.data, args.max_len, args.write_lengths)
+        return []
+    args.rows = json.loads(args.lengths.read_text())["rows"] if args.lengths else None
     if args.quick:
         args.steps, args.batch, args.min_len, args.max_len = 2, 4, 8, 48
     import torch
@@ -177,7 +220,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"shape": args.shape, "device": str(resolve_device(args.device)),
-                               "torch": torch.__version__, "args": {k: v for k, v in vars(args).items()},
+                               "torch": torch.__version__, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "rows"},
                                "results": rows}, indent=2))
     return rows
 
