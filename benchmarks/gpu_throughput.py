@@ -53,7 +53,7 @@ CASES = [  # name, packing, quantization, gradient checkpointing, dp
 ]
 
 
-def save_random_base(shape: str, dtype, out: Path) -> int:
+def save_random_base(shape: str, dtype, out: Path, device: str = "cpu") -> int:
     """A random-init Llama of `shape` saved with a tokenizer; returns its parameter count."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
@@ -62,10 +62,15 @@ def save_random_base(shape: str, dtype, out: Path) -> int:
 
     torch.manual_seed(0)
     cfg = LlamaConfig(**{"tie_word_embeddings": False, **SHAPES[shape]}, bos_token_id=0, eos_token_id=1, pad_token_id=2)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    with torch.device(device):  # random init of 7B: seconds on a GPU, minutes on a CPU
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(default_model_dir()).save_pretrained(out)
-    return sum(p.numel() for p in model.parameters())
+    n = sum(p.numel() for p in model.parameters())
+    del model
+    if device != "cpu":
+        torch.cuda.empty_cache()
+    return n
 
 
 def examples(n: int, lo: int, hi: int, vocab: int, seed: int = 0, rows: list | None = None):
@@ -207,7 +212,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     dtype = resolve_dtype("auto", resolve_device(args.device))
     rows = []
     with tempfile.TemporaryDirectory(prefix="securefed-random-base-") as tmp:
-        n_params = save_random_base(args.shape, dtype, Path(tmp))
+        n_params = save_random_base(args.shape, dtype, Path(tmp), str(resolve_device(args.device)))
         print(f"{args.shape}: {n_params / 1e9:.2f} B parameters, base dtype {dtype} (4-bit cases: NF4)", flush=True)
         for case in wanted:
             rows.append(run_case(args, Path(tmp), n_params, case))
