@@ -135,14 +135,16 @@ class Ring:
         r -= q
         return r
 
-    def reduce(self, x: np.ndarray, below: int = 2) -> np.ndarray:
-        """In place: x (..., L, N) < below * p (below a power of two) -> [0, p)."""
+    def reduce(self, x: np.ndarray, below: int = 2, out: np.ndarray | None = None) -> np.ndarray:
+        """x (..., L, N) < below * p (below a power of two) -> [0, p), into `out` (default: x)."""
+        out = x if out is None else out
         t = np.empty_like(x)
         while below > 1:
             below //= 2
             np.subtract(x, self._p * np.uint64(below), out=t)
-            np.minimum(x, t, out=x)  # x - below*p wraps around when x < below*p
-        return x
+            np.minimum(x, t, out=out)  # x - below*p wraps around when x < below*p
+            x = out
+        return out
 
     # -- NTT -----------------------------------------------------------------------------------
 
@@ -167,6 +169,12 @@ class Ring:
         return NTTPlan(self.primes, self.n, *self._tables)
 
     # -- conversions ---------------------------------------------------------------------------
+
+    def from_small(self, x: np.ndarray) -> np.ndarray:
+        """Signed integers |x| < p (..., N) -> residues (..., L, N), without a division: x + p
+        (mod 2^64) lies in (0, 2p), one conditional subtraction reduces it."""
+        r = x[..., None, :].astype(np.uint64) + self._p
+        return np.minimum(r, r - self._p, out=r)
 
     def from_int64(self, x: np.ndarray) -> np.ndarray:
         """Signed integers (..., N) -> residues (..., L, N)."""

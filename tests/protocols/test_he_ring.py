@@ -15,7 +15,7 @@ import pytest
 import tenseal.sealapi as seal
 
 from securefed.protocols.he import rlwe
-from securefed.protocols.he.ring import PRIMES_8192, Ring, sample_cbd, sample_ternary
+from securefed.protocols.he.ring import PRIMES_8192, Ring, sample_bounded, sample_cbd, sample_ternary
 from securefed.protocols.he.sealio import load_bytes, save_bytes
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "vectors"))
@@ -184,3 +184,38 @@ def test_seal_decrypts_our_encryption(seal_bfv):
     pt = seal.Plaintext()
     seal.Decryptor(ctx, keygen.secret_key()).decrypt(ct, pt)
     assert [pt.data(i) for i in range(ring.n)] == [int(v) for v in m]
+
+
+@pytest.mark.parametrize("value_bits,k", [(26, 5), (40, 3), (62, 2)])
+def test_fused_encrypt_and_partial_decrypt_equal_the_textbook_formulas(value_bits, k):
+    """rlwe.encrypt(encode_message(...)) / partial_decrypt (one ciphertext at a time, Shoup
+    products, lazy reduction) compute bit for bit the textbook c1 = a*u + e1, c0 = INTT(b*u) + e0 + Delta*V,
+    d = INTT(c1*s) + f from the same random bytes, for several ciphertexts and for digit
+    widths on both sides of encode's int64 fast path."""
+    ring = rlwe.ring_for()
+    gen = np.random.default_rng(value_bits)
+    values = gen.integers(-(2 ** (value_bits - 1)) + 1, 2 ** (value_bits - 1), size=2 * k * ring.n + 77)
+    a = rlwe.crs(ring, b"fused")
+    s, b = rlwe.keygen_share(ring, a, kat.FixedStream("fused-key"))
+    c0, c1 = rlwe.encrypt(ring, a, b, rlwe.encode_message(ring, values, value_bits, k, 20), kat.FixedStream("fused"))
+    src = kat.FixedStream("fused")
+    u, e1, e0 = sample_ternary(src, (3, ring.n)), sample_cbd(src, (3, ring.n)), sample_cbd(src, (3, ring.n))
+    u = ring.ntt(ring.from_int64(u))
+    assert np.array_equal(c1, ring.add(ring.mul(u, a), ring.ntt(ring.from_int64(e1))))
+    msg = np.zeros((3, ring.size, ring.n), dtype=object)
+    padded = np.zeros(3 * k * ring.n, dtype=object)
+    padded[: values.size] = values
+    for c in range(3):
+        for l, p in enumerate(ring.primes):
+            digits = padded[c * k * ring.n : (c + 1) * k * ring.n].reshape(k, ring.n)
+            msg[c, l] = sum(digits[j] * pow(2, 20 + value_bits * j, p) for j in range(k)) % p
+    want0 = ring.add(ring.add(ring.intt(ring.mul(u, b)), ring.from_int64(e0)), msg.astype(np.uint64))
+    assert np.array_equal(c0, want0)
+    d = rlwe.partial_decrypt(ring, c1, s, 70, kat.FixedStream("flood"))
+    src = kat.FixedStream("flood")
+    hi = sample_bounded(src, (3, ring.n), 70 - 32).astype(object)
+    flood = hi * 2**32 + np.frombuffer(src(4 * 3 * ring.n), dtype="<u4").reshape(3, ring.n).astype(object)
+    assert flood.min() >= -(2**70) and flood.max() < 2**70
+    f = np.stack([np.stack([flood[c] % p for p in ring.primes]) for c in range(3)]).astype(np.uint64)
+    assert np.array_equal(d, ring.add(ring.intt(ring.mul(c1, s)), f))
+    assert np.array_equal(rlwe.flooding(ring, kat.FixedStream("flood"), 3, 70), f)
