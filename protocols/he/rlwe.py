@@ -110,11 +110,14 @@ def message_of(ring: Ring, values: np.ndarray, value_bits: int, k: int, delta_bi
         d <<= shift  # Z_2^b (or signed) -> signed, |d| < 2^(b-1)
         d >>= shift
         if small:
-            return np.remainder(centered @ d, p).astype(np.uint64)
+            acc = d[0] * centered[:, :1]  # (L, N)
+            for j in range(1, k):
+                acc += d[j] * centered[:, j : j + 1]
+            return np.remainder(acc, p).view(np.uint64)
         acc = np.zeros((ring.size, ring.n), dtype=np.int64)
         for j in range(k):
             acc = (acc + np.remainder(d[j], p) * weights[:, j : j + 1]) % p  # < 2^62 + 2^31
-        return acc.astype(np.uint64)
+        return acc.view(np.uint64)
 
     return -(-values.size // per_ct), msg
 
