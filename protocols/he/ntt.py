@@ -1,12 +1,13 @@
 """Hazmat: the negacyclic NTT of ring.py as vectorised numpy passes (SEAL's roots and order).
 
 Each stage is one Cooley-Tukey (forward) or Gentleman-Sande (inverse) butterfly over all L x N/2
-pairs of one ring element at once, in 12 numpy passes with preallocated buffers and no division:
+pairs of one ring element at once, in 11 numpy passes with preallocated buffers and no division:
 
 - Shoup's multiplication by a twiddle w with its precomputed companion w' = floor(w 2^32 / p):
   for x < 2^32, q = floor(x w' / 2^32) and r = x w - q p lies in [0, 2p) (every p < 2^31);
 - lazy reduction: values stay in [0, 2p) between stages (one conditional subtraction of 2p per
-  output instead of a full reduction), and are reduced to [0, p) once at the end.
+  output instead of a full reduction, as min(v, v - 2p) or min(v, v + 2p) on uint64, where the
+  wrong candidate has wrapped around), and are reduced to [0, p) once at the end.
 
 Why a transposition half-way: a stage pairs coordinates `half` apart, and once `half` is small
 numpy's inner loops run over a few contiguous words only (several times slower per word). With
@@ -76,24 +77,22 @@ class NTTPlan:
         np.multiply(q, p, out=q)
         np.multiply(x1, w[0], out=t)
         np.subtract(t, q, out=t)  # t = w x1 mod p, in [0, 2p)
-        np.add(x0, p2, out=q)
-        np.subtract(q, t, out=q)  # x0 - t + 2p in (0, 4p)
+        np.subtract(x0, t, out=q)  # x0 - t in (-2p, 2p), mod 2^64
         np.add(x0, t, out=x0)  # [0, 4p)
+        np.add(q, p2, out=t)
+        np.minimum(q, t, out=x1)  # x0 - t + 2p wraps back into [0, 2p) exactly when x0 - t wrapped
         np.subtract(x0, p2, out=t)
         np.minimum(x0, t, out=x0)  # x0 - 2p wraps around when x0 < 2p
-        np.subtract(q, p2, out=t)
-        np.minimum(q, t, out=x1)
 
     @staticmethod
     def _gs(y0, y1, w, p, p2, q, t) -> None:
         """(y0, y1) -> (y0 + y1, (y0 - y1) w), inputs and outputs in [0, 2p)."""
-        np.add(y0, p2, out=q)
-        np.subtract(q, y1, out=q)  # y0 - y1 + 2p in (0, 4p)
+        np.subtract(y0, y1, out=q)  # (-2p, 2p), mod 2^64
+        np.add(q, p2, out=t)
+        np.minimum(q, t, out=q)  # [0, 2p): Shoup's input bound
         np.add(y0, y1, out=y0)
         np.subtract(y0, p2, out=t)
         np.minimum(y0, t, out=y0)
-        np.subtract(q, p2, out=t)
-        np.minimum(q, t, out=q)  # [0, 2p): Shoup's input bound
         np.multiply(q, w[1], out=t)
         np.right_shift(t, _U32, out=t)
         np.multiply(t, p, out=t)
