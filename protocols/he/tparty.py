@@ -13,6 +13,10 @@ a c1 sum it has checked:
 
 Anything else raises ProtocolError (the one opaque error). Only flooded partial decryptions of a
 checked sum leave the party; never a plaintext, never an OK/CORRUPT bit.
+
+Randomness: each stage's bulk draws (dither, encryption noise, flooding) come from an AES-256-CTR
+stream keyed with 32 bytes of the caller's rng (os.urandom by default), as secagg's dither does:
+the kernel's CSPRNG delivered ~200 MB/s here, a tenth of an encryption's time.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.ring import ByteSource
 from securefed.protocols.he.tkeys import ThresholdPartyMaterial
 from securefed.protocols.secagg.ledger import RoundLedger
+from securefed.protocols.secagg.primitives import prg_reader
 
 INPUT_STAGE, ATTEST_STAGE, DECRYPT_STAGE, RECOVER_STAGE = "he/input", "he/attest", "he/decrypt", "he/recover"
 
@@ -68,7 +73,8 @@ class ThresholdParty:
         if self._c1 is not None or message.payload:
             raise ProtocolError("unexpected message")
         lay, ring = self.layout, self.layout.ring
-        ints = lay.codec.encode(self.data.delta, self.data.control_delta, self.data.weight, self.rng)  # Z_2^b
+        bulk = prg_reader(self.rng(32))  # dither, u, e0, e1: ~70 MB at 8.4M parameters
+        ints = lay.codec.encode(self.data.delta, self.data.control_delta, self.data.weight, bulk)  # Z_2^b
         n_ct, msg_of = rlwe.message_of(ring, ints, lay.codec.bits, lay.k, lay.budget.delta_bits)
         c0_parts, c1_parts = [b""] * n_ct, [b""] * n_ct
         c1 = np.empty((n_ct, ring.size, ring.n), dtype=np.uint32)  # kept for he/attest
@@ -78,7 +84,7 @@ class ThresholdParty:
             c1[c] = x1
 
         a = rlwe.crs(ring, self.public.label.encode())
-        rlwe.encrypt_each(ring, a, self.public.b_ntt, n_ct, msg_of, self.rng, emit)
+        rlwe.encrypt_each(ring, a, self.public.b_ntt, n_ct, msg_of, bulk, emit)
         self._c1 = c1
         head = framing.header(tr.KIND_TINPUT, self.public.key_id, self.ctx.round)
         return Message(INPUT_STAGE, b"".join([head, *c0_parts, *c1_parts]))
@@ -140,7 +146,8 @@ class ThresholdParty:
         def emit(c: int, d: np.ndarray) -> None:  # on worker threads, disjoint slots
             parts[c] = lay.pack(d)
 
-        rlwe.partial_decrypt_each(lay.ring, lay.n_ct, lambda c: c1_sum[c], share, lay.budget.flood_bits, self.rng, emit)
+        flood = prg_reader(self.rng(32))  # 12 bytes per coefficient
+        rlwe.partial_decrypt_each(lay.ring, lay.n_ct, lambda c: c1_sum[c], share, lay.budget.flood_bits, flood, emit)
         return b"".join(parts)
 
     def _recover(self, message: Message) -> Message:
