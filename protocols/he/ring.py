@@ -149,20 +149,26 @@ class Ring:
     # -- NTT -----------------------------------------------------------------------------------
 
     def ntt(self, a: np.ndarray) -> np.ndarray:
-        """Negacyclic NTT of (..., L, N) residues < 2p (Cooley-Tukey, output reduced, in SEAL's
-        bit-reversed order). One ring element at a time: its L x N words stay in cache across the
-        log N stages (a whole batch swept through memory per stage is several times slower)."""
-        x = np.array(a, dtype=np.uint64, copy=True)
+        """Negacyclic NTT of (..., L, N) reduced residues (Cooley-Tukey, in SEAL's bit-reversed
+        order). One ring element at a time: its L x N words stay in cache across the log N
+        stages (a whole batch swept through memory per stage is several times slower)."""
+        x = self._words(a)
         for elem in x.reshape(-1, self.size, self.n):
             self._plan.forward(elem)
-        return x
+        return x.astype(np.uint64)
 
     def intt(self, a: np.ndarray) -> np.ndarray:
-        """Inverse of `ntt` (input residues < 2p, output reduced)."""
-        x = np.array(a, dtype=np.uint64, copy=True)
+        """Inverse of `ntt`."""
+        x = self._words(a)
         for elem in x.reshape(-1, self.size, self.n):
             self._plan.inverse(elem)
-        return x
+        return x.astype(np.uint64)
+
+    def _words(self, a: np.ndarray) -> np.ndarray:
+        """A uint32 copy of reduced residues (the NTT plan's working type); ValueError otherwise."""
+        if np.any(np.asarray(a) >= self._p):
+            raise ValueError("ring element has unreduced residues")
+        return np.array(a, dtype=np.uint32, copy=True, order="C")
 
     @cached_property
     def _plan(self) -> NTTPlan:
@@ -171,10 +177,11 @@ class Ring:
     # -- conversions ---------------------------------------------------------------------------
 
     def from_small(self, x: np.ndarray) -> np.ndarray:
-        """Signed integers |x| < p (..., N) -> residues (..., L, N), without a division: x + p
-        (mod 2^64) lies in (0, 2p), one conditional subtraction reduces it."""
-        r = x[..., None, :].astype(np.uint64) + self._p
-        return np.minimum(r, r - self._p, out=r)
+        """Signed integers |x| < p (..., N) -> residues (..., L, N) as uint32, without a division:
+        x + p (mod 2^32) lies in (0, 2p), one conditional subtraction reduces it."""
+        p = self._p.astype(np.uint32)
+        r = x[..., None, :].astype(np.uint32) + p
+        return np.minimum(r, r - p, out=r)
 
     def from_int64(self, x: np.ndarray) -> np.ndarray:
         """Signed integers (..., N) -> residues (..., L, N)."""

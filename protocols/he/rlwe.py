@@ -189,13 +189,12 @@ def encrypt_each(ring: Ring, a_ntt: np.ndarray, b_ntt: np.ndarray, n_ct: int, ms
         plan.forward(uc)
         ec = ring.from_small(e1[c])
         plan.forward(ec)
-        x = ring.mul_fixed(uc, fa)
+        x = ring.mul_fixed(uc, fa)  # uint64 < 2p
         x += ec
-        y = ring.mul_fixed(uc, fb)
+        y = ring.reduce(ring.mul_fixed(uc, fb), 2, out=np.empty_like(uc))  # uint32 < p
         plan.inverse(y)
-        y += ring.from_small(e0[c])
-        y += msg_of(c)
-        emit(c, ring.reduce(y, 4), ring.reduce(x, 4))  # both < 3p
+        y += ring.from_small(e0[c])  # < 2p < 2^32
+        emit(c, ring.reduce(msg_of(c) + y, 4), ring.reduce(x, 4))  # both < 3p
 
     each_ciphertext(n_ct, one)
 
@@ -220,10 +219,10 @@ def partial_decrypt_each(ring: Ring, n_ct: int, c1_of: Callable[[int], np.ndarra
     fs, plan = ring.fixed(share_ntt), ring._plan
 
     def one(c: int) -> None:
-        x = ring.mul_fixed(c1_of(c).astype(np.uint64, copy=False), fs)
-        plan.inverse(x)
-        x += _flood_ct(ring, hi[c], lo[c])
-        emit(c, ring.reduce(x, 2))
+        x = ring.mul_fixed(c1_of(c), fs)  # uint64 < 2p
+        y = ring.reduce(x, 2, out=np.empty(x.shape, dtype=np.uint32))
+        plan.inverse(y)
+        emit(c, ring.reduce(_flood_ct(ring, hi[c], lo[c]) + y, 2))
 
     each_ciphertext(n_ct, one)
 
