@@ -6,15 +6,14 @@ and `plain` / `secagg`: time to encrypt / sum / decrypt, bytes per parameter, er
     python -m benchmarks.he --quick         # tiny sizes, a few seconds
     python -m benchmarks.he --out he.json   # also write the rows as JSON
 
-    python -m benchmarks.he --threads 1     # threshold party work on one thread (default: rlwe.THREADS)
+    python -m benchmarks.he --threads 2     # threshold party work on 2 threads (default rlwe.THREADS = 1)
 
 Sizes count adapter coordinates m (no SCAFFOLD control). Threshold rows: one party's encryption
 (input stage), one party's attestation, the server's input + attestation stages, one party's
 partial decryption (sum check included), one recovery share (a roster of parties + 1 with one
 key holder not selected, so recovery runs), and the server's decode. Single-key rows: one party's
-encryption, the server's sum, one decryption, unpacking. In process; a threshold party spreads
-its ciphertexts over rlwe.THREADS threads (2 on a machine with 2 cores or more), everything
-else is single-threaded.
+encryption, the server's sum, one decryption, unpacking. In process, single-threaded unless
+--threads spreads a threshold party's ciphertexts over more threads.
 """
 
 from __future__ import annotations

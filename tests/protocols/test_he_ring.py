@@ -219,3 +219,19 @@ def test_fused_encrypt_and_partial_decrypt_equal_the_textbook_formulas(value_bit
     f = np.stack([np.stack([flood[c] % p for p in ring.primes]) for c in range(3)]).astype(np.uint64)
     assert np.array_equal(d, ring.add(ring.intt(ring.mul(c1, s)), f))
     assert np.array_equal(rlwe.flooding(ring, kat.FixedStream("flood"), 3, 70), f)
+
+
+def test_threads_change_nothing(monkeypatch):
+    """rlwe.THREADS spreads ciphertexts over threads; the randomness is drawn before, so the
+    output is the same bytes as on one thread."""
+    ring = rlwe.ring_for()
+    a = rlwe.crs(ring, b"threads")
+    s, b = rlwe.keygen_share(ring, a, kat.FixedStream("threads-key"))
+    msg = rlwe.encode_message(ring, np.arange(3 * 2 * ring.n) % 4000 - 2000, 13, 2, 30)
+    outs = []
+    for threads in (1, 2):
+        monkeypatch.setattr(rlwe, "THREADS", threads)
+        c0, c1 = rlwe.encrypt(ring, a, b, msg, kat.FixedStream("threads"))
+        outs.append((c0, c1, rlwe.partial_decrypt(ring, c1, s, 50, kat.FixedStream("threads-d"))))
+    for x, y in zip(*outs):
+        assert np.array_equal(x, y)
