@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from securefed.protocols.encoding import from_ring
+from securefed.protocols.he import crt
 from securefed.protocols.he.ring import PRIMES_8192, ByteSource, Ring, sample_bounded, sample_cbd, sample_ternary, shake_residues
 
 N_DEFAULT = 8192
@@ -130,19 +130,9 @@ def decode_message(ring: Ring, x: np.ndarray, value_bits: int, k: int, delta_bit
     some coefficient's noise exceeds `noise_bound` or V exceeds k digits (not a sum of honest
     partial decryptions). strict=False returns the raw digits regardless (attack tests)."""
     n_ct = x.shape[0]
-    flat = ring.to_centered_ints(np.moveaxis(x, 1, 0).reshape(ring.size, -1))  # (n_ct*N,) ints
-    half = 1 << (delta_bits - 1)
-    v = (flat + half) >> delta_bits  # round(x / Delta), floor semantics on Python ints
-    resid = flat - (v << delta_bits)
-    if strict and max(-int(resid.min()), int(resid.max())) > noise_bound:
-        return None
-    base, hb = 1 << value_bits, 1 << (value_bits - 1)
-    digits = np.empty((k, v.size), dtype=np.int64)
-    for j in range(k):
-        dj = ((v + hb) % base) - hb
-        digits[j] = dj.astype(np.int64)
-        v = (v - dj) >> value_bits
-    if strict and (int(v.min()) != 0 or int(v.max()) != 0):
+    residues = np.moveaxis(x, 1, 0).reshape(ring.size, -1)  # (L, n_ct*N)
+    digits = crt.decode_digits(ring.primes, residues, value_bits, k, delta_bits, noise_bound, strict)
+    if digits is None:
         return None
     return digits.reshape(k, n_ct, ring.n).transpose(1, 0, 2).reshape(-1)
 

@@ -235,3 +235,68 @@ def test_threads_change_nothing(monkeypatch):
         outs.append((c0, c1, rlwe.partial_decrypt(ring, c1, s, 50, kat.FixedStream("threads-d"))))
     for x, y in zip(*outs):
         assert np.array_equal(x, y)
+
+
+def _decode_reference(ring, x, value_bits, k, delta_bits, noise_bound, strict):
+    """decode_message in Python integers (the definition crt.decode_digits vectorises)."""
+    n_ct = x.shape[0]
+    flat = ring.to_centered_ints(np.moveaxis(x, 1, 0).reshape(ring.size, -1))
+    v = (flat + (1 << (delta_bits - 1))) >> delta_bits
+    resid = flat - (v << delta_bits)
+    if strict and max(-int(resid.min()), int(resid.max())) > noise_bound:
+        return None
+    base, hb = 1 << value_bits, 1 << (value_bits - 1)
+    digits = np.empty((k, v.size), dtype=np.int64)
+    for j in range(k):
+        dj = ((v + hb) % base) - hb
+        digits[j] = dj.astype(np.int64)
+        v = (v - dj) >> value_bits
+    if strict and (int(v.min()) != 0 or int(v.max()) != 0):
+        return None
+    return digits.reshape(k, n_ct, ring.n).transpose(1, 0, 2).reshape(-1)
+
+
+@pytest.mark.parametrize("value_bits,k,delta_bits", [(26, 5, 72), (13, 2, 40), (62, 2, 80)])
+def test_vectorised_decode_equals_python_integers(monkeypatch, value_bits, k, delta_bits):
+    """rlwe.decode_message (crt.decode_digits: Garner, limbs, two's complement) against the
+    Python-integer definition: honest sums, noise exactly at and one past the bound (both signs),
+    a value one digit too wide, and uniform garbage; several chunks."""
+    from securefed.protocols.he import crt
+
+    monkeypatch.setattr(crt, "_CHUNK", 3000)
+    ring = rlwe.ring_for()
+    gen = np.random.default_rng(value_bits)
+    n, bound = 2 * ring.n, 2 ** (delta_bits - 2)
+    big = gen.integers(-(2 ** (value_bits - 1)) + 1, 2 ** (value_bits - 1), size=(k, n)).astype(object)
+    vals = sum(big[j] * (1 << (value_bits * j)) for j in range(k))  # V, k balanced digits
+    noise = gen.integers(-(2**30), 2**30, size=n).astype(object)
+    noise[:4] = [bound, -bound, bound - 1, -bound + 1]
+
+    def residues(ints):
+        return np.stack([np.stack([np.array([v % p for v in ints[c * ring.n : (c + 1) * ring.n]], dtype=np.uint64)
+                                   for p in ring.primes]) for c in range(2)])  # (2, L, N)
+
+    def check(ints, want_none):
+        x = residues(ints)
+        for strict in (True, False):
+            args = (ring, x, value_bits, k, delta_bits, float(bound), strict)
+            got, ref = rlwe.decode_message(*args), _decode_reference(*args)
+            assert (got is None) == (ref is None) == (strict and want_none)
+            if ref is not None:
+                assert np.array_equal(got, ref)
+
+    honest = vals * (1 << delta_bits) + noise
+    check(honest, False)
+    x = residues(honest)
+    assert np.array_equal(rlwe.decode_message(ring, x, value_bits, k, delta_bits, float(bound)),
+                          np.stack([big[:, c * ring.n : (c + 1) * ring.n] for c in range(2)]).reshape(-1).astype(np.int64))
+    for off in (bound + 1, -bound - 1):
+        bad = honest.copy()
+        bad[5] = vals[5] * (1 << delta_bits) + off
+        check(bad, True)
+    wide = honest.copy()
+    wide[7] += (1 << (value_bits * k + delta_bits)) * (1 if vals[7] >= 0 else -1)
+    if abs(int(wide[7])) < ring.modulus // 2:
+        check(wide, True)
+    garbage = gen.integers(0, 2**62, size=n).astype(object) * (1 << 150)
+    check(garbage, True)
