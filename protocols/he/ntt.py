@@ -41,7 +41,6 @@ class NTTPlan:
         self.size, self.n, self.p = L, n, p
         self.blocks = 1 << (log_n // 2)  # B
         self.block = n // self.blocks  # S
-        self._p3, self._p4 = p.reshape(L, 1, 1), p.reshape(L, 1, 1, 1)
 
         def pair(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             w = np.ascontiguousarray(w)
@@ -58,9 +57,9 @@ class NTTPlan:
             idx = (m + np.arange(self.blocks)[None, :] * g + np.arange(g)[:, None])[:, None, :]  # (G, 1, B)
             self._transposed.append((h, g, pair(zeta[:, idx]), pair(zeta_inv[:, idx])))
         self._n_inv = (n_inv.astype(np.uint64), shoup_companion(n_inv, p))
-        self._p32 = {3: p.astype(np.uint32).reshape(L, 1, 1), 4: p.astype(np.uint32).reshape(L, 1, 1, 1),
-                     2: p.astype(np.uint32)}
-        self._p64 = {3: self._p3, 4: self._p4, 2: p}
+        # p shaped for the stages' (L, m, half) and (L, G, h, B) views and for (L, N/2) halves
+        self._p64 = {d: p.reshape((L,) + (1,) * (d - 1)) for d in (2, 3, 4)}
+        self._p32 = {d: v.astype(np.uint32) for d, v in self._p64.items()}
         self._local = threading.local()
 
     def _scratch(self) -> tuple[np.ndarray, ...]:

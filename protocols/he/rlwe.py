@@ -227,6 +227,7 @@ def each_ciphertext(n_ct: int, fn: Callable[[int], None]) -> None:
         for c in range(n_ct):
             fn(c)
         return
+
     def stripe(i: int) -> None:
         for c in range(i, n_ct, workers):
             fn(c)
