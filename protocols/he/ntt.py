@@ -56,7 +56,13 @@ class NTTPlan:
             g = self.block // (2 * h)
             idx = (m + np.arange(self.blocks)[None, :] * g + np.arange(g)[:, None])[:, None, :]  # (G, 1, B)
             self._transposed.append((h, g, pair(zeta[:, idx]), pair(zeta_inv[:, idx])))
-        self._n_inv = (n_inv.astype(np.uint64), shoup_companion(n_inv, p))
+        # The inverse's last stage (natural[0], or transposed[0] when N = 2) also multiplies by
+        # N^-1: its twiddles times N^-1, and its sums scaled by N^-1 (no separate pass at the end).
+        stages = self._natural or self._transposed
+        first, second, fwd, inv = stages[0]
+        n_inv = n_inv.astype(np.uint64).reshape((L,) + (1,) * (inv[0].ndim - 1))
+        stages[0] = (first, second, fwd, pair(inv[0] * n_inv % p.reshape(n_inv.shape)))
+        self._n_inv = pair(n_inv)
         # p shaped for the stages' (L, m, half) and (L, G, h, B) views and for (L, N/2) halves
         self._p64 = {d: p.reshape((L,) + (1,) * (d - 1)) for d in (2, 3, 4)}
         self._p32 = {d: v.astype(np.uint32) for d, v in self._p64.items()}
@@ -98,8 +104,8 @@ class NTTPlan:
         np.subtract(x0, p32, out=s32)
         np.minimum(x0, s32, out=x0)
 
-    def _gs(self, y0, y1, w, shape, bufs) -> None:
-        """(y0, y1) -> (y0 + y1, (y0 - y1) w), reduced."""
+    def _gs(self, y0, y1, w, shape, bufs, scale=None) -> None:
+        """(y0, y1) -> (y0 + y1, (y0 - y1) w), reduced; the sum times `scale` if given."""
         t32, s32 = bufs[3].reshape(shape), bufs[4].reshape(shape)
         p32 = self._p32[len(shape)]
         np.subtract(y0, y1, out=t32)
@@ -108,6 +114,8 @@ class NTTPlan:
         np.add(y0, y1, out=y0)
         np.subtract(y0, p32, out=s32)
         np.minimum(y0, s32, out=y0)
+        if scale is not None:
+            self._mul(y0, scale, y0, shape, bufs)  # leaves t32 alone
         self._mul(t32, w, y1, shape, bufs)
 
     def forward(self, x: np.ndarray) -> None:
@@ -130,12 +138,13 @@ class NTTPlan:
         bufs = self._scratch()
         tr = bufs[5].reshape(L, S, B)
         np.copyto(tr, x.reshape(L, B, S).transpose(0, 2, 1))
-        for h, g, _, w in reversed(self._transposed):
+        last = None if self._natural else 0
+        for i in reversed(range(len(self._transposed))):
+            h, g, _, w = self._transposed[i]
             v = tr.reshape(L, g, 2, h, B)
-            self._gs(v[:, :, 0], v[:, :, 1], w, (L, g, h, B), bufs)
+            self._gs(v[:, :, 0], v[:, :, 1], w, (L, g, h, B), bufs, self._n_inv if i == last else None)
         np.copyto(x.reshape(L, B, S), tr.transpose(0, 2, 1))
-        for m, half, _, w in reversed(self._natural):
+        for i in reversed(range(len(self._natural))):
+            m, half, _, w = self._natural[i]
             v = x.reshape(L, m, 2, half)
-            self._gs(v[:, :, 0], v[:, :, 1], w, (L, m, half), bufs)
-        for half in (x[:, : self.n // 2], x[:, self.n // 2 :]):  # times N^-1
-            self._mul(half, self._n_inv, half, (L, self.n // 2), bufs)
+            self._gs(v[:, :, 0], v[:, :, 1], w, (L, m, half), bufs, self._n_inv if i == 0 else None)
