@@ -107,6 +107,17 @@ class Ring:
         r = x + y
         return np.minimum(r, r - self._p)  # r - p wraps around when r < p
 
+    def add_to(self, acc: np.ndarray, x: np.ndarray) -> None:
+        """acc += x mod p in place, for (..., L, N) batches: one ring element at a time, so no
+        temporary of the batch's size (fresh ~100 MB arrays cost more than the additions)."""
+        if acc.dtype != np.uint64:
+            raise TypeError("add_to accumulates in uint64 (sums of residues need 32 bits and a carry)")
+        t = np.empty((self.size, self.n), dtype=np.uint64)
+        for a, b in zip(acc.reshape(-1, self.size, self.n), x.reshape(-1, self.size, self.n)):
+            np.add(a, b, out=a)
+            np.subtract(a, self._p, out=t)
+            np.minimum(a, t, out=a)
+
     def sub(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self.add(x, self._p - y)
 
