@@ -1,7 +1,7 @@
 """Hazmat: the negacyclic NTT of ring.py as vectorised numpy passes (SEAL's roots and order).
 
 Each stage is one Cooley-Tukey (forward) or Gentleman-Sande (inverse) butterfly over all L x N/2
-pairs of one ring element at once, in a dozen numpy passes with preallocated buffers and no
+pairs of one ring element at once, in 15 numpy passes with preallocated buffers and no
 division. Values are reduced residues held as uint32 (every p < 2^31): sums of two stay below
 2^32, so additions, subtractions and their reductions run on 4-byte words (about 3x faster per
 word than uint64 here) as min(v, v - p) or min(v, v + p), the wrong candidate having wrapped
