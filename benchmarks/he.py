@@ -6,17 +6,21 @@ and `plain` / `secagg`: time to encrypt / sum / decrypt, bytes per parameter, er
     python -m benchmarks.he --quick         # tiny sizes, a few seconds
     python -m benchmarks.he --out he.json   # also write the rows as JSON
 
+    python -m benchmarks.he --threads 2     # threshold party work on 2 threads (default rlwe.THREADS = 1)
+
 Sizes count adapter coordinates m (no SCAFFOLD control). Threshold rows: one party's encryption
 (input stage), one party's attestation, the server's input + attestation stages, one party's
 partial decryption (sum check included), one recovery share (a roster of parties + 1 with one
 key holder not selected, so recovery runs), and the server's decode. Single-key rows: one party's
-encryption, the server's sum, one decryption, unpacking. All single-threaded, in process.
+encryption, the server's sum, one decryption, unpacking. In process, single-threaded unless
+--threads spreads a threshold party's ciphertexts over more threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -26,7 +30,7 @@ import numpy as np
 from securefed.protocols import registry
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.protocols.driver import run_round
-from securefed.protocols.he import HE, HEConfig
+from securefed.protocols.he import HE, HEConfig, rlwe
 
 FP32 = 4
 
@@ -158,8 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", nargs="*", default=["n8192"], help="single-key he presets")
     ap.add_argument("--nvflare-max", type=float, default=2**23, help="skip NVFlare's recipe above this size")
     ap.add_argument("--parties", type=int, default=3)
+    ap.add_argument("--threads", type=int, help="threads of a threshold party's per-ciphertext work")
     ap.add_argument("--out", help="write rows as JSON here")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error("--threads must be >= 1")
+        rlwe.THREADS = args.threads
     sizes = [int(s) for s in (args.sizes or ([10_000] if args.quick else [1e5, 1e6, 2**23]))]
     pids = tuple(f"p{i}" for i in range(args.parties))
     try:
@@ -197,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print_row(row)
     print()
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, threshold party threads {rlwe.THREADS}")
     print_table(rows)
     if args.out:
-        meta = {"python": sys.version.split()[0], "machine": platform.machine(), "parties": args.parties}
+        meta = {"python": sys.version.split()[0], "machine": platform.machine(), "parties": args.parties,
+                "threads": rlwe.THREADS, "loadavg": os.getloadavg()}
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
     return 0

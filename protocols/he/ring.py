@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from securefed.protocols.he.ntt import _U32, NTTPlan, shoup_companion
+
 ByteSource = Callable[[int], bytes]
 
 # The 7 largest primes p < 2**31 with p = 1 mod 2N for N = 8192 (also = 1 mod 2N for smaller N):
@@ -80,9 +82,9 @@ class Ring:
         return np.array(self.primes, dtype=np.uint64).reshape(-1, 1)  # (L, 1)
 
     @cached_property
-    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """zeta[l, k] = psi_l^bitrev(k) (psi a primitive 2N-th root), its Shoup companion
-        floor(zeta * 2^32 / p), the same for psi^-1, and N^-1 mod p."""
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """zeta[l, k] = psi_l^bitrev(k) (psi a primitive 2N-th root), the same for psi^-1, and
+        N^-1 mod p (L, 1)."""
         bits = self.n.bit_length() - 1
         z = np.empty((self.size, self.n), dtype=np.uint64)
         zi = np.empty_like(z)
@@ -97,87 +99,100 @@ class Ring:
             z[l] = [pw[_bitrev(k, bits)] for k in range(self.n)]
             zi[l] = [pwi[_bitrev(k, bits)] for k in range(self.n)]
             ninv[l, 0] = pow(self.n, p - 2, p)
-        p = self._p
-        return z, (z << np.uint64(32)) // p, zi, (zi << np.uint64(32)) // p, ninv
+        return z, zi, ninv
 
-    # -- modular helpers (all inputs reduced, i.e. < p) ---------------------------------------
-
-    def _mulmod_shoup(self, x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """x * w mod p without a division: q = floor(x * w_shoup / 2^32) underestimates x*w/p by
-        at most 1, so r = x*w - q*p (exact mod 2^64) lies in [0, 2p)."""
-        q = (x * w_shoup) >> np.uint64(32)
-        r = x * w - q * p
-        return np.minimum(r, r - p)  # r - p wraps around when r < p
+    # -- modular helpers (inputs < 2p unless said otherwise) ------------------------------------
 
     def add(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         r = x + y
-        return np.minimum(r, r - self._p)
+        return np.minimum(r, r - self._p)  # r - p wraps around when r < p
+
+    def add_to(self, acc: np.ndarray, x: np.ndarray) -> None:
+        """acc += x mod p in place, for (..., L, N) batches: one ring element at a time, so no
+        temporary of the batch's size (fresh ~100 MB arrays cost more than the additions)."""
+        if acc.dtype != np.uint64:
+            raise TypeError("add_to accumulates in uint64 (sums of residues need 32 bits and a carry)")
+        t = np.empty((self.size, self.n), dtype=np.uint64)
+        for a, b in zip(acc.reshape(-1, self.size, self.n), x.reshape(-1, self.size, self.n)):
+            np.add(a, b, out=a)
+            np.subtract(a, self._p, out=t)
+            np.minimum(a, t, out=a)
 
     def sub(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self.add(x, self._p - y)
 
     def mul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Pointwise product (a ring product when both are in NTT form)."""
+        """Pointwise product of reduced residues (a ring product when both are in NTT form)."""
         return (x * y) % self._p
 
     def scalar_mul(self, x: np.ndarray, c: np.ndarray) -> np.ndarray:
         """x (..., L, N) times one residue per prime c (L,)."""
         return (x * c.astype(np.uint64).reshape(-1, 1)) % self._p
 
+    def fixed(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A reduced operand (L, N) that multiplies many others (a key, the CRS): (w, its Shoup
+        companion floor(w * 2^32 / p)), for `mul_fixed`."""
+        w = np.ascontiguousarray(w, dtype=np.uint64)
+        return w, shoup_companion(w, self._p)
+
+    def mul_fixed(self, x: np.ndarray, w: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """x * w mod p for x (..., L, N) < 2^32 without a division, result in [0, 2p): `fixed`'s
+        q = floor(x * w' / 2^32) underestimates x*w/p by less than 2, and r = x*w - q*p is exact
+        mod 2^64 (Shoup's multiplication)."""
+        q = x * w[1]
+        q >>= _U32
+        q *= self._p
+        r = x * w[0]
+        r -= q
+        return r
+
+    def reduce(self, x: np.ndarray, below: int = 2, out: np.ndarray | None = None) -> np.ndarray:
+        """x (..., L, N) < below * p (below a power of two) -> [0, p), into `out` (default: x)."""
+        out = x if out is None else out
+        t = np.empty_like(x)
+        while below > 1:
+            below //= 2
+            np.subtract(x, self._p * np.uint64(below), out=t)
+            np.minimum(x, t, out=out)  # x - below*p wraps around when x < below*p
+            x = out
+        return out
+
     # -- NTT -----------------------------------------------------------------------------------
 
     def ntt(self, a: np.ndarray) -> np.ndarray:
-        """Negacyclic NTT of (..., L, N) residues (Cooley-Tukey, output in bit-reversed order).
-        One ring element at a time: its L x N words stay in cache across the log N stages (2.5x
-        faster than sweeping a whole batch through memory per stage)."""
-        x = np.array(a, dtype=np.uint64, copy=True)
+        """Negacyclic NTT of (..., L, N) reduced residues (Cooley-Tukey, in SEAL's bit-reversed
+        order). One ring element at a time: its L x N words stay in cache across the log N
+        stages (a whole batch swept through memory per stage is several times slower)."""
+        x = self._words(a)
         for elem in x.reshape(-1, self.size, self.n):
-            self._ntt1(elem)
-        return x
+            self._plan.forward(elem)
+        return x.astype(np.uint64)
 
     def intt(self, a: np.ndarray) -> np.ndarray:
         """Inverse of `ntt`."""
-        x = np.array(a, dtype=np.uint64, copy=True)
+        x = self._words(a)
         for elem in x.reshape(-1, self.size, self.n):
-            self._intt1(elem)
-        return x
+            self._plan.inverse(elem)
+        return x.astype(np.uint64)
 
-    def _ntt1(self, x: np.ndarray) -> None:
-        """In place on one (L, N) element. Stage with m blocks of 2*half: (x0, x1) -> (x0 + z x1,
-        x0 - z x1), z = psi^bitrev(m + block), the Shoup product z x1 mod p in [0, 2p) reduced."""
-        z, zs, _, _, _ = self._tables
-        p = self._p.reshape(-1, 1, 1)
-        m, half = 1, self.n // 2
-        while half >= 1:
-            v = x.reshape(self.size, m, 2, half)
-            x0, x1 = v[:, :, 0, :], v[:, :, 1, :]
-            t = self._mulmod_shoup(x1, z[:, m : 2 * m, None], zs[:, m : 2 * m, None], p)
-            d = x0 + p
-            d -= t
-            x0 += t
-            np.minimum(x0, x0 - p, out=x0)
-            np.minimum(d, d - p, out=x1)
-            m, half = 2 * m, half // 2
+    def _words(self, a: np.ndarray) -> np.ndarray:
+        """A uint32 copy of reduced residues (the NTT plan's working type); ValueError otherwise."""
+        if np.any(np.asarray(a) >= self._p):
+            raise ValueError("ring element has unreduced residues")
+        return np.array(a, dtype=np.uint32, copy=True, order="C")
 
-    def _intt1(self, x: np.ndarray) -> None:
-        """In place: each stage of _ntt1 undone in reverse order (Gentleman-Sande), then * N^-1:
-        (y0, y1) -> (y0 + y1, (y0 - y1) z^-1) = (2 x0, 2 x1)."""
-        _, _, zi, zis, ninv = self._tables
-        p = self._p.reshape(-1, 1, 1)
-        m, half = self.n // 2, 1
-        while m >= 1:
-            v = x.reshape(self.size, m, 2, half)
-            y0, y1 = v[:, :, 0, :], v[:, :, 1, :]
-            d = y0 + p
-            d -= y1
-            np.minimum(d, d - p, out=d)
-            y0 += y1
-            np.minimum(y0, y0 - p, out=y0)
-            y1[...] = self._mulmod_shoup(d, zi[:, m : 2 * m, None], zis[:, m : 2 * m, None], p)
-            m, half = m // 2, 2 * half
-        x[...] = (x * ninv) % self._p
+    @cached_property
+    def _plan(self) -> NTTPlan:
+        return NTTPlan(self.primes, self.n, *self._tables)
 
     # -- conversions ---------------------------------------------------------------------------
+
+    def from_small(self, x: np.ndarray) -> np.ndarray:
+        """Signed integers |x| < p (..., N) -> residues (..., L, N) as uint32, without a division:
+        x + p (mod 2^32) lies in (0, 2p), one conditional subtraction reduces it."""
+        p = self._p.astype(np.uint32)
+        r = x[..., None, :].astype(np.uint32) + p
+        return np.minimum(r, r - p, out=r)
 
     def from_int64(self, x: np.ndarray) -> np.ndarray:
         """Signed integers (..., N) -> residues (..., L, N)."""

@@ -28,17 +28,24 @@ from __future__ import annotations
 
 import hashlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
+from securefed.protocols.he import crt
 from securefed.protocols.he.ring import PRIMES_8192, ByteSource, Ring, sample_bounded, sample_cbd, sample_ternary, shake_residues
 
 N_DEFAULT = 8192
 TAIL_SIGMAS = 10.0  # Gaussian tail beyond 10 sd: < 2e-23 per coefficient
 CHALLENGES = 4  # independent linear checks per prime: a wrong sum passes with probability < 2^-120
 CBD_VAR = 10.5
+# Threads for the per-ciphertext work of encrypt / partial_decrypt. 1: on the shared 2-core dev
+# machine (Linux autogroup scheduling, other sessions busy) a second thread measured 0.9-1.1x;
+# a party with idle cores may set 2 or more (outputs are the same: randomness is drawn first).
+THREADS = 1
 
 
 @lru_cache(maxsize=4)
@@ -81,21 +88,40 @@ def values_per_coeff(budget: NoiseBudget, value_bits: int) -> int:
 
 
 def encode_message(ring: Ring, values: np.ndarray, value_bits: int, k: int, delta_bits: int) -> np.ndarray:
-    """Signed values (count,) int64, |v| < 2^(b-1) -> Delta*V residues (n_ct, L, N), coefficient form."""
-    per_ct = k * ring.n
-    n_ct = -(-values.size // per_ct)
-    d = np.zeros(n_ct * per_ct, dtype=np.int64)
-    d[: values.size] = values
-    d = d.reshape(n_ct, k, ring.n)  # digit j of coefficient i of ciphertext c
-    out = np.zeros((n_ct, ring.size, ring.n), dtype=np.uint64)
-    for l, p in enumerate(ring.primes):
-        acc = np.zeros((n_ct, ring.n), dtype=np.uint64)
+    """Values (count,) int64, |v| < 2^(b-1) (or their two's complement in Z_2^b) -> Delta*V
+    residues (n_ct, L, N), coefficient form."""
+    n_ct, msg_of = message_of(ring, values, value_bits, k, delta_bits)
+    return np.stack([msg_of(c) for c in range(n_ct)])
+
+
+def message_of(ring: Ring, values: np.ndarray, value_bits: int, k: int, delta_bits: int
+               ) -> tuple[int, Callable[[int], np.ndarray]]:
+    """(n_ct, c -> ciphertext c's Delta*V residues (L, N)): encode_message one ciphertext at a
+    time. V's coefficient i is sum_j d_j 2^(b j), digit j being values[c k N + j N + i]."""
+    per_ct, p = k * ring.n, np.array(ring.primes, dtype=np.int64).reshape(-1, 1)  # p (L, 1)
+    weights = np.array([[pow(2, delta_bits + value_bits * j, q) for j in range(k)] for q in ring.primes],
+                       dtype=np.int64)  # (L, k), < 2^31
+    centered = np.where(weights > p // 2, weights - p, weights)  # |w| < 2^30
+    small = k * 2 ** (value_bits - 1) * 2**30 < 2**63  # then sum_j d_j w_j cannot overflow int64
+    shift = np.int64(64 - value_bits)
+
+    def msg(c: int) -> np.ndarray:
+        d = np.zeros((k, ring.n), dtype=np.int64)
+        chunk = values[c * per_ct : (c + 1) * per_ct]
+        d.reshape(-1)[: chunk.size] = chunk
+        d <<= shift  # Z_2^b (or signed) -> signed, |d| < 2^(b-1)
+        d >>= shift
+        if small:
+            acc = d[0] * centered[:, :1]  # (L, N)
+            for j in range(1, k):
+                acc += d[j] * centered[:, j : j + 1]
+            return np.remainder(acc, p).view(np.uint64)
+        acc = np.zeros((ring.size, ring.n), dtype=np.int64)
         for j in range(k):
-            c = np.uint64(pow(2, delta_bits + value_bits * j, p))
-            term = (np.mod(d[:, j, :], p).astype(np.uint64) * c) % np.uint64(p)
-            acc = acc + term
-        out[:, l, :] = acc % np.uint64(p)
-    return out
+            acc = (acc + np.remainder(d[j], p) * weights[:, j : j + 1]) % p  # < 2^62 + 2^31
+        return acc.view(np.uint64)
+
+    return -(-values.size // per_ct), msg
 
 
 def decode_message(ring: Ring, x: np.ndarray, value_bits: int, k: int, delta_bits: int,
@@ -104,19 +130,9 @@ def decode_message(ring: Ring, x: np.ndarray, value_bits: int, k: int, delta_bit
     some coefficient's noise exceeds `noise_bound` or V exceeds k digits (not a sum of honest
     partial decryptions). strict=False returns the raw digits regardless (attack tests)."""
     n_ct = x.shape[0]
-    flat = ring.to_centered_ints(np.moveaxis(x, 1, 0).reshape(ring.size, -1))  # (n_ct*N,) ints
-    half = 1 << (delta_bits - 1)
-    v = (flat + half) >> delta_bits  # round(x / Delta), floor semantics on Python ints
-    resid = flat - (v << delta_bits)
-    if strict and max(-int(resid.min()), int(resid.max())) > noise_bound:
-        return None
-    base, hb = 1 << value_bits, 1 << (value_bits - 1)
-    digits = np.empty((k, v.size), dtype=np.int64)
-    for j in range(k):
-        dj = ((v + hb) % base) - hb
-        digits[j] = dj.astype(np.int64)
-        v = (v - dj) >> value_bits
-    if strict and (int(v.min()) != 0 or int(v.max()) != 0):
+    residues = np.moveaxis(x, 1, 0).reshape(ring.size, -1)  # (L, n_ct*N)
+    digits = crt.decode_digits(ring.primes, residues, value_bits, k, delta_bits, noise_bound, strict)
+    if digits is None:
         return None
     return digits.reshape(k, n_ct, ring.n).transpose(1, 0, 2).reshape(-1)
 
@@ -139,26 +155,108 @@ def keygen_share(ring: Ring, a_ntt: np.ndarray, rng: ByteSource) -> tuple[np.nda
 def encrypt(ring: Ring, a_ntt: np.ndarray, b_ntt: np.ndarray, msg: np.ndarray, rng: ByteSource
             ) -> tuple[np.ndarray, np.ndarray]:
     """Delta*V residues (n_ct, L, N) -> (c0 coefficient form, c1 NTT form), fresh u, e0, e1."""
-    n_ct = msg.shape[0]
-    u = ring.ntt(ring.from_int64(sample_ternary(rng, (n_ct, ring.n))))
-    e1 = ring.ntt(ring.from_int64(sample_cbd(rng, (n_ct, ring.n))))
-    c1 = ring.add(ring.mul(u, a_ntt), e1)
-    c0 = ring.add(ring.intt(ring.mul(u, b_ntt)), ring.from_int64(sample_cbd(rng, (n_ct, ring.n))))
-    return ring.add(c0, msg), c1
+    c0, c1 = np.empty_like(msg, dtype=np.uint64), np.empty_like(msg, dtype=np.uint64)
+
+    def emit(c: int, x0: np.ndarray, x1: np.ndarray) -> None:
+        c0[c], c1[c] = x0, x1
+
+    encrypt_each(ring, a_ntt, b_ntt, msg.shape[0], lambda c: msg[c], rng, emit)
+    return c0, c1
+
+
+def encrypt_each(ring: Ring, a_ntt: np.ndarray, b_ntt: np.ndarray, n_ct: int, msg_of: Callable[[int], np.ndarray],
+                 rng: ByteSource, emit: Callable[[int, np.ndarray, np.ndarray], None]) -> None:
+    """emit(c, c0, c1) for each ciphertext c (from worker threads, in any order): c1 = a*u + e1
+    (NTT form), c0 = INTT(b*u) + e0 + msg_of(c). Three transforms per ciphertext, the minimum
+    (u and e1 forward, b*u back), one ciphertext at a time so that its L x N words stay in cache:
+    sweeping (n_ct, L, N) arrays through memory per operation cost more than the transforms.
+    Randomness is drawn first, as a whole, in a fixed order."""
+    u = sample_ternary(rng, (n_ct, ring.n))
+    e1 = sample_cbd(rng, (n_ct, ring.n))
+    e0 = sample_cbd(rng, (n_ct, ring.n))
+    fa, fb, plan = ring.fixed(a_ntt), ring.fixed(b_ntt), ring._plan
+
+    def one(c: int) -> None:
+        uc = ring.from_small(u[c])
+        plan.forward(uc)
+        ec = ring.from_small(e1[c])
+        plan.forward(ec)
+        x = ring.mul_fixed(uc, fa)  # uint64 < 2p
+        x += ec
+        y = ring.reduce(ring.mul_fixed(uc, fb), 2, out=np.empty_like(uc))  # uint32 < p
+        plan.inverse(y)
+        y += ring.from_small(e0[c])  # < 2p < 2^32
+        emit(c, ring.reduce(msg_of(c) + y, 4), ring.reduce(x, 4))  # both < 3p
+
+    each_ciphertext(n_ct, one)
 
 
 def partial_decrypt(ring: Ring, c1_ntt: np.ndarray, share_ntt: np.ndarray, flood_bits: int,
                     rng: ByteSource) -> np.ndarray:
     """c1 * share + flooding, coefficient form (n_ct, L, N)."""
-    return ring.add(ring.intt(ring.mul(c1_ntt, share_ntt)), flooding(ring, rng, c1_ntt.shape[0], flood_bits))
+    out = np.empty(c1_ntt.shape, dtype=np.uint64)
+
+    def emit(c: int, d: np.ndarray) -> None:
+        out[c] = d
+
+    partial_decrypt_each(ring, c1_ntt.shape[0], lambda c: c1_ntt[c], share_ntt, flood_bits, rng, emit)
+    return out
+
+
+def partial_decrypt_each(ring: Ring, n_ct: int, c1_of: Callable[[int], np.ndarray], share_ntt: np.ndarray,
+                         flood_bits: int, rng: ByteSource, emit: Callable[[int, np.ndarray], None]) -> None:
+    """emit(c, INTT(c1_of(c) * share) + flooding) for each ciphertext c (from worker threads, in
+    any order): one inverse transform per ciphertext. c1_of(c) gives reduced residues (L, N)."""
+    hi, lo = _flood_draw(ring, rng, n_ct, flood_bits)
+    fs, plan = ring.fixed(share_ntt), ring._plan
+
+    def one(c: int) -> None:
+        x = ring.mul_fixed(c1_of(c), fs)  # uint64 < 2p
+        y = ring.reduce(x, 2, out=np.empty(x.shape, dtype=np.uint32))
+        plan.inverse(y)
+        emit(c, ring.reduce(_flood_ct(ring, hi[c], lo[c]) + y, 2))
+
+    each_ciphertext(n_ct, one)
+
+
+def each_ciphertext(n_ct: int, fn: Callable[[int], None]) -> None:
+    """fn(0), ..., fn(n_ct - 1) on THREADS threads (numpy releases the GIL inside its loops, and
+    each thread has its own NTT scratch); fn writes disjoint outputs and draws no randomness."""
+    workers = min(THREADS, n_ct)
+    if workers <= 1:
+        for c in range(n_ct):
+            fn(c)
+        return
+
+    def stripe(i: int) -> None:
+        for c in range(i, n_ct, workers):
+            fn(c)
+    with ThreadPoolExecutor(workers) as pool:
+        for f in [pool.submit(stripe, i) for i in range(workers)]:
+            f.result()
 
 
 def flooding(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> np.ndarray:
-    """Uniform integers in [-2^bits, 2^bits) as residues (n_ct, L, N): hi * 2^32 + lo with hi
-    uniform in [-2^(bits-32), 2^(bits-32)) and lo uniform 32 bits."""
-    hi = ring.from_int64(sample_bounded(rng, (n_ct, ring.n), bits - 32))
-    lo = np.frombuffer(rng(4 * n_ct * ring.n), dtype="<u4").astype(np.int64).reshape(n_ct, ring.n)
-    return ring.add(ring.scalar_mul(hi, _const(ring, 1 << 32)), ring.from_int64(lo))
+    """Uniform integers in [-2^bits, 2^bits) as residues (n_ct, L, N)."""
+    hi, lo = _flood_draw(ring, rng, n_ct, bits)
+    return np.stack([_flood_ct(ring, hi[c], lo[c]) for c in range(n_ct)])
+
+
+def _flood_draw(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """hi * 2^32 + lo with hi uniform in [-2^(bits-32), 2^(bits-32)) (n_ct, N) int64 and lo
+    uniform 32 bits (n_ct, N) uint64."""
+    hi = sample_bounded(rng, (n_ct, ring.n), bits - 32)
+    lo = np.frombuffer(rng(4 * n_ct * ring.n), dtype="<u4").astype(np.uint64).reshape(n_ct, ring.n)
+    return hi, lo
+
+
+def _flood_ct(ring: Ring, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """hi * 2^32 + lo (N,) -> residues (L, N), reduced."""
+    p = np.array(ring.primes, dtype=np.int64).reshape(-1, 1)
+    h = np.remainder(hi[None, :], p).view(np.uint64)  # (L, N), < p
+    x = ring.mul_fixed(h, ring.fixed(_const(ring, 1 << 32).reshape(-1, 1)))  # < 2p
+    x += lo  # lo < 2^32 < 3p
+    return ring.reduce(x, 8)
 
 
 # -- Shamir sharing over each prime ------------------------------------------------------------

@@ -13,6 +13,10 @@ a c1 sum it has checked:
 
 Anything else raises ProtocolError (the one opaque error). Only flooded partial decryptions of a
 checked sum leave the party; never a plaintext, never an OK/CORRUPT bit.
+
+Randomness: each stage's bulk draws (dither, encryption noise, flooding) come from an AES-256-CTR
+stream keyed with 32 bytes of the caller's rng (os.urandom by default), as secagg's dither does:
+the kernel's CSPRNG delivered ~200 MB/s here, a tenth of an encryption's time.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from securefed.protocols.base import Message, PartyInput, ProtocolError, RoundContext
-from securefed.protocols.encoding import from_ring
 from securefed.protocols.he import framing, rlwe
 from securefed.protocols.he import tround as tr
 from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.ring import ByteSource
 from securefed.protocols.he.tkeys import ThresholdPartyMaterial
 from securefed.protocols.secagg.ledger import RoundLedger
+from securefed.protocols.secagg.primitives import prg_reader
 
 INPUT_STAGE, ATTEST_STAGE, DECRYPT_STAGE, RECOVER_STAGE = "he/input", "he/attest", "he/decrypt", "he/recover"
 
@@ -51,8 +55,8 @@ class ThresholdParty:
         self.layout = tr.TLayout.for_round(ctx, config, self.public)
         self.ledger = ledger or RoundLedger()
         self.ledger.begin(ctx.round)
-        self._c1: np.ndarray | None = None  # own upload's c1 (NTT form)
-        self._sum: tuple[tuple[str, ...], np.ndarray] | None = None  # checked (contributors, c1 sum)
+        self._c1: np.ndarray | None = None  # own upload's c1 (NTT form, uint32: see TLayout.unpack)
+        self._sum: tuple[tuple[str, ...], np.ndarray] | None = None  # checked (contributors, c1 sum as uint32)
         self._recovered = False
 
     def handle(self, message: Message) -> Message | None:
@@ -69,14 +73,21 @@ class ThresholdParty:
         if self._c1 is not None or message.payload:
             raise ProtocolError("unexpected message")
         lay, ring = self.layout, self.layout.ring
-        ints = from_ring(lay.codec.encode(self.data.delta, self.data.control_delta, self.data.weight, self.rng),
-                         lay.codec.bits)  # (codec.length,) signed
-        msg = rlwe.encode_message(ring, ints, lay.codec.bits, lay.k, lay.budget.delta_bits)
+        bulk = prg_reader(self.rng(32))  # dither, u, e0, e1: ~70 MB at 8.4M parameters
+        ints = lay.codec.encode(self.data.delta, self.data.control_delta, self.data.weight, bulk)  # Z_2^b
+        n_ct, msg_of = rlwe.message_of(ring, ints, lay.codec.bits, lay.k, lay.budget.delta_bits)
+        c0_parts, c1_parts = [b""] * n_ct, [b""] * n_ct
+        c1 = np.empty((n_ct, ring.size, ring.n), dtype=np.uint32)  # kept for he/attest
+
+        def emit(c: int, x0: np.ndarray, x1: np.ndarray) -> None:  # on worker threads, disjoint slots
+            c0_parts[c], c1_parts[c] = lay.pack(x0), lay.pack(x1)
+            c1[c] = x1
+
         a = rlwe.crs(ring, self.public.label.encode())
-        c0, c1 = rlwe.encrypt(ring, a, self.public.b_ntt, msg, self.rng)
+        rlwe.encrypt_each(ring, a, self.public.b_ntt, n_ct, msg_of, bulk, emit)
         self._c1 = c1
         head = framing.header(tr.KIND_TINPUT, self.public.key_id, self.ctx.round)
-        return Message(INPUT_STAGE, head + lay.pack(c0) + lay.pack(c1))
+        return Message(INPUT_STAGE, b"".join([head, *c0_parts, *c1_parts]))
 
     def _contributors(self, r: framing.Reader) -> tuple[str, ...]:
         ids = framing.read_ids(r)
@@ -106,7 +117,7 @@ class ThresholdParty:
         r = self._reader(message, tr.KIND_TDECRYPT)
         ids = self._contributors(r)
         packed = r.take(lay.elems_bytes)
-        c1_sum = lay.unpack(packed)
+        c1_sum = lay.unpack(packed, np.uint32)
         script = tr.transcript(self.public, self.ctx, ids, tr.sum_hash(packed))
         total = np.zeros((rlwe.CHALLENGES, ring.size), dtype=np.uint64)
         for pid in ids:
@@ -124,8 +135,20 @@ class ThresholdParty:
             raise ProtocolError("unexpected message")  # not the sum of the attested uploads
         self.ledger.claim_unmask(self.ctx.round)  # on disk before the partial decryption leaves
         self._sum = (ids, c1_sum)
-        d = rlwe.partial_decrypt(ring, c1_sum, self.material.s_ntt, lay.budget.flood_bits, self.rng)
-        return Message(DECRYPT_STAGE, framing.header(tr.KIND_PARTIAL, self.public.key_id, self.ctx.round) + lay.pack(d))
+        head = framing.header(tr.KIND_PARTIAL, self.public.key_id, self.ctx.round)
+        return Message(DECRYPT_STAGE, head + self._partial(c1_sum, self.material.s_ntt))
+
+    def _partial(self, c1_sum: np.ndarray, share: np.ndarray) -> bytes:
+        """c1_sum * share + flooding, packed one ciphertext at a time."""
+        lay = self.layout
+        parts = [b""] * lay.n_ct
+
+        def emit(c: int, d: np.ndarray) -> None:  # on worker threads, disjoint slots
+            parts[c] = lay.pack(d)
+
+        flood = prg_reader(self.rng(32))  # 12 bytes per coefficient
+        rlwe.partial_decrypt_each(lay.ring, lay.n_ct, lambda c: c1_sum[c], share, lay.budget.flood_bits, flood, emit)
+        return b"".join(parts)
 
     def _recover(self, message: Message) -> Message:
         if self._sum is None or self._recovered:
@@ -145,5 +168,5 @@ class ThresholdParty:
         for pid in missing:
             share = ring.add(share, self.material.shares[pid])
         lam = rlwe.lagrange_at_zero(ring, pub.point(self.party_id), tuple(pub.point(p) for p in answered))
-        d = rlwe.partial_decrypt(ring, c1_sum, ring.scalar_mul(share, lam), self.layout.budget.flood_bits, self.rng)
-        return Message(RECOVER_STAGE, framing.header(tr.KIND_RECOVERED, pub.key_id, self.ctx.round) + self.layout.pack(d))
+        head = framing.header(tr.KIND_RECOVERED, pub.key_id, self.ctx.round)
+        return Message(RECOVER_STAGE, head + self._partial(c1_sum, ring.scalar_mul(share, lam)))

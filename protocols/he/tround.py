@@ -57,8 +57,14 @@ class TLayout:
         return cls(ring, codec, budget, k, -(-codec.length // (k * ring.n)))
 
     @property
+    def ct_bytes(self) -> int:
+        """One ciphertext's ring element: L*N residues of 31 bits fill whole bytes (8 | N), so a
+        packed (n_ct, L, N) array is its ciphertexts' packings back to back."""
+        return packed_size(self.ring.size * self.ring.n, RESIDUE_BITS)
+
+    @property
     def elems_bytes(self) -> int:
-        return packed_size(self.n_ct * self.ring.size * self.ring.n, RESIDUE_BITS)
+        return self.n_ct * self.ct_bytes
 
     @property
     def noise_bound(self) -> float:
@@ -68,16 +74,26 @@ class TLayout:
     def pack(self, x: np.ndarray) -> bytes:
         return pack_bits(x.reshape(-1), RESIDUE_BITS)
 
-    def unpack(self, data: bytes | memoryview) -> np.ndarray:
-        """-> (n_ct, L, N) residues; ProtocolError unless canonical and every residue < its prime."""
-        try:
-            flat = unpack_bits(bytes(data), RESIDUE_BITS, self.n_ct * self.ring.size * self.ring.n)
-        except ValueError:
-            raise ProtocolError("malformed message") from None
-        x = flat.reshape(self.n_ct, self.ring.size, self.ring.n)
-        if np.any(x >= np.array(self.ring.primes, dtype=np.uint64).reshape(-1, 1)):
+    def unpack(self, data: bytes | memoryview, dtype: type = np.uint64) -> np.ndarray:
+        """-> (n_ct, L, N) residues; ProtocolError unless canonical and every residue < its prime.
+        One ciphertext at a time (no second array of the whole upload's size in flight).
+        dtype=np.uint32 halves the memory, for arithmetic that widens each ciphertext as it
+        uses it: never give such an array to Ring.add (uint32 sums wrap around)."""
+        view, size, shape = memoryview(data), self.ct_bytes, (self.ring.size, self.ring.n)
+        if view.nbytes != self.elems_bytes:
             raise ProtocolError("malformed message")
-        return x
+        p = np.array(self.ring.primes, dtype=np.uint64).reshape(-1, 1)
+        out = np.empty((self.n_ct, *shape), dtype=dtype)
+        for c in range(self.n_ct):
+            try:
+                x = unpack_bits(bytes(view[c * size : (c + 1) * size]), RESIDUE_BITS, shape[0] * shape[1])
+            except ValueError:
+                raise ProtocolError("malformed message") from None
+            x = x.reshape(shape)
+            if np.any(x >= p):
+                raise ProtocolError("malformed message")
+            out[c] = x
+        return out
 
     @property
     def evals_bytes(self) -> int:

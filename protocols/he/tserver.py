@@ -88,10 +88,10 @@ class ThresholdServer:
         if len(ids) < self.config.min_contributors:
             raise ProtocolAbort(f"{len(ids)} parties contributed, he needs min_contributors={self.config.min_contributors}")
         ring = self.layout.ring
-        c0 = np.zeros_like(self._uploads[ids[0]][0])
-        c1 = np.zeros_like(c0)
-        for pid in ids:
-            c0, c1 = ring.add(c0, self._uploads[pid][0]), ring.add(c1, self._uploads[pid][1])
+        c0, c1 = (x.copy() for x in self._uploads[ids[0]])
+        for pid in ids[1:]:
+            ring.add_to(c0, self._uploads[pid][0])
+            ring.add_to(c1, self._uploads[pid][1])
         self._ids, self._c0_sum, self._c1_packed = ids, c0, self.layout.pack(c1)
         self._stage = "attest"
         body = framing.header(tr.KIND_ATTEST, self.public.key_id, self.ctx.round) + framing.encode_ids(ids) + tr.sum_hash(self._c1_packed)
@@ -162,9 +162,9 @@ class ThresholdServer:
 
     def _finish(self, shares: list[np.ndarray]) -> None:
         lay, ring = self.layout, self.layout.ring
-        x = self._c0_sum
+        x = self._c0_sum.copy()
         for d in shares:
-            x = ring.add(x, d)
+            ring.add_to(x, d)
         digits = rlwe.decode_message(ring, x, lay.codec.bits, lay.k, lay.budget.delta_bits, lay.noise_bound)
         if digits is None:
             raise ProtocolAbort("the aggregate failed to decode (a corrupt upload or partial decryption)")

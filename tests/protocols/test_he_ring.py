@@ -15,7 +15,7 @@ import pytest
 import tenseal.sealapi as seal
 
 from securefed.protocols.he import rlwe
-from securefed.protocols.he.ring import PRIMES_8192, Ring, sample_cbd, sample_ternary
+from securefed.protocols.he.ring import PRIMES_8192, Ring, sample_bounded, sample_cbd, sample_ternary
 from securefed.protocols.he.sealio import load_bytes, save_bytes
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "vectors"))
@@ -184,3 +184,119 @@ def test_seal_decrypts_our_encryption(seal_bfv):
     pt = seal.Plaintext()
     seal.Decryptor(ctx, keygen.secret_key()).decrypt(ct, pt)
     assert [pt.data(i) for i in range(ring.n)] == [int(v) for v in m]
+
+
+@pytest.mark.parametrize("value_bits,k", [(26, 5), (40, 3), (62, 2)])
+def test_fused_encrypt_and_partial_decrypt_equal_the_textbook_formulas(value_bits, k):
+    """rlwe.encrypt(encode_message(...)) / partial_decrypt (one ciphertext at a time, Shoup
+    products, lazy reduction) compute bit for bit the textbook c1 = a*u + e1, c0 = INTT(b*u) + e0 + Delta*V,
+    d = INTT(c1*s) + f from the same random bytes, for several ciphertexts and for digit
+    widths on both sides of encode's int64 fast path."""
+    ring = rlwe.ring_for()
+    gen = np.random.default_rng(value_bits)
+    values = gen.integers(-(2 ** (value_bits - 1)) + 1, 2 ** (value_bits - 1), size=2 * k * ring.n + 77)
+    a = rlwe.crs(ring, b"fused")
+    s, b = rlwe.keygen_share(ring, a, kat.FixedStream("fused-key"))
+    c0, c1 = rlwe.encrypt(ring, a, b, rlwe.encode_message(ring, values, value_bits, k, 20), kat.FixedStream("fused"))
+    src = kat.FixedStream("fused")
+    u, e1, e0 = sample_ternary(src, (3, ring.n)), sample_cbd(src, (3, ring.n)), sample_cbd(src, (3, ring.n))
+    u = ring.ntt(ring.from_int64(u))
+    assert np.array_equal(c1, ring.add(ring.mul(u, a), ring.ntt(ring.from_int64(e1))))
+    msg = np.zeros((3, ring.size, ring.n), dtype=object)
+    padded = np.zeros(3 * k * ring.n, dtype=object)
+    padded[: values.size] = values
+    for c in range(3):
+        for l, p in enumerate(ring.primes):
+            digits = padded[c * k * ring.n : (c + 1) * k * ring.n].reshape(k, ring.n)
+            msg[c, l] = sum(digits[j] * pow(2, 20 + value_bits * j, p) for j in range(k)) % p
+    want0 = ring.add(ring.add(ring.intt(ring.mul(u, b)), ring.from_int64(e0)), msg.astype(np.uint64))
+    assert np.array_equal(c0, want0)
+    d = rlwe.partial_decrypt(ring, c1, s, 70, kat.FixedStream("flood"))
+    src = kat.FixedStream("flood")
+    hi = sample_bounded(src, (3, ring.n), 70 - 32).astype(object)
+    flood = hi * 2**32 + np.frombuffer(src(4 * 3 * ring.n), dtype="<u4").reshape(3, ring.n).astype(object)
+    assert flood.min() >= -(2**70) and flood.max() < 2**70
+    f = np.stack([np.stack([flood[c] % p for p in ring.primes]) for c in range(3)]).astype(np.uint64)
+    assert np.array_equal(d, ring.add(ring.intt(ring.mul(c1, s)), f))
+    assert np.array_equal(rlwe.flooding(ring, kat.FixedStream("flood"), 3, 70), f)
+
+
+def test_threads_change_nothing(monkeypatch):
+    """rlwe.THREADS spreads ciphertexts over threads; the randomness is drawn before, so the
+    output is the same bytes as on one thread."""
+    ring = rlwe.ring_for()
+    a = rlwe.crs(ring, b"threads")
+    s, b = rlwe.keygen_share(ring, a, kat.FixedStream("threads-key"))
+    msg = rlwe.encode_message(ring, np.arange(3 * 2 * ring.n) % 4000 - 2000, 13, 2, 30)
+    outs = []
+    for threads in (1, 2):
+        monkeypatch.setattr(rlwe, "THREADS", threads)
+        c0, c1 = rlwe.encrypt(ring, a, b, msg, kat.FixedStream("threads"))
+        outs.append((c0, c1, rlwe.partial_decrypt(ring, c1, s, 50, kat.FixedStream("threads-d"))))
+    for x, y in zip(*outs):
+        assert np.array_equal(x, y)
+
+
+def _decode_reference(ring, x, value_bits, k, delta_bits, noise_bound, strict):
+    """decode_message in Python integers (the definition crt.decode_digits vectorises)."""
+    n_ct = x.shape[0]
+    flat = ring.to_centered_ints(np.moveaxis(x, 1, 0).reshape(ring.size, -1))
+    v = (flat + (1 << (delta_bits - 1))) >> delta_bits
+    resid = flat - (v << delta_bits)
+    if strict and max(-int(resid.min()), int(resid.max())) > noise_bound:
+        return None
+    base, hb = 1 << value_bits, 1 << (value_bits - 1)
+    digits = np.empty((k, v.size), dtype=np.int64)
+    for j in range(k):
+        dj = ((v + hb) % base) - hb
+        digits[j] = dj.astype(np.int64)
+        v = (v - dj) >> value_bits
+    if strict and (int(v.min()) != 0 or int(v.max()) != 0):
+        return None
+    return digits.reshape(k, n_ct, ring.n).transpose(1, 0, 2).reshape(-1)
+
+
+@pytest.mark.parametrize("value_bits,k,delta_bits", [(26, 5, 72), (13, 2, 40), (62, 2, 80)])
+def test_vectorised_decode_equals_python_integers(monkeypatch, value_bits, k, delta_bits):
+    """rlwe.decode_message (crt.decode_digits: Garner, limbs, two's complement) against the
+    Python-integer definition: honest sums, noise exactly at and one past the bound (both signs),
+    a value one digit too wide, and uniform garbage; several chunks."""
+    from securefed.protocols.he import crt
+
+    monkeypatch.setattr(crt, "_CHUNK", 3000)
+    ring = rlwe.ring_for()
+    gen = np.random.default_rng(value_bits)
+    n, bound = 2 * ring.n, 2 ** (delta_bits - 2)
+    big = gen.integers(-(2 ** (value_bits - 1)) + 1, 2 ** (value_bits - 1), size=(k, n)).astype(object)
+    vals = sum(big[j] * (1 << (value_bits * j)) for j in range(k))  # V, k balanced digits
+    noise = gen.integers(-(2**30), 2**30, size=n).astype(object)
+    noise[:4] = [bound, -bound, bound - 1, -bound + 1]
+
+    def residues(ints):
+        return np.stack([np.stack([np.array([v % p for v in ints[c * ring.n : (c + 1) * ring.n]], dtype=np.uint64)
+                                   for p in ring.primes]) for c in range(2)])  # (2, L, N)
+
+    def check(ints, want_none):
+        x = residues(ints)
+        for strict in (True, False):
+            args = (ring, x, value_bits, k, delta_bits, float(bound), strict)
+            got, ref = rlwe.decode_message(*args), _decode_reference(*args)
+            assert (got is None) == (ref is None) == (strict and want_none)
+            if ref is not None:
+                assert np.array_equal(got, ref)
+
+    honest = vals * (1 << delta_bits) + noise
+    check(honest, False)
+    x = residues(honest)
+    assert np.array_equal(rlwe.decode_message(ring, x, value_bits, k, delta_bits, float(bound)),
+                          np.stack([big[:, c * ring.n : (c + 1) * ring.n] for c in range(2)]).reshape(-1).astype(np.int64))
+    for off in (bound + 1, -bound - 1):
+        bad = honest.copy()
+        bad[5] = vals[5] * (1 << delta_bits) + off
+        check(bad, True)
+    wide = honest.copy()
+    wide[7] += (1 << (value_bits * k + delta_bits)) * (1 if vals[7] >= 0 else -1)
+    if abs(int(wide[7])) < ring.modulus // 2:
+        check(wide, True)
+    garbage = gen.integers(0, 2**62, size=n).astype(object) * (1 << 150)
+    check(garbage, True)
