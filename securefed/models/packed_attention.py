@@ -15,11 +15,46 @@ unchanged, so one model serves training, evaluation and generation.
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from typing import Any
 
 import torch
 
 NAME = "securefed_packed_sdpa"
+
+# On CUDA, SDPA's cuDNN backend (first choice on Hopper) builds an execution plan per new sequence
+# length, ~2 ms of CPU per call: with ragged batches every step has new lengths. Measured on an H200
+# (SmolLM2-135M shape, FPB rows, 20 distinct batches): 3.2x more useful tokens/s at batch 16 and 2.6x
+# at batch 32 with flash / memory-efficient kernels instead, which need no plan.
+_CUDA_KERNELS = None
+
+
+def _kernels(device: torch.device) -> contextlib.AbstractContextManager:
+    global _CUDA_KERNELS
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if _CUDA_KERNELS is None:
+        _CUDA_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return sdpa_kernel(_CUDA_KERNELS)
+
+
+# Every layer of one forward gets the same position_ids tensor: its segments are read once (two
+# device syncs) instead of once per layer. Keyed by the tensor object itself (a weak reference, so a
+# later batch whose tensor reuses the memory can never hit a stale entry).
+_last: tuple[Any, int, Any] = (None, -1, None)
+
+
+def _segments_cached(position_ids: torch.Tensor | None, n: int) -> tuple[torch.Tensor, int, int] | None:
+    global _last
+    ref, last_n, value = _last
+    if position_ids is not None and ref is not None and ref() is position_ids and last_n == n:
+        return value
+    value = _segments(position_ids, n)
+    _last = (weakref.ref(position_ids) if position_ids is not None else None, n, value)
+    return value
 
 
 def _segments(position_ids: torch.Tensor | None, n: int) -> tuple[torch.Tensor, int, int] | None:
@@ -45,10 +80,11 @@ def packed_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torc
 
     seg = None
     if attention_mask is None and query.shape[0] == 1 and key.shape[2] == query.shape[2]:
-        seg = _segments(kwargs.get("position_ids"), query.shape[2])
+        seg = _segments_cached(kwargs.get("position_ids"), query.shape[2])
     if seg is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        with _kernels(query.device):
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                          scaling=scaling, **kwargs)
     slot, examples, longest = seg
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
@@ -58,9 +94,10 @@ def packed_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torc
         grid = x.new_zeros(examples * longest, heads, dim).index_copy(0, slot, x[0].transpose(0, 1))
         return grid.view(examples, longest, heads, dim).transpose(1, 2)
 
-    out = torch.nn.functional.scaled_dot_product_attention(
-        unpack(query), unpack(key), unpack(value), is_causal=True, scale=scaling,
-        dropout_p=dropout if module.training else 0.0)  # (S, H, L, D)
+    with _kernels(query.device):
+        out = torch.nn.functional.scaled_dot_product_attention(
+            unpack(query), unpack(key), unpack(value), is_causal=True, scale=scaling,
+            dropout_p=dropout if module.training else 0.0)  # (S, H, L, D)
     out = out.transpose(1, 2).reshape(examples * longest, out.shape[1], out.shape[3]).index_select(0, slot)
     return out[None], None  # (1, N, H, D)
 

@@ -76,3 +76,34 @@ def test_padded_batches_and_generation_are_unchanged(models):
     outs = [m.generate(**prompt, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
             for m in (ref, fast)]
     assert torch.equal(outs[0], outs[1])
+
+
+def test_segments_are_read_once_per_position_tensor(monkeypatch) -> None:
+    """All layers of one forward share one position_ids tensor: its segments (two device syncs)
+    are computed once; a new tensor, even with other contents, is never served a stale entry."""
+    from securefed.models import packed_attention as pa
+
+    calls = []
+    real = pa._segments
+    monkeypatch.setattr(pa, "_segments", lambda pos, n: calls.append(n) or real(pos, n))
+    first = torch.tensor([[0, 1, 2, 0, 1]])
+    for _ in range(4):  # four layers
+        slot, examples, longest = pa._segments_cached(first, 5)
+    assert len(calls) == 1 and (examples, longest) == (2, 3)
+    second = torch.tensor([[0, 1, 0, 1, 2]])
+    assert pa._segments_cached(second, 5)[1:] == (2, 3) and len(calls) == 2
+    assert pa._segments_cached(torch.tensor([[0, 1, 2, 3, 4]]), 5) is None  # one sequence: not packed
+
+
+def test_cuda_attention_avoids_cudnn_inside_and_restores_after() -> None:
+    """On CUDA our attention runs with flash / memory-efficient / math SDPA, not cuDNN (which plans per
+    sequence length); the switch is scoped to the call. The flags exist on CPU builds too."""
+    from securefed.models.packed_attention import _kernels
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with _kernels(torch.device("cuda")):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with _kernels(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before
