@@ -4,7 +4,8 @@ On a terminal: rich progress bars (as before). Anywhere else (CI, nohup, a clust
 bar would print nothing until the run ends, so each step becomes one plain, flushed line on stdout:
 a line per party trained and per phase, and one line per round with loss, accuracy, bytes and
 elapsed time. Every line also goes to a log file in the run directory (OUT/run.log), always, with a
-UTC timestamp, together with the warnings the library logs (e.g. skipped malformed rows).
+UTC timestamp, together with the warnings the library logs (e.g. skipped malformed rows) and Python
+warnings raised during the run (e.g. a DP modulus that inflates the sensitivity, a library's notice).
 
 `RunProgress` has the methods of `rich.progress.Progress` the round loop uses (add_task, reset,
 update, advance), so the loop reports through one object whatever the output is.
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TextIO
 
@@ -72,6 +74,15 @@ class _LineHandler(logging.Handler):
         self.say(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
+@contextlib.contextmanager
+def _python_warnings(say: Callable[[str], None]) -> Iterator[None]:
+    """Python warnings inside the block become lines for `say` (console and log) instead of going to
+    stderr only; the filters (each warning once per place, by default) and the old hook come back after."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, category, *_a, **_k: say(f"warning: {category.__name__}: {message}")
+        yield
+
+
 class RunProgress:
     """Rounds and parties of a run: rich bars on a terminal, lines otherwise, always OUT/run.log."""
 
@@ -94,6 +105,8 @@ class RunProgress:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.log_path.open("a", encoding="utf-8", buffering=1)  # line-buffered
         logging.getLogger(LOGGER).addHandler(self._handler)
+        self._warnings = _python_warnings(self.note)
+        self._warnings.__enter__()
         if self.tty:
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=self.console, transient=False)
@@ -103,6 +116,7 @@ class RunProgress:
 
     def __exit__(self, *exc: Any) -> None:
         logging.getLogger(LOGGER).removeHandler(self._handler)
+        self._warnings.__exit__(None, None, None)
         if self._bar is not None:
             self._bar.__exit__(*exc)
         if exc and exc[0] is not None and not issubclass(exc[0], (KeyboardInterrupt, GeneratorExit)):
@@ -176,6 +190,7 @@ def collect_warnings(console: Console) -> Iterator[list[str]]:
     handler = _LineHandler(say)
     logging.getLogger(LOGGER).addHandler(handler)
     try:
-        yield notes
+        with _python_warnings(say):
+            yield notes
     finally:
         logging.getLogger(LOGGER).removeHandler(handler)

@@ -144,3 +144,16 @@ def test_terminal_keeps_the_rich_bar():
         progress.round_done({"round": 1, "train_loss": 1.0, "accuracy": 0.5, "seconds": 1.0})
     assert lines.getvalue() == ""  # no plain lines on a terminal
     assert "round 1/2: loss 1.0000 accuracy 0.5000" in screen.getvalue() and "━" in screen.getvalue()
+
+
+def test_python_warnings_during_a_run_reach_the_log_and_the_lines(tmp_path):
+    import warnings
+
+    lines, log = io.StringIO(), tmp_path / "run.log"
+    console = Console(file=io.StringIO(), force_terminal=False)
+    before = warnings.showwarning
+    with RunProgress(console, log, rounds=1, stream=lines, tty=False):
+        warnings.warn("modulus too small for this clip", UserWarning)
+    assert "warning: UserWarning: modulus too small for this clip" in lines.getvalue()
+    assert "warning: UserWarning: modulus too small for this clip" in log.read_text()
+    assert warnings.showwarning is before  # the hook is the caller's again after the run
