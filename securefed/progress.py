@@ -74,12 +74,26 @@ class _LineHandler(logging.Handler):
         self.say(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
+# Deprecation notices are for whoever maintains the calling code (often a library calling another),
+# not for the person watching a run: they keep going to stderr as before.
+_NOT_FOR_RUNS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
 @contextlib.contextmanager
 def _python_warnings(say: Callable[[str], None]) -> Iterator[None]:
-    """Python warnings inside the block become lines for `say` (console and log) instead of going to
-    stderr only; the filters (each warning once per place, by default) and the old hook come back after."""
+    """Python warnings inside the block (but deprecations) become lines for `say` (console and log)
+    instead of going to stderr only; the filters (each warning once per place, by default) and the old
+    hook come back after."""
     with warnings.catch_warnings():
-        warnings.showwarning = lambda message, category, *_a, **_k: say(f"warning: {category.__name__}: {message}")
+        previous = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, _NOT_FOR_RUNS):
+                previous(message, category, *args, **kwargs)
+            else:
+                say(f"warning: {category.__name__}: {message}")
+
+        warnings.showwarning = show
         yield
 
 

@@ -154,6 +154,8 @@ def test_python_warnings_during_a_run_reach_the_log_and_the_lines(tmp_path):
     before = warnings.showwarning
     with RunProgress(console, log, rounds=1, stream=lines, tty=False):
         warnings.warn("modulus too small for this clip", UserWarning)
+        warnings.warn("old_name is deprecated", FutureWarning)  # a library's notice: stays on stderr
     assert "warning: UserWarning: modulus too small for this clip" in lines.getvalue()
+    assert "deprecated" not in lines.getvalue() and "deprecated" not in log.read_text()
     assert "warning: UserWarning: modulus too small for this clip" in log.read_text()
     assert warnings.showwarning is before  # the hook is the caller's again after the run
