@@ -10,7 +10,7 @@ import torch
 from securefed.errors import ModelError
 from securefed.models.config import LoraConfig, ModelConfig
 from securefed.models.packed_attention import use_packed_attention
-from securefed.models.quantization import bnb_config, prepare_for_training, release_freed_memory
+from securefed.models.quantization import bnb_config, prepare_for_training, detach_from_checkpoint, prequantized_directory
 from securefed.models.sources import check_local_dir, first_line, fit_max_length, resolve_path  # noqa: F401 (re-export)
 
 
@@ -40,9 +40,14 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
     dtype = resolve_dtype(cfg.dtype, device)
     quant = bnb_config(cfg.quantization, compute_dtype=dtype)
     extra: dict[str, Any] = {} if quant is None else {"quantization_config": quant, "device_map": {"": device}}
+    weights = path
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
+        if quant is not None:  # weights saved already quantized: no full-precision read at every load
+            weights = prequantized_directory(path, cfg.quantization, dtype, cfg.trust_remote_code) or path
+            if weights != path:
+                extra = {"device_map": {"": device}}  # the saved config carries the quantization
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
                                                      **extra)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model {path!r} (local directory or hub id): {first_line(e)}") from e
@@ -57,7 +62,7 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
     if quant is None:
         model.to(device)  # bitsandbytes models are placed by device_map and refuse .to()
     else:
-        release_freed_memory()  # the full-precision tensors it quantized from
+        detach_from_checkpoint(model)  # drop the full-precision file it quantized from
     model.eval()
     return model, tokenizer, device
 
