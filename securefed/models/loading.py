@@ -61,8 +61,8 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
     use_packed_attention(model)
     if quant is None:
         model.to(device)  # bitsandbytes models are placed by device_map and refuse .to()
-    else:
-        detach_from_checkpoint(model)  # drop the full-precision file it quantized from
+    elif weights == path:  # quantized at load: drop the full-precision file it read (the saved 4-bit
+        detach_from_checkpoint(model)  # file stays mapped: it holds the weights themselves)
     model.eval()
     return model, tokenizer, device
 
