@@ -24,6 +24,11 @@ generation pass over 40 prompts ~1 min, so this is the smallest run that still t
   = the same TEST rows (first 40 scored), 600 train rows over 10 parties, 2 rounds x 1 step x batch 4,
     q/v LoRA r 8, lr 2e-3, max_length 96; DPO 4 parties, 2 rounds x 1 step x 2 pairs, 32 held-out pairs.
 
+Any preset value can be overridden by its flag (--rounds, --steps, --batch, --lr, --test-max,
+--max-length, --max-examples, --dpo-*). The run in docs/results.md (second session, 2 shared cores):
+    python -m benchmarks.real_llm --skip-dpo --skip-zero-shot --rounds 2 --steps 2 --batch 8 --lr 2e-3 \
+        --test-max 200 --max-length 128 --max-examples 100000 --only "centralized,fedavg plain,local,..."
+
 Writes OUT/results.json, OUT/results.md, OUT/utility.png and OUT/progress.log (one line per run).
 """
 

@@ -10,7 +10,8 @@ import torch
 from securefed.errors import ModelError
 from securefed.models.config import LoraConfig, ModelConfig
 from securefed.models.packed_attention import use_packed_attention
-from securefed.models.quantization import bnb_config, prepare_for_training, detach_from_checkpoint, prequantized_directory
+from securefed.models.quantization import (bnb_config, detach_from_checkpoint, prepare_for_training,
+                                          prequantized_directory)
 from securefed.models.sources import check_local_dir, first_line, fit_max_length, resolve_path  # noqa: F401 (re-export)
 
 
