@@ -44,7 +44,8 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
     weights = path
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-        if quant is not None:  # weights saved already quantized: no full-precision read at every load
+        if quant is not None and device.type == "cpu":  # saved 4/8-bit weights: no full-precision read
+            # at every load (CPU only: a GPU load quantizes on the device, from a bf16 read)
             weights = prequantized_directory(path, cfg.quantization, dtype, cfg.trust_remote_code) or path
             if weights != path:
                 extra = {"device_map": {"": device}}  # the saved config carries the quantization
