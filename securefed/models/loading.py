@@ -10,7 +10,8 @@ import torch
 from securefed.errors import ModelError
 from securefed.models.config import LoraConfig, ModelConfig
 from securefed.models.packed_attention import use_packed_attention
-from securefed.models.quantization import bnb_config, prepare_for_training, release_freed_memory
+from securefed.models.quantization import (bnb_config, detach_from_checkpoint, prepare_for_training,
+                                          prequantized_directory)
 from securefed.models.sources import check_local_dir, first_line, fit_max_length, resolve_path  # noqa: F401 (re-export)
 
 
@@ -40,9 +41,15 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
     dtype = resolve_dtype(cfg.dtype, device)
     quant = bnb_config(cfg.quantization, compute_dtype=dtype)
     extra: dict[str, Any] = {} if quant is None else {"quantization_config": quant, "device_map": {"": device}}
+    weights = path
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
+        if quant is not None and device.type == "cpu":  # saved 4/8-bit weights: no full-precision read
+            # at every load (CPU only: a GPU load quantizes on the device, from a bf16 read)
+            weights = prequantized_directory(path, cfg.quantization, dtype, cfg.trust_remote_code) or path
+            if weights != path:
+                extra = {"device_map": {"": device}}  # the saved config carries the quantization
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
                                                      **extra)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model {path!r} (local directory or hub id): {first_line(e)}") from e
@@ -56,8 +63,8 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
     use_packed_attention(model)
     if quant is None:
         model.to(device)  # bitsandbytes models are placed by device_map and refuse .to()
-    else:
-        release_freed_memory()  # the full-precision tensors it quantized from
+    elif weights == path:  # quantized at load: drop the full-precision file it read (the saved 4-bit
+        detach_from_checkpoint(model)  # file stays mapped: it holds the weights themselves)
     model.eval()
     return model, tokenizer, device
 

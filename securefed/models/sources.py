@@ -50,7 +50,7 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
     return Path(os.environ.get("SECUREFED_CACHE", Path.home() / ".cache" / "securefed"))
 
 
@@ -60,7 +60,7 @@ def gguf_directory(file: Path) -> Path:
         raise ModelError(f"model.name_or_path {str(file)!r}: no such GGUF file")
     stat = file.stat()
     key = hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    out = _cache_root() / "gguf" / f"{file.stem}-{key}"
+    out = cache_root() / "gguf" / f"{file.stem}-{key}"
     if (out / "config.json").exists():
         return out
     try:

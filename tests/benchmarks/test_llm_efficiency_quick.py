@@ -1,0 +1,35 @@
+"""benchmarks/llm_efficiency.py at toy size (embedded tiny model, 2 FPB rows a batch): every layout
+and quantization case runs, the packed layouts reproduce the padded loss, and the JSON holds the
+ratios docs/results.md quotes. Run as a module from the repository root (see test_gpu_throughput_quick)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# ../shared/data beside the checkout, or beside its parent for a git worktree one level deeper
+FPB = next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.exists()),
+           ROOT.parent / "shared") / "data" / "financial_phrasebank" / "all-data.csv"
+
+
+@pytest.mark.skipif(not FPB.is_file(), reason=f"{FPB} not present")
+def test_toy_efficiency_runs_every_layout_and_case(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    res = subprocess.run([sys.executable, "-m", "benchmarks.llm_efficiency", "--model", "default", "--data", str(FPB),
+                          "--device", "cpu", "--steps", "1", "--batch", "2", "--batches", "3", "--max-length", "64",
+                          "--quant-cases", "none,4bit+gc,none+gc", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    saved = json.loads((tmp_path / "efficiency.json").read_text())
+    by_batch = saved["packing"]["by_batch"]["3"]
+    assert set(by_batch["useful_tokens_per_s"]) == {"padded", "grouped", "packed_dense_mask", "packed"}
+    assert by_batch["max_abs_loss_diff"] < 1e-4
+    assert all(v > 0 for v in by_batch["useful_tokens_per_s"].values())
+    quant = saved["quantization"]
+    assert set(quant["runs"]) == {"none", "4bit+gc", "none+gc"} and set(quant["ratios"]) == {"4bit+gc"}
+    assert 0 < quant["ratios"]["4bit+gc"]["footprint_ratio"] < 1
