@@ -228,7 +228,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
-    parser.add_argument("--out", type=Path, required=True, help="JSON results file")
+    parser.add_argument("--out", type=Path, default=Path("bench-out/secagg.json"), help="JSON results file")
     parser.add_argument("--mask-m", type=int, default=8_400_000, help="vector length for the masking figure")
     parser.add_argument("--baseline", action="append", default=[], metavar="REV",
                         help="also time this commit's masked-input stage alternately with the current one "
