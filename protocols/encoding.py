@@ -171,6 +171,8 @@ def pack_bits(values: np.ndarray, bits: int) -> bytes:
     count = int(values.size)
     if bits in (8, 16, 32, 64):
         return np.ascontiguousarray(values, dtype=f"<u{bits // 8}").tobytes()
+    if bits == 1:  # numpy's own bit packer writes this layout (and zero padding), without 64 passes
+        return np.packbits(np.asarray(values).astype(bool), bitorder="little").tobytes()
     if bits in _WINDOW_BITS:
         return _pack_windows(values, bits)
     groups = -(-count // 64)
@@ -198,6 +200,8 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
         raise ValueError("packed vector has nonzero padding")
     if bits in (8, 16, 32, 64):
         return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(np.uint64)
+    if bits == 1:
+        return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count, bitorder="little").astype(np.uint64)
     if bits in _WINDOW_BITS:
         return _unpack_windows(data, bits, count)
     groups = -(-count // 64)
@@ -229,8 +233,7 @@ def pack_planes(low: np.ndarray, high: np.ndarray, bits: int) -> bytes:
         raise ValueError("pack_planes needs 33..40 bits and two planes of one length")
     r = bits - 32
     top = np.bitwise_and(high, high.dtype.type((1 << r) - 1))
-    packed_high = np.packbits(top.astype(bool), bitorder="little").tobytes() if r == 1 else pack_bits(top, r)
-    return np.ascontiguousarray(low, dtype="<u4").tobytes() + packed_high
+    return np.ascontiguousarray(low, dtype="<u4").tobytes() + pack_bits(top, r)
 
 
 def pack_ring(values: np.ndarray, bits: int) -> bytes:

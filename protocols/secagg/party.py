@@ -15,7 +15,6 @@ from typing import Callable
 import numpy as np
 
 from securefed.protocols.base import Message, PartyInput, ProtocolError, RoundContext
-
 from securefed.protocols.secagg import frames, shamir
 from securefed.protocols.secagg.config import SecAggConfig
 from securefed.protocols.secagg.frames import Direction, Stage
