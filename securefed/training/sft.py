@@ -39,12 +39,17 @@ def sft_loss(model: Any, micro: Mapping[str, torch.Tensor]) -> torch.Tensor:
     most tokens are prompt, and the (tokens, vocab) fp32 logits and their gradient are the largest
     tensors of a LoRA step (SmolLM2: 49,152 x 4 bytes per token). Same value as the model's own loss.
     """
-    target = micro["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
+    return torch.nn.functional.cross_entropy(*labelled_logits(model, micro))
+
+
+def labelled_logits(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (K, V) fp32, targets (K,)) for the K positions that predict a labelled token."""
+    target = batch["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
     keep = torch.nn.functional.pad(target != IGNORE, (0, 1))  # (B, T); the last position predicts nothing
-    inputs = {k: v for k, v in micro.items() if k != "labels"}
-    # No KV cache in training: with one, transformers skips the packed-sequence handling (collate_packed).
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (K, V), K = labelled tokens
-    return torch.nn.functional.cross_entropy(logits.float(), target[target != IGNORE])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    # No KV cache: with one, transformers skips the packed-sequence handling (collate_packed).
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (K, V)
+    return logits.float(), target[target != IGNORE]
 
 
 def _to(tensors: Mapping[str, torch.Tensor] | None, device: torch.device) -> TensorDict | None:
@@ -129,10 +134,7 @@ def eval_loss(model: Any, batches: Sequence[Mapping[str, torch.Tensor]], device:
     """Mean NLL per response token over all batches (token-weighted, not batch-weighted)."""
     total, count = 0.0, 0
     for b in batches:
-        b = {k: v.to(device) for k, v in b.items()}
-        target = b["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
-        keep = torch.nn.functional.pad(target != IGNORE, (0, 1))  # LM head on labelled positions only
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_to_keep=keep).logits
-        total += float(torch.nn.functional.cross_entropy(logits.float(), target[target != IGNORE], reduction="sum"))
-        count += int((target != IGNORE).sum())
+        logits, targets = labelled_logits(model, {k: v.to(device) for k, v in b.items()})
+        total += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        count += targets.numel()
     return total / max(count, 1)
