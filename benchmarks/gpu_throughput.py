@@ -93,19 +93,15 @@ def examples(n: int, lo: int, hi: int, vocab: int, seed: int = 0, rows: list | N
 def write_lengths(model: str, data: str, max_length: int, out: Path) -> None:
     """[length, prompt length] of every chat-rendered Financial PhraseBank training row, tokenized by
     `model`'s tokenizer: what --lengths replays on a machine the data and weights cannot reach."""
-    from securefed.data.chat import render_loaded
-    from securefed.data.config import DataConfig
-    from securefed.data.loading import load_examples
     from transformers import AutoTokenizer
 
+    from benchmarks.llm_efficiency import fpb_train_items
     from securefed.models.sources import resolve_path
-    from securefed.training.batches import IGNORE, tokenize_all
+    from securefed.training.batches import IGNORE
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_path(model))  # a .gguf: its cached conversion
-    loaded = render_loaded(load_examples(DataConfig(source=data, preset="financial-phrasebank"), seed=0),
-                           tokenizer, "auto")
     rows = [[len(t.input_ids), next((i for i, y in enumerate(t.labels) if y != IGNORE), len(t.labels))]
-            for t in tokenize_all(tokenizer, loaded.train, max_length)]
+            for t in fpb_train_items(data, tokenizer, max_length)]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": model, "data": data, "max_length": max_length, "rows": rows}))
     print(f"{len(rows)} rows, mean length {np.mean([r[0] for r in rows]):.1f} -> {out}")

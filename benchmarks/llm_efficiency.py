@@ -53,17 +53,22 @@ def _current_rss_mb() -> float:
     return float("nan")
 
 
-def batches(args, tokenizer, batch: int | None = None):
-    import numpy as np
-
+def fpb_train_items(data: str, tokenizer, max_length: int) -> list:
+    """Financial PhraseBank's training rows, rendered with the tokenizer's chat template, tokenized."""
     from securefed.data.chat import render_loaded
     from securefed.data.config import DataConfig
     from securefed.data.loading import load_examples
     from securefed.training.batches import tokenize_all
 
-    data = render_loaded(load_examples(DataConfig(source=args.data, preset="financial-phrasebank"), seed=0),
-                         tokenizer, "auto")
-    items = tokenize_all(tokenizer, data.train, args.max_length)
+    loaded = render_loaded(load_examples(DataConfig(source=data, preset="financial-phrasebank"), seed=0),
+                           tokenizer, "auto")
+    return tokenize_all(tokenizer, loaded.train, max_length)
+
+
+def batches(args, tokenizer, batch: int | None = None):
+    import numpy as np
+
+    items = fpb_train_items(args.data, tokenizer, args.max_length)
     rng = np.random.default_rng(0)
     size = batch or args.batch
     return [[items[j] for j in rng.choice(len(items), size, replace=False)] for _ in range(args.steps)]
