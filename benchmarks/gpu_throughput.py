@@ -192,7 +192,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             ap.error("--write-lengths needs --model and --data")
         write_lengths(args.model, args.data, args.max_len, args.write_lengths)
         return []
-    args.rows = json.loads(args.lengths.read_text())["rows"] if args.lengths else None
+    try:
+        args.rows = json.loads(args.lengths.read_text())["rows"] if args.lengths else None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        ap.error(f"--lengths {args.lengths}: not a lengths file from --write-lengths ({type(e).__name__}: {e})")
     if args.quick:
         args.steps, args.batch, args.min_len, args.max_len = 2, 4, 8, 48
     import torch
