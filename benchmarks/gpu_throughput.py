@@ -42,6 +42,11 @@ SHAPES = {  # Llama-2-7B, and a toy of the same family for CPU smoke tests
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                          num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192,
                          tie_word_embeddings=True),
+    # SmolLM2-1.7B's architecture: big enough that weights, not the Python runtime, dominate a CPU
+    # process's memory (llm_efficiency --random-shape; 135M cannot show QLoRA's memory saving on CPU)
+    "smollm2-1.7b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32,
+                         num_key_value_heads=32, vocab_size=49152, max_position_embeddings=8192,
+                         tie_word_embeddings=True),
 }
 CASES = [  # name, packing, quantization, gradient checkpointing, dp
     ("padded", False, "none", False, False),

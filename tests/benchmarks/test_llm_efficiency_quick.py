@@ -5,6 +5,7 @@ ratios docs/results.md quotes. Run as a module from the repository root (see tes
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +13,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# ../shared/data beside the checkout, or beside its parent for a git worktree one level deeper
-FPB = next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.exists()),
-           ROOT.parent / "shared") / "data" / "financial_phrasebank" / "all-data.csv"
 
 
-@pytest.mark.skipif(not FPB.is_file(), reason=f"{FPB} not present")
-def test_toy_efficiency_runs_every_layout_and_case(tmp_path):
+def test_toy_efficiency_runs_every_layout_and_case(tmp_path, fpb):
     pytest.importorskip("bitsandbytes")
-    res = subprocess.run([sys.executable, "-m", "benchmarks.llm_efficiency", "--model", "default", "--data", str(FPB),
+    res = subprocess.run([sys.executable, "-m", "benchmarks.llm_efficiency", "--model", "default", "--data", str(fpb),
                           "--device", "cpu", "--steps", "1", "--batch", "2", "--batches", "3", "--max-length", "64",
                           "--quant-cases", "none,4bit+gc,none+gc", "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -33,3 +30,20 @@ def test_toy_efficiency_runs_every_layout_and_case(tmp_path):
     quant = saved["quantization"]
     assert set(quant["runs"]) == {"none", "4bit+gc", "none+gc"} and set(quant["ratios"]) == {"4bit+gc"}
     assert 0 < quant["ratios"]["4bit+gc"]["footprint_ratio"] < 1
+
+
+def test_random_shape_replaces_the_model_and_is_quantized_before_the_workers(tmp_path, fpb):
+    pytest.importorskip("bitsandbytes")
+    env = {**os.environ, "SECUREFED_CACHE": str(tmp_path / "cache")}
+    res = subprocess.run([sys.executable, "-m", "benchmarks.llm_efficiency", "--random-shape", "toy", "--data", str(fpb),
+                          "--device", "cpu", "--steps", "1", "--batch", "2", "--max-length", "64", "--skip", "packing",
+                          "--quant-cases", "none,4bit", "--out", str(tmp_path / "out")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    saved = json.loads((tmp_path / "out" / "efficiency.json").read_text())
+    assert saved["model"] == str(tmp_path / "cache" / "random" / "toy")
+    assert len(list((tmp_path / "cache" / "quantized").glob("toy-4bit-*"))) == 1  # cached before the workers ran
+    assert 0 < saved["quantization"]["ratios"]["4bit"]["footprint_ratio"] < 1
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.llm_efficiency", "--random-shape", "70b"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode != 0 and "--random-shape: unknown shape '70b'" in bad.stderr

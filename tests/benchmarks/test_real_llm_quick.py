@@ -1,0 +1,42 @@
+"""benchmarks/real_llm.py at toy size (embedded tiny model, a few FPB rows): the SFT rows, the per-round
+curve and its plot, a tagged rerun, and --merge of the two. Run as a module from the repository root
+(see test_gpu_throughput_quick)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(fpb: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmarks.real_llm", "--model", "default", "--data", str(fpb),
+                           "--device", "cpu", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_toy_real_llm_rows_curves_tag_and_merge(tmp_path, fpb):
+    common = ["--skip-dpo", "--skip-zero-shot", "--parties", "2", "--rounds", "2", "--steps", "1", "--batch", "2",
+              "--test-max", "6", "--max-examples", "60", "--max-length", "64", "--set", "evaluation.every=1"]
+    res = _run(fpb, *common, "--only", "fedavg plain", "--out", str(tmp_path / "a"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = json.loads((tmp_path / "a" / "results.json").read_text())["sft"][0]
+    assert row["run"] == "fedavg plain"
+    assert [c["round"] for c in row["curve"]] == [1, 2]  # evaluated every round
+    assert row["curve"][-1]["accuracy"] == row["accuracy"]  # the final row is the last point of the curve
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 0
+
+    res = _run(fpb, *common, "--only", "centralized", "--tag", "4-bit", "--out", str(tmp_path / "b"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["sft"][0]["run"] == "centralized (4-bit)"
+
+    res = subprocess.run([sys.executable, "-m", "benchmarks.real_llm", "--merge", str(tmp_path / "a"),
+                          str(tmp_path / "b"), "--out", str(tmp_path / "m")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    merged = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert [r["run"] for r in merged["sft"]] == ["fedavg plain", "centralized (4-bit)"]
+    assert (tmp_path / "m" / "utility.png").is_file() and (tmp_path / "m" / "curves.png").is_file()
+    assert "| centralized (4-bit) |" in (tmp_path / "m" / "results.md").read_text()
