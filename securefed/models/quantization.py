@@ -67,7 +67,7 @@ def detach_from_checkpoint(model: Any) -> None:
     import gc
 
     for module in model.modules():
-        for name, p in list(module.named_parameters(recurse=False)):
+        for p in list(module.parameters(recurse=False)):
             if type(p) is torch.nn.Parameter:  # bitsandbytes' Params4bit / Int8Params are their own copies
                 p.data = p.data.clone()
         for name, b in list(module.named_buffers(recurse=False)):

@@ -24,7 +24,7 @@ from securefed.privacy import distributed
 from securefed.privacy.accounting import Spend, check_budget, epsilon, example_sample_rate, resolve_noise_multiplier
 from securefed.privacy.config import PrivacyConfig
 from securefed.privacy.rng import poisson_sample, secure_generator, secure_normal, secure_uniforms
-from securefed.privacy.sensitivity import SafeEncoding, is_power_of_two
+from securefed.privacy.sensitivity import SafeEncoding, is_power_of_two, weight_bound
 from securefed.privacy.user_level import add_central_noise, user_level_input
 from securefed.protocols.base import PartyInput, VectorSum
 
@@ -207,8 +207,7 @@ class PrivacyEngine:
         f = self.facts
         unit = f.central_unit
         if f.central_weighted:
-            sizes = f.party_sizes.values()
-            unit *= max_weight or (1 << int(max(sizes) - 1).bit_length() if sizes else 1)
+            unit *= max_weight or weight_bound(f.party_sizes.values())
         return SafeEncoding.plan(self.cfg.update_clip_norm, f.vector_len, unit, f.central_grid,
                                  self.cfg.rounding_beta)
 

@@ -32,6 +32,13 @@ def is_power_of_two(x: float) -> bool:
     return x > 0 and math.frexp(x)[0] == 0.5
 
 
+def weight_bound(sizes) -> int:
+    """A public bound on any party's weight (the next power of two of the largest; 1 for none), so the
+    fixed-point encoders can size their integers without the server learning an exact dataset size."""
+    sizes = list(sizes)
+    return 1 << int(max(sizes) - 1).bit_length() if sizes else 1
+
+
 @dataclass(frozen=True)
 class SafeEncoding:
     mode: str  # "grid" | "margin" | "float"

@@ -27,18 +27,13 @@ from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext
 from securefed.protocols.driver import run_round
 from securefed.atomic import atomic_write_text
 from securefed.simulation.backends import open_backend
+from securefed.privacy.sensitivity import weight_bound
 from securefed.simulation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.simulation.report import print_partition
 from securefed.simulation.evaluate import mean_metrics
 from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
 from securefed.simulation.world import World, build_world
 from securefed.training.schedule import round_lr
-
-
-def weight_bound(weights: dict[str, int]) -> int:
-    # A public bound on any party's weight (next power of two), so the fixed-point encoders can size
-    # their integers without the server learning an exact dataset size.
-    return 1 << int(max(weights.values()) - 1).bit_length()
 
 
 def protocol_stats(stats: dict[str, Any]) -> dict[str, float]:
@@ -115,7 +110,7 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     if world.algorithm.aggregates:
         progress.update(task, description=f"round {r + 1}: {cfg.aggregation.protocol} aggregation")
         ctx = RoundContext(cfg.federation_id, r, selected, world.layout.size, world.algorithm.uses_control,
-                           weight_bound(world.party_weights))
+                           weight_bound(world.party_weights.values()))
         too_few = _protocol_floor(cfg, len(selected))
         try:
             if too_few:

@@ -72,6 +72,9 @@ def test_bit_identical_to_inprocess(tmp_path, small_overrides, monkeypatch, algo
     assert [m["train_loss"] for m in metrics] == [m["train_loss"] for m in rows(here)]
     failures = [(m["ray_actor_failures"], m["ray_retried"], m["contributors"]) for m in metrics]
     assert failures == ([(0, 0, 3), (1, 2, 3)] if how == "actor-killed" else [(0, 0, 3), (0, 0, 3)])
+    # each round's pool summary reaches run.log whatever the console (it used to go to a non-terminal only)
+    log = (there / "run.log").read_text()
+    assert "round 1: 3 parties trained on 2 actors" in log and "round 2: 3 parties trained on 2 actors" in log
     # the checkpoint (SCAFFOLD: every c_i) is the same state, so --resume continues identically
     a = torch.load(here / "checkpoints" / "round-0002" / "state.pt", weights_only=True)
     b = torch.load(there / "checkpoints" / "round-0002" / "state.pt", weights_only=True)

@@ -157,8 +157,7 @@ class RemoteRound:
                     self.failures += 1
                     progress.update(task, advance=-len(gone))
                     self._lose(gone, queue)
-        if not progress.console.is_terminal:  # logs and CI: one line per round instead of a live bar
-            progress.console.print(self.summary_line(), highlight=False, soft_wrap=True)
+        progress.note(self.summary_line())  # to the terminal (above a live bar) and to OUT/run.log
 
     def _train_queue(self, shared: Any, queue: deque, clients: Mapping[str, ClientState], progress: Any,
                      task: Any) -> None:
