@@ -25,9 +25,17 @@ generation pass over 40 prompts ~1 min, so this is the smallest run that still t
     q/v LoRA r 8, lr 2e-3, max_length 96; DPO 4 parties, 2 rounds x 1 step x 2 pairs, 32 held-out pairs.
 
 Any preset value can be overridden by its flag (--rounds, --steps, --batch, --lr, --test-max,
---max-length, --max-examples, --dpo-*). The run in docs/results.md (second session, 2 shared cores):
-    python -m benchmarks.real_llm --skip-dpo --skip-zero-shot --rounds 2 --steps 2 --batch 8 --lr 2e-3 \
-        --test-max 200 --max-length 128 --max-examples 100000 --only "centralized,fedavg plain,local,..."
+--max-length, --max-examples, --dpo-*). The runs in docs/results.md (2 cores, one process per line,
+`OMP_NUM_THREADS=1`; third session, each line 35-60 min beside the others):
+    L="--skip-dpo --rounds 10 --steps 3 --batch 8 --lr 2e-3 --test-max 200 --max-length 128 --max-examples 100000"
+    python -m benchmarks.real_llm $L --set evaluation.every=2 --only "centralized,fedavg plain" --out A
+    python -m benchmarks.real_llm $L --skip-zero-shot --only local --out B
+    python -m benchmarks.real_llm $L --skip-zero-shot --set evaluation.every=2 --set model.quantization=4bit \
+        --tag 4-bit --only centralized --out C
+    python -m benchmarks.real_llm --skip-sft --dpo-rounds 4 --dpo-steps 8 --dpo-batch 2 --dpo-lr 1e-3 \
+        --dpo-test 96 --out D
+    python -m benchmarks.real_llm --merge A B C D --out bench-out/real_llm
+  and (second session, the short run with every algorithm) `--rounds 2 --steps 2` with the same other flags.
 
 Writes OUT/results.json, OUT/results.md, OUT/utility.png, OUT/curves.png (held-out scores by round, for
 runs evaluated more than once: `--set evaluation.every=K`) and OUT/progress.log (one line per run).
