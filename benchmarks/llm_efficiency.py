@@ -91,6 +91,9 @@ def batches(args, tokenizer, batch: int | None = None):
     return [[items[j] for j in rng.choice(len(items), size, replace=False)] for _ in range(args.steps)]
 
 
+LAYOUTS = ("grouped", "packed_dense_mask", "packed")  # timed against "padded", which always runs
+
+
 def length_grouped(groups: list) -> list:
     """The same rows re-batched by length (sorted, then cut into batches of the same size): the
     cheaper alternative to packing, padded batches with little padding."""
@@ -121,7 +124,7 @@ def packing(args) -> dict:
         groups = batches(args, tokenizer, size)
         layouts = {"padded": ("sdpa", groups, "collate"), "grouped": ("sdpa", length_grouped(groups), "collate"),
                    "packed_dense_mask": ("sdpa", groups, "packed"), "packed": (NAME, groups, "packed")}
-        layouts = {k: v for k, v in layouts.items() if k in args.layouts.split(",") or k == "padded"}
+        layouts = {k: v for k, v in layouts.items() if k in args.layouts or k == "padded"}
         out[size] = _time_layouts(model, base, tokenizer, device, layouts)
         print(json.dumps({"batch": size, **out[size]}), file=sys.stderr, flush=True)
     return {"by_batch": out, "steps": args.steps, "max_length": args.max_length}
@@ -272,7 +275,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="4-bit vs fp32 batch")
     ap.add_argument("--batches", default="8,16,32", help="packing: batch sizes to measure")
     ap.add_argument("--max-length", type=int, default=160)
-    ap.add_argument("--layouts", default="grouped,packed_dense_mask,packed",
+    ap.add_argument("--layouts", default=",".join(LAYOUTS),
                     help="packing: layouts timed against padded (packed_dense_mask is N^2: slow at batch 32)")
     ap.add_argument("--out", default="bench-out/llm_efficiency")
     ap.add_argument("--rss-worker", help=argparse.SUPPRESS)
@@ -283,6 +286,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.rss_worker:
         return rss_worker(args)
+    args.layouts = args.layouts.split(",")
+    unknown = sorted(set(args.layouts) - set(LAYOUTS))
+    if unknown:
+        ap.error(f"--layouts: unknown layout(s) {', '.join(unknown)}; known: {', '.join(LAYOUTS)}")
     if args.random_shape:
         args.model = random_base(args.random_shape)
         if "quant" not in args.skip:

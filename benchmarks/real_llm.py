@@ -136,8 +136,7 @@ def run_sft(args, p: dict, out: Path, log) -> list[dict]:
 def eval_curve(metrics: Path) -> list[dict]:
     """(round, accuracy, macro-F1, eval loss) at every evaluated round of a run's metrics.jsonl."""
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return [{"round": i + 1, **{k: r[k] for k in ("accuracy", "macro_f1", "eval_loss")}}
-            for i, r in enumerate(rows) if "accuracy" in r]
+    return [{k: r[k] for k in ("round", "accuracy", "macro_f1", "eval_loss")} for r in rows if "accuracy" in r]
 
 
 def dpo_overrides(args, p: dict) -> list[str]:

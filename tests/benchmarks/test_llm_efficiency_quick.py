@@ -47,3 +47,9 @@ def test_random_shape_replaces_the_model_and_is_quantized_before_the_workers(tmp
     bad = subprocess.run([sys.executable, "-m", "benchmarks.llm_efficiency", "--random-shape", "70b"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode != 0 and "--random-shape: unknown shape '70b'" in bad.stderr
+
+
+def test_an_unknown_layout_is_a_usage_error():
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.llm_efficiency", "--layouts", "grouped,packd"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--layouts: unknown layout(s) packd; known: grouped" in bad.stderr
