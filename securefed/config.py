@@ -19,6 +19,7 @@ from securefed.data.config import DataConfig
 from securefed.errors import ConfigError
 from securefed.models.config import LoraConfig, ModelConfig
 from securefed.privacy.config import PrivacyConfig, check_compatible
+from securefed.robust.config import BoundConfig, RobustConfig, check_robust
 from securefed.simulation.backends.config import SimulationConfig
 from securefed.training.config import TrainingConfig
 
@@ -40,6 +41,8 @@ class AggregationConfig(BaseModel):
     protocol: Literal["plain", "secagg", "he"] = "plain"
     secagg: _SECTIONS["secagg"] = Field(default_factory=_SECTIONS["secagg"])  # type: ignore[valid-type]
     he: _SECTIONS["he"] = Field(default_factory=_SECTIONS["he"])  # type: ignore[valid-type]
+    bound: BoundConfig = Field(default_factory=BoundConfig)  # party-side clip every decoded sum is checked against
+    robust: RobustConfig = Field(default_factory=RobustConfig)  # Byzantine-robust rule (plain only)
 
     def section(self) -> Any:
         return getattr(self, self.protocol, None)
@@ -145,6 +148,7 @@ class RootConfig(BaseModel):
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
                          self.algorithm.name == "scaffold")
+        check_robust(self)
         return self
 
     def to_json(self) -> str:
