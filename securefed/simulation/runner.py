@@ -25,6 +25,7 @@ from securefed.progress import RunProgress, collect_warnings
 from securefed.reporting.tensorboard import round_writer
 from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext, SumOutOfRange, check_sum
 from securefed.robust.bounds import input_bound, party_clip
+from securefed.robust.stacked import run_robust_round
 from securefed.protocols.driver import run_round
 from securefed.atomic import atomic_write_text
 from securefed.simulation.backends import open_backend
@@ -32,7 +33,7 @@ from securefed.privacy.sensitivity import weight_bound
 from securefed.simulation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.simulation.report import print_partition
 from securefed.simulation.evaluate import mean_metrics
-from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
+from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate, train_party, train_party_dp
 from securefed.simulation.world import World, build_world
 from securefed.training.schedule import round_lr
 
@@ -117,8 +118,13 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
         try:
             if too_few:
                 raise ProtocolAbort(too_few)
-            vsum, traffic = (remote.aggregate(ctx) if remote else
-                             run_round(world.protocol, ctx, inputs, world.server_material, world.party_material))
+            if cfg.aggregation.robust.rule != "mean":  # plain only (config): a robust rule over the rows
+                vsum, traffic = run_robust_round(world.protocol, ctx, inputs, world.server_material,
+                                                 world.party_material, cfg.aggregation.robust,
+                                                 derive_seed(cfg.seed, "robust", r))
+            else:
+                vsum, traffic = (remote.aggregate(ctx) if remote else
+                                 run_round(world.protocol, ctx, inputs, world.server_material, world.party_material))
             # a sum clipped parties cannot produce (a malicious party) is rejected before anything uses it
             vsum = check_sum(vsum, ctx, input_bound(cfg))
         except ProtocolAbort as e:

@@ -31,3 +31,11 @@ def test_a_malicious_round_is_rejected_and_the_run_goes_on(tmp_path, small_overr
     assert "||delta||_2" in rows[0]["rejected"] and rows[0]["contributors"] == 0
     assert "rejected" not in rows[1] and rows[1]["contributors"] == 3
     assert "round 1: rejected by the plain protocol (decoded sum: ||delta||_2" in (out / "run.log").read_text()
+
+
+def test_a_robust_rule_runs_in_the_simulation(tmp_path, small_overrides):
+    out = tmp_path / "median"
+    runner.simulate(load_config(None, small_overrides + ["rounds=1", 'aggregation.robust.rule="median"',
+                                                         'algorithm.name="fedadam"']), out)
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["contributors"] == 3 and row["protocol_robust_kept"] == 3
