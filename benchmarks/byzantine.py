@@ -213,7 +213,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="local steps per party and round under attack")
     ap.add_argument("--warmup-steps", type=int, default=10, help="local steps per party in a warm-up round")
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--eval", type=int, default=200, help="held-out TEST rows scored")
+    ap.add_argument("--eval", type=int, default=150, help="held-out TEST rows scored")
     ap.add_argument("--noise-std", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=str(DATA))
@@ -250,18 +250,22 @@ def run_grid(args: argparse.Namespace, out: Path, rows_path: Path) -> None:
         log.write(line + "\n")
         log.flush()
 
+    worlds = {}
     for task in args.tasks.split(","):
-        base_cfg = load_config(None, task_overrides(task, args))
         t0 = time.perf_counter()
-        base = build_world(base_cfg)
+        base = build_world(load_config(None, task_overrides(task, args)))
         warm_cfg = load_config(None, task_overrides(task, args) + [f"training.max_steps={args.warmup_steps}"])
         params, c, norm, wm = warmup(task, base, warm_cfg, args, out)
-        say(f"[{task}] world {time.perf_counter() - t0:.0f}s; warm-up {args.warmup} rounds: accuracy "
+        say(f"[{task}] world + warm-up {time.perf_counter() - t0:.0f}s; {args.warmup} rounds: accuracy "
             f"{wm['accuracy']:.3f}; calibrated c={c:.3g}, C={norm:.3g}")
-        bad_of = {k: set(base.party_ids[-k:]) for k in map(int, args.malicious.split(","))}
-        # scenario-major, so that a run cut short still has every aggregator for the first attacks
-        scenarios = [("none", 0)] + [(a, k) for k in bad_of for a in args.attacks.split(",")]
-        for attack, k in scenarios:
+        worlds[task] = (base, params, c, norm, wm)
+    ks = list(map(int, args.malicious.split(",")))
+    # scenario-major and tasks interleaved, so that a run cut short has every task and aggregator for
+    # the first attacks
+    scenarios = [("none", 0)] + [(a, k) for k in ks for a in args.attacks.split(",")]
+    for attack, k in scenarios:
+        for task, (base, params, c, norm, wm) in worlds.items():
+            bad = set(base.party_ids[-k:]) if k else set()
             for alg in args.algorithms.split(","):
                 for agg in args.aggregators.split(","):
                     key = (task, alg, agg, attack, k)
@@ -270,7 +274,6 @@ def run_grid(args: argparse.Namespace, out: Path, rows_path: Path) -> None:
                     cfg = load_config(None, task_overrides(task, args) + [f"algorithm.name={alg}"]
                                       + aggregator_overrides(agg, c, norm, k))
                     world = world_for(base, cfg)
-                    bad = bad_of.get(k, set())
                     if attack == "label_flip":
                         world = dataclasses.replace(world, party_data=flipped_data(world, cfg, bad))
                     t1 = time.perf_counter()
@@ -286,7 +289,6 @@ def run_grid(args: argparse.Namespace, out: Path, rows_path: Path) -> None:
                         f.write(json.dumps(row) + "\n")
                     say(f"[{task}] {alg:8s} {agg:12s} {attack:10s} x{k}: accuracy {row['accuracy']:.3f} "
                         f"rejected {row['rejected']}/{len(rows)} ({row['seconds']:.0f}s)")
-
 
 if __name__ == "__main__":
     main()
