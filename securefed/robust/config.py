@@ -64,6 +64,10 @@ def check_robust(root) -> None:
         if root.privacy.mechanism in ("user-central", "user-distributed"):
             raise ValueError(f"aggregation.robust.rule={rule!r} cannot combine with privacy.mechanism="
                              f"{root.privacy.mechanism!r}: its noise is calibrated to the sum, not to a robust rule")
+        selected, f = root.sampling.per_round(root.parties), agg.robust.krum_byzantine
+        if rule == "multi_krum" and selected <= f + 2:
+            raise ValueError(f"aggregation.robust.krum_byzantine={f} needs more than f + 2 = {f + 2} parties a round "
+                             f"(sampling selects {selected})")
         if root.simulation.backend != "inprocess":
             raise ValueError(f"aggregation.robust.rule={rule!r} runs with simulation.backend='inprocess' only")
     if agg.bound.any and root.privacy.mechanism == "user-distributed":

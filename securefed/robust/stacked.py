@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from securefed.protocols.base import VectorSum
+from securefed.protocols.base import ProtocolAbort, VectorSum
 from securefed.protocols.plain import StackedUpdates
 from securefed.robust import rules
 from securefed.robust.config import RobustConfig
@@ -55,4 +55,7 @@ def run_robust_round(protocol, ctx, inputs, server_material, party_material, cfg
         raise ValueError(f"aggregation.robust.rule={cfg.rule!r} needs the plain protocol, not {protocol.name!r}")
     session = protocol.server(ctx, server_material, keep_updates=True)
     _, traffic = run_round(protocol, ctx, inputs, server_material, party_material, server=session)
-    return robust_sum(session.stacked(), cfg, np.random.default_rng(seed)), traffic
+    try:
+        return robust_sum(session.stacked(), cfg, np.random.default_rng(seed)), traffic
+    except ValueError as e:  # e.g. too few contributors left for Multi-Krum's f: this round only
+        raise ProtocolAbort(f"robust rule {cfg.rule}: {e}") from None

@@ -13,7 +13,7 @@ from securefed.algorithms.config import AlgorithmConfig
 from securefed.config import load_config
 from securefed.errors import ConfigError
 from securefed.protocols import registry
-from securefed.protocols.base import PartyInput, RoundContext
+from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext
 from securefed.protocols.plain import StackedUpdates
 from securefed.robust import rules
 from securefed.robust.config import RobustConfig
@@ -102,3 +102,15 @@ def test_robust_rule_with_secure_aggregation_is_refused_in_one_line(protocol):
     with pytest.raises(ConfigError) as e:
         load_config(None, [f'aggregation.protocol="{protocol}"', 'aggregation.robust.rule="multi_krum"'])
     assert "never shows the server one party's update" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_multi_krum_with_too_few_parties_is_refused_or_aborts_the_round():
+    with pytest.raises(ConfigError, match="more than f \\+ 2"):
+        load_config(None, ["parties=4", 'aggregation.robust.rule="multi_krum"', "aggregation.robust.krum_byzantine=2"])
+    ids = ("a", "b", "c", "d")
+    ctx = RoundContext("r", 0, ids, 5, False, 10)
+    inputs = {p: PartyInput(X[i].astype(np.float32), None, float(W[i])) for i, p in enumerate(ids)}
+    plain = registry.create("plain")
+    with pytest.raises(ProtocolAbort, match="robust rule multi_krum"):  # a round that lost parties
+        run_robust_round(plain, ctx, inputs, *plain.provision(ids), RobustConfig(rule="multi_krum",
+                                                                                  krum_byzantine=2), 0)
