@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from securefed.protocols.base import ProtocolAbort, VectorSum
+from securefed.protocols.base import ProtocolAbort, VectorSum, check_sum
 from securefed.protocols.plain import StackedUpdates
 from securefed.robust import rules
 from securefed.robust.config import RobustConfig
@@ -46,15 +46,20 @@ def robust_sum(stacked: StackedUpdates, cfg: RobustConfig, rng: np.random.Genera
                      {"robust_kept": kept})
 
 
-def run_robust_round(protocol, ctx, inputs, server_material, party_material, cfg: RobustConfig, seed: int):
+def run_robust_round(protocol, ctx, inputs, server_material, party_material, cfg: RobustConfig, seed: int,
+                     bound=None):
     """protocols.driver.run_round under plain, with the robust rule in place of the sum:
-    (VectorSum of the robust estimate, traffic). `seed`: norm_bound's noise for this round."""
+    (VectorSum of the robust estimate, traffic). `seed`: norm_bound's noise for this round. The
+    plain sum is checked against `bound` (the parties' clip) first, as under any protocol: the robust
+    estimate itself need not be within it (a coordinate-wise median of vectors of norm <= C can
+    exceed C)."""
     from securefed.protocols.driver import run_round  # the in-process carrier
 
     if protocol.name != "plain":
         raise ValueError(f"aggregation.robust.rule={cfg.rule!r} needs the plain protocol, not {protocol.name!r}")
     session = protocol.server(ctx, server_material, keep_updates=True)
-    _, traffic = run_round(protocol, ctx, inputs, server_material, party_material, server=session)
+    total, traffic = run_round(protocol, ctx, inputs, server_material, party_material, server=session)
+    check_sum(total, ctx, bound)
     try:
         return robust_sum(session.stacked(), cfg, np.random.default_rng(seed)), traffic
     except ValueError as e:  # e.g. too few contributors left for Multi-Krum's f: this round only

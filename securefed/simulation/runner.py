@@ -118,15 +118,15 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
         try:
             if too_few:
                 raise ProtocolAbort(too_few)
+            # a sum clipped parties cannot produce (a malicious party) is rejected before anything uses it
             if cfg.aggregation.robust.rule != "mean":  # plain only (config): a robust rule over the rows
                 vsum, traffic = run_robust_round(world.protocol, ctx, inputs, world.server_material,
                                                  world.party_material, cfg.aggregation.robust,
-                                                 derive_seed(cfg.seed, "robust", r))
+                                                 derive_seed(cfg.seed, "robust", r), input_bound(cfg))
             else:
                 vsum, traffic = (remote.aggregate(ctx) if remote else
                                  run_round(world.protocol, ctx, inputs, world.server_material, world.party_material))
-            # a sum clipped parties cannot produce (a malicious party) is rejected before anything uses it
-            vsum = check_sum(vsum, ctx, input_bound(cfg))
+                vsum = check_sum(vsum, ctx, input_bound(cfg))
         except ProtocolAbort as e:
             # Nothing was released: the global model and every client state stay as they were (a
             # deployment would retry; a simulation moves on so a long run is not lost to one round).

@@ -13,9 +13,10 @@ from securefed.algorithms.config import AlgorithmConfig
 from securefed.config import load_config
 from securefed.errors import ConfigError
 from securefed.protocols import registry
-from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext
+from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext, SumOutOfRange
 from securefed.protocols.plain import StackedUpdates
 from securefed.robust import rules
+from securefed.robust.bounds import InputBound
 from securefed.robust.config import RobustConfig
 from securefed.robust.stacked import robust_sum, run_robust_round
 from securefed.simulation.steps import to_aggregate
@@ -114,3 +115,21 @@ def test_multi_krum_with_too_few_parties_is_refused_or_aborts_the_round():
     with pytest.raises(ProtocolAbort, match="robust rule multi_krum"):  # a round that lost parties
         run_robust_round(plain, ctx, inputs, *plain.provision(ids), RobustConfig(rule="multi_krum",
                                                                                   krum_byzantine=2), 0)
+
+
+def test_the_plain_sum_not_the_robust_estimate_is_checked_against_the_clip():
+    """Three honest rows of norm 1 whose coordinate-wise median has norm sqrt(3/2): accepted (their
+    sum is within 3 x 1); a row past the clip makes the sum impossible: rejected before the rule."""
+    ids, k = ("a", "b", "c"), 4
+    rows = np.zeros((3, 3 * k), np.float32)
+    for i, (s, t) in enumerate([(0, 1), (1, 2), (0, 2)]):  # each row on two of three blocks of k coordinates
+        rows[i, s * k:(s + 1) * k] = rows[i, t * k:(t + 1) * k] = 1 / np.sqrt(2 * k)
+    ctx = RoundContext("r", 0, ids, 3 * k, False, 10)
+    plain = registry.create("plain")
+    bound = InputBound(norm=1.0)
+    inputs = {p: PartyInput(rows[i], None, 1.0) for i, p in enumerate(ids)}
+    vsum, _ = run_robust_round(plain, ctx, inputs, *plain.provision(ids), RobustConfig(rule="median"), 0, bound)
+    assert np.linalg.norm(vsum.delta_sum / vsum.total_weight) == pytest.approx(np.sqrt(1.5), rel=1e-5)
+    inputs["c"] = PartyInput(rows[2] * 5, None, 1.0)
+    with pytest.raises(SumOutOfRange, match=r"\|\|delta\|\|_2"):
+        run_robust_round(plain, ctx, inputs, *plain.provision(ids), RobustConfig(rule="median"), 0, bound)
