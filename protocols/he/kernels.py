@@ -1,0 +1,155 @@
+"""Hazmat: ntt.py's negacyclic NTT compiled with numba (the same stages, layouts and twiddles).
+
+Why numba: the numpy passes in ntt.py cost ~10 array sweeps per butterfly stage, so their time is
+memory traffic. A compiled loop keeps a butterfly's operands in registers and takes one prime's
+log N stages over its N words while they sit in cache (32 KiB per prime at N = 8192). numba has
+wheels for CPython 3.10-3.13 on manylinux x86_64 and aarch64, is maintained, and compiles plain
+loops, so the kernel reads as the textbook algorithm; python-flint's NTTs use FLINT's roots and
+order, not SEAL's, and would need a reordering pass per transform. Kernels compile on first call
+and are cached on disk (`cache=True`: __pycache__ beside this file, else numba's user cache), so a
+fresh process loads them instead of compiling; they release the GIL, so rlwe's threads overlap.
+
+Layout, as in ntt.py: with N = B * S, the first log B stages pair words >= S apart and run on
+the natural (B, S) layout of a prime's row; the last log S stages run on its transpose (S, B),
+so that every innermost loop runs over >= min(S, B) contiguous words (the vectoriser needs
+contiguous runs; pairs 1 or 2 words apart would run scalar, ~5x slower per butterfly).
+
+Arithmetic: residues are reduced uint32 (p < 2^31) widened to int64 in registers: x * w' < 2^63
+for Shoup's companion w' = floor(w 2^32 / p) < 2^32, so q = (x w') >> 32 and r = x w - q p in
+[0, 2p) need no uint64 (numba turns uint64 mixed with int64 into float64). Every stage leaves
+[0, p), so the output is the unique reduced transform: bit-identical to the numpy passes
+(tests/protocols/test_he_kernels.py compares them on random inputs).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+
+@_jit
+def _mulmod(x, w, wq, p):
+    """x * w mod p in [0, p) (Shoup) for x < 2^31, w < p, wq = floor(w 2^32 / p)."""
+    t = x * w - ((x * wq) >> 32) * p
+    return t - p if t >= p else t
+
+
+@_jit
+def _ct(lo, hi, w, wq, p):
+    """Cooley-Tukey over two runs with one twiddle: (a, b) -> (a + w b, a - w b) mod p."""
+    for j in range(lo.shape[0]):
+        a, t = np.int64(lo[j]), _mulmod(np.int64(hi[j]), w, wq, p)
+        s, d = a + t, a - t
+        lo[j] = s - p if s >= p else s
+        hi[j] = d + p if d < 0 else d
+
+
+@_jit
+def _ct_runs(lo, hi, w, wq, p):
+    """Cooley-Tukey over two runs with a twiddle per word (w, wq runs of uint32)."""
+    for j in range(lo.shape[0]):
+        a, t = np.int64(lo[j]), _mulmod(np.int64(hi[j]), np.int64(w[j]), np.int64(wq[j]), p)
+        s, d = a + t, a - t
+        lo[j] = s - p if s >= p else s
+        hi[j] = d + p if d < 0 else d
+
+
+@_jit
+def _gs(lo, hi, w, wq, p, scale, scale_q):
+    """Gentleman-Sande with one twiddle: (a, b) -> (a + b, (a - b) w) mod p; the sum times
+    `scale` unless scale == 1 (the inverse's last stage folds N^-1 in)."""
+    for j in range(lo.shape[0]):
+        a, b = np.int64(lo[j]), np.int64(hi[j])
+        s, d = a + b, a - b
+        s = s - p if s >= p else s
+        d = d + p if d < 0 else d
+        if scale != 1:
+            s = _mulmod(s, scale, scale_q, p)
+        lo[j] = s
+        hi[j] = _mulmod(d, w, wq, p)
+
+
+@_jit
+def _gs_runs(lo, hi, w, wq, p, scale, scale_q):
+    """Gentleman-Sande with a twiddle per word."""
+    for j in range(lo.shape[0]):
+        a, b = np.int64(lo[j]), np.int64(hi[j])
+        s, d = a + b, a - b
+        s = s - p if s >= p else s
+        d = d + p if d < 0 else d
+        if scale != 1:
+            s = _mulmod(s, scale, scale_q, p)
+        lo[j] = s
+        hi[j] = _mulmod(d, np.int64(w[j]), np.int64(wq[j]), p)
+
+
+@_jit
+def _transpose(src, dst):
+    """dst (C, R) = src (R, C)^T."""
+    for r in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            dst[c, r] = src[r, c]
+
+
+@_jit
+def forward(x, tr, w, wq, tw, twq, p):
+    """x (L, N) uint32 reduced, in place -> NTT form. tr (S, B) uint32 scratch. w, wq (L, N):
+    psi^bitrev(k) and companions; natural stage m pairs j, j + N/(2m) in block i with w[m + i].
+    tw, twq (L, N - B): the transposed stages' twiddles, stage after stage, (G, B) each.
+    p (L,) int64."""
+    L, n = x.shape
+    S, B = tr.shape
+    for l in range(L):
+        pl, xl = p[l], x[l]
+        m, half = 1, n >> 1
+        while m < B:
+            for i in range(m):
+                base = 2 * i * half
+                _ct(xl[base:base + half], xl[base + half:base + 2 * half], np.int64(w[l, m + i]),
+                    np.int64(wq[l, m + i]), pl)
+            m, half = m << 1, half >> 1
+        _transpose(xl.reshape(B, S), tr)
+        off = 0
+        while half >= 1:  # h = half rows of B words; G = S / (2h) groups
+            g = S // (2 * half)
+            for gi in range(g):
+                wr, wqr = tw[l, off + gi * B:off + (gi + 1) * B], twq[l, off + gi * B:off + (gi + 1) * B]
+                for hh in range(half):
+                    _ct_runs(tr[2 * gi * half + hh], tr[(2 * gi + 1) * half + hh], wr, wqr, pl)
+            off += g * B
+            half >>= 1
+        _transpose(tr, xl.reshape(B, S))
+
+
+@_jit
+def inverse(x, tr, w, wq, tw, twq, p, n_inv, n_inv_q):
+    """x (L, N) uint32 in NTT form, in place -> coefficients, reduced. The tables as in `forward`
+    for psi^-1, with the last stage's twiddle (w[:, 1], or tw's first block when B = 1) already
+    times N^-1; that stage also scales its sums by n_inv (L,) (companions n_inv_q)."""
+    L, n = x.shape
+    S, B = tr.shape
+    for l in range(L):
+        pl, xl = p[l], x[l]
+        _transpose(xl.reshape(B, S), tr)
+        off, half = tw.shape[1] - (S // 2) * B, 1  # stages in reverse: the last stored comes first
+        while half < S:
+            g = S // (2 * half)
+            sc, scq = (n_inv[l], n_inv_q[l]) if (B == 1 and g == 1) else (np.int64(1), np.int64(0))
+            for gi in range(g):
+                wr, wqr = tw[l, off + gi * B:off + (gi + 1) * B], twq[l, off + gi * B:off + (gi + 1) * B]
+                for hh in range(half):
+                    _gs_runs(tr[2 * gi * half + hh], tr[(2 * gi + 1) * half + hh], wr, wqr, pl, sc, scq)
+            half <<= 1
+            off -= S // (2 * half) * B
+        _transpose(tr, xl.reshape(B, S))
+        m = B >> 1
+        while m >= 1:
+            half = n // (2 * m)
+            sc, scq = (n_inv[l], n_inv_q[l]) if m == 1 else (np.int64(1), np.int64(0))
+            for i in range(m):
+                base = 2 * i * half
+                _gs(xl[base:base + half], xl[base + half:base + 2 * half], np.int64(w[l, m + i]),
+                    np.int64(wq[l, m + i]), pl, sc, scq)
+            m >>= 1
