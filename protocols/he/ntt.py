@@ -17,13 +17,16 @@ and run on the transposed (L, S, B) layout (inner runs >= B), with the twiddles 
 
 These passes are the reference: `NTTPlan` runs kernels.py's compiled loops over the same
 layouts and twiddles (several times faster, bit-identical, tested) unless numba cannot be
-imported, which one log line says.
+imported, which one log line says, or SECUREFED_HE_NTT=numpy asks for the passes (a benchmark's
+baseline, or a platform where numba misbehaves).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
+import os
 import threading
 
 import numpy as np
@@ -38,15 +41,20 @@ def shoup_companion(w: np.ndarray, p: np.ndarray) -> np.ndarray:
     return (w.astype(np.uint64) << _U32) // p
 
 
-@functools.cache
 def compiled_kernels():
+    """kernels.py's module, or None: SECUREFED_HE_NTT=numpy, or numba cannot be imported."""
+    return None if os.environ.get("SECUREFED_HE_NTT", "").lower() == "numpy" else _import_kernels()
+
+
+@functools.cache
+def _import_kernels():
     """kernels.py's module, or None (logged once) when numba cannot be imported."""
     try:
-        from securefed.protocols.he import kernels
-    except ImportError as exc:  # no numba wheel for this platform or interpreter
-        log.warning("he: numba unavailable (%s); the NTT runs as numpy passes, several times slower", exc)
+        return importlib.import_module("securefed.protocols.he.kernels")
+    except Exception as exc:  # no numba wheel for this platform, or no writable kernel cache
+        log.warning("he: compiled NTT unavailable (%s: %s); it runs as numpy passes, several times slower",
+                    type(exc).__name__, exc)
         return None
-    return kernels
 
 
 class NTTPlan:

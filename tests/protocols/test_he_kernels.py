@@ -1,0 +1,91 @@
+"""The compiled NTT (protocols/he/kernels.py) against the numpy passes it replaces: equal words on
+random inputs for every prime and every ring degree in use (N = 8192 and the tests' small N), the
+compiled path actually taken when numba is installed (a core dependency), and the numpy fallback
+(one log line) when it cannot be imported or SECUREFED_HE_NTT=numpy asks for it. The SEAL
+known-answer and interop tests (test_he_ring.py) run on the compiled path."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from securefed.protocols.he import ntt
+from securefed.protocols.he.ntt import NTTPlan
+from securefed.protocols.he.ring import PRIMES_8192, Ring
+
+
+def _plans(n: int, primes: tuple[int, ...]) -> tuple[Ring, NTTPlan, NTTPlan]:
+    ring = Ring(n, primes)
+    return ring, NTTPlan(primes, n, *ring._tables), NTTPlan(primes, n, *ring._tables, compiled=False)
+
+
+def _residues(ring: Ring, rng: np.random.Generator, lead: tuple[int, ...] = ()) -> np.ndarray:
+    x = rng.integers(0, 2**63, size=(*lead, ring.size, ring.n), dtype=np.uint64) % ring._p
+    x[..., 0] = (ring._p - 1)[:, 0]  # the largest residue, and 0, always among the inputs
+    x[..., -1] = 0
+    return x.astype(np.uint32)
+
+
+def test_the_compiled_kernels_are_in_use():
+    _, fast, ref = _plans(16, PRIMES_8192)
+    assert fast._kernels is not None and ref._kernels is None
+
+
+@pytest.mark.parametrize("n", [2, 4, 16, 64, 1024, 8192])
+def test_compiled_transforms_equal_the_numpy_passes(n):
+    ring, fast, ref = _plans(n, PRIMES_8192)  # all 7 primes; n = 2, 16, 64 are test_he_ring's
+    rng = np.random.default_rng(n)
+    for _ in range(3):
+        x = _residues(ring, rng)
+        a, b = x.copy(), x.copy()
+        fast.forward(a)
+        ref.forward(b)
+        assert np.array_equal(a, b)
+        assert not np.array_equal(a, x)  # the transform did something
+        c, d = a.copy(), a.copy()
+        fast.inverse(c)
+        ref.inverse(d)
+        assert np.array_equal(c, d) and np.array_equal(c, x)
+        y1, y2 = x.copy(), x.copy()  # an arbitrary input to the inverse, not only a forward output
+        fast.inverse(y1)
+        ref.inverse(y2)
+        assert np.array_equal(y1, y2)
+
+
+@pytest.mark.parametrize("primes", [PRIMES_8192[:1], PRIMES_8192[3:5]])
+def test_ring_ntt_of_a_batch_equals_the_numpy_passes(primes):
+    ring, _, ref = _plans(8192, primes)
+    x = _residues(ring, np.random.default_rng(1), (3,))
+    got = ring.ntt(x)
+    want = x.copy()
+    for elem in want:
+        ref.forward(elem)
+    assert got.dtype == np.uint64 and np.array_equal(got, want)
+    assert np.array_equal(ring.intt(got), x)
+
+
+def test_without_numba_the_numpy_passes_run_and_say_so(monkeypatch, caplog):
+    ntt._import_kernels.cache_clear()
+    monkeypatch.setitem(sys.modules, "securefed.protocols.he.kernels", None)  # import fails
+    try:
+        with caplog.at_level(logging.WARNING, logger=ntt.__name__):
+            ring, plan, ref = _plans(64, PRIMES_8192[:2])
+        assert plan._kernels is None
+        assert len([r for r in caplog.records if "numpy passes" in r.getMessage()]) == 1
+        x = _residues(ring, np.random.default_rng(2))
+        a, b = x.copy(), x.copy()
+        plan.forward(a)
+        ref.forward(b)
+        assert np.array_equal(a, b)
+    finally:
+        monkeypatch.undo()
+        ntt._import_kernels.cache_clear()
+    assert NTTPlan(PRIMES_8192[:1], 16, *Ring(16, PRIMES_8192[:1])._tables)._kernels is not None
+
+
+def test_the_environment_can_ask_for_the_numpy_passes(monkeypatch):
+    monkeypatch.setenv("SECUREFED_HE_NTT", "numpy")
+    assert _plans(16, PRIMES_8192[:1])[1]._kernels is None
