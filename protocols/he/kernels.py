@@ -153,3 +153,82 @@ def inverse(x, tr, w, wq, tw, twq, p, n_inv, n_inv_q):
                 _gs(xl[base:base + half], xl[base + half:base + 2 * half], np.int64(w[l, m + i]),
                     np.int64(wq[l, m + i]), pl, sc, scq)
             m >>= 1
+
+
+# -- pointwise: ring.py's mul_fixed, reduce, from_small and add_to, word for word ----------------
+# The same operations in the same types (uint64 wrapping, uint32 words kept by masks), fused into
+# one loop per element instead of one numpy pass (and temporary) per operation. Operands are
+# (K, L, N) C-contiguous; ring.py takes the numpy route for any other shape.
+
+_S32 = np.uint64(32)
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+@_jit
+def mul_shoup(x, w, wq, p, out):
+    """out = x w - floor(x wq / 2^32) p mod 2^64 (Shoup's product, [0, 2p) for x < 2^32)."""
+    K, L, n = x.shape
+    for k in range(K):
+        for l in range(L):
+            pl, xr, wr, wqr, o = p[l], x[k, l], w[l], wq[l], out[k, l]
+            for j in range(n):
+                v = np.uint64(xr[j])
+                o[j] = v * wr[j] - ((v * wqr[j]) >> _S32) * pl
+
+
+@_jit
+def _reduce_word(v, below, c4, c2, c1, tmask, omask):
+    """ring.reduce on one word: v = min(v, v - b p) for b = below/2, .., 1 (below in 2, 4, 8), the
+    difference in x's word (tmask), v kept in out's word (omask), as numpy's passes do."""
+    if below == 8:
+        v = min(v, (v - c4) & tmask) & omask
+    if below >= 4:
+        v = min(v, (v - c2) & tmask) & omask
+    return min(v, (v - c1) & tmask) & omask
+
+
+@_jit
+def reduce_below(x, out, p, below, tmask, omask):
+    """out = ring.reduce(x, below) for x and out apart (see `reduce_in_place` for x is out)."""
+    K, L, n = x.shape
+    for k in range(K):
+        for l in range(L):
+            pl, s, o = p[l], x[k, l], out[k, l]
+            for j in range(n):
+                o[j] = _reduce_word(np.uint64(s[j]), below, pl * np.uint64(4), pl * np.uint64(2), pl, tmask, omask)
+
+
+@_jit
+def reduce_in_place(x, p, below, mask):
+    """x = ring.reduce(x, below): one array, so the vectoriser needs no overlap check (which an
+    exact overlap fails, leaving the loop scalar)."""
+    K, L, n = x.shape
+    for k in range(K):
+        for l in range(L):
+            pl, s = p[l], x[k, l]
+            for j in range(n):
+                s[j] = _reduce_word(np.uint64(s[j]), below, pl * np.uint64(4), pl * np.uint64(2), pl, mask, mask)
+
+
+@_jit
+def from_small(x, p, out):
+    """out[k, l] = x[k] + p_l mod 2^32, less p_l where that does not wrap (ring.from_small)."""
+    K, n = x.shape
+    for k in range(K):
+        for l in range(p.shape[0]):
+            pl, xr, o = p[l], x[k], out[k, l]
+            for j in range(n):
+                r = (np.uint64(xr[j]) + pl) & _M32
+                o[j] = min(r, (r - pl) & _M32)
+
+
+@_jit
+def add_to(acc, x, p):
+    """acc = min(acc + x, acc + x - p) mod 2^64, in place (ring.add_to)."""
+    K, L, n = acc.shape
+    for k in range(K):
+        for l in range(L):
+            pl, a, xr = p[l], acc[k, l], x[k, l]
+            for j in range(n):
+                v = a[j] + np.uint64(xr[j])
+                a[j] = min(v, v - pl)

@@ -1,5 +1,6 @@
-"""The compiled NTT (protocols/he/kernels.py) against the numpy passes it replaces: equal words on
-random inputs for every prime and every ring degree in use (N = 8192 and the tests' small N), the
+"""The compiled kernels (protocols/he/kernels.py) against the numpy passes they replace: equal
+words on random inputs for every prime and every ring degree in use (N = 8192 and the tests' small
+N), for the NTT and for ring.py's pointwise mul_fixed / reduce / from_small / add_to, the
 compiled path actually taken when numba is installed (a core dependency), and the numpy fallback
 (one log line) when it cannot be imported or SECUREFED_HE_NTT=numpy asks for it. The SEAL
 known-answer and interop tests (test_he_ring.py) run on the compiled path."""
@@ -89,3 +90,50 @@ def test_without_numba_the_numpy_passes_run_and_say_so(monkeypatch, caplog):
 def test_the_environment_can_ask_for_the_numpy_passes(monkeypatch):
     monkeypatch.setenv("SECUREFED_HE_NTT", "numpy")
     assert _plans(16, PRIMES_8192[:1])[1]._kernels is None
+
+
+def _ring_pair(monkeypatch, n: int) -> tuple[Ring, Ring]:
+    """(numpy passes, compiled kernels) rings alike."""
+    with monkeypatch.context() as m:
+        m.setenv("SECUREFED_HE_NTT", "numpy")
+        slow = Ring(n, PRIMES_8192)
+        assert slow._k is None
+    fast = Ring(n, PRIMES_8192)
+    assert fast._k is not None
+    return slow, fast
+
+
+@pytest.mark.parametrize("n", [16, 8192])
+def test_compiled_pointwise_operations_equal_the_numpy_passes(monkeypatch, n):
+    slow, fast = _ring_pair(monkeypatch, n)
+    rng = np.random.default_rng(n)
+    p, shape = fast._p, (3, fast.size, n)
+
+    def below(b: int, dtype) -> np.ndarray:  # reduced residues times up to b: [0, b p)
+        return (rng.integers(0, 2**63, shape, dtype=np.uint64) % (p * np.uint64(b))).astype(dtype)
+
+    w = fast.fixed(rng.integers(0, 2**63, (fast.size, n), dtype=np.uint64) % p)
+    for dtype in (np.uint32, np.uint64):
+        x = rng.integers(0, 2**32, shape, dtype=np.uint64).astype(dtype)  # any x < 2^32
+        for xs in (x, x[0]):
+            got, want = fast.mul_fixed(xs, w), slow.mul_fixed(xs, w)
+            assert got.dtype == want.dtype == np.uint64 and np.array_equal(got, want)
+    for b in (2, 4, 8):
+        for src, dst in ((np.uint64, np.uint64), (np.uint64, np.uint32), (np.uint32, np.uint32)):
+            if src == np.uint32 and b > 2:
+                continue  # [0, b p) does not fit 32 bits
+            x = below(b, src)
+            got, want = fast.reduce(x, b, out=np.empty(shape, dst)), slow.reduce(x, b, out=np.empty(shape, dst))
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+            got, want = fast.reduce(x.copy(), b), slow.reduce(x.copy(), b)  # in place
+            assert np.array_equal(got, want) and np.all(got < p)
+    small = rng.integers(-(2**30), 2**30, (4, n))
+    for xs in (small, small[0]):
+        got, want = fast.from_small(xs), slow.from_small(xs)
+        assert got.dtype == want.dtype == np.uint32 and np.array_equal(got, want)
+    for dtype in (np.uint32, np.uint64):
+        acc, x = below(1, np.uint64), below(1, dtype)
+        a, b = acc.copy(), acc.copy()
+        fast.add_to(a, x)
+        slow.add_to(b, x)
+        assert np.array_equal(a, b) and not np.array_equal(a, acc)
