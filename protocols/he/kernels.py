@@ -232,3 +232,104 @@ def add_to(acc, x, p):
             for j in range(n):
                 v = a[j] + np.uint64(xr[j])
                 a[j] = min(v, v - pl)
+
+
+# -- crt.py's decode, one coefficient at a time --------------------------------------------------
+# The same steps on the same 8 x 32-bit limbs (two's complement mod 2^256, held in uint64 words) as
+# crt.py's numpy passes, per coefficient instead of per pass over a chunk: Garner, Horner, centre,
+# round, the noise check, balanced digits. Constants come as limb arrays from crt.py.
+
+_NL = 8
+_B32 = np.uint64(1 << 32)
+
+
+@_jit
+def _add_limbs(x, c, on):
+    """x += c (limbs) mod 2^256 where `on`, in place."""
+    carry = np.uint64(0)
+    for i in range(_NL):
+        t = x[i] + (c[i] if on else np.uint64(0)) + carry
+        x[i] = t & _M32
+        carry = t >> _S32
+
+
+@_jit
+def _above(x, c, bits):
+    """(x mod 2^bits > c, x mod 2^bits == c), c as limbs < 2^bits."""
+    gt, eq = False, True
+    for i in range((bits + 31) // 32 - 1, -1, -1):
+        xi = x[i]
+        if 32 * (i + 1) > bits:
+            xi &= (np.uint64(1) << np.uint64(bits - 32 * i)) - np.uint64(1)
+        gt = gt or (eq and xi > c[i])
+        eq = eq and xi == c[i]
+    return gt, eq
+
+
+@_jit
+def _shift_right(x, s, out):
+    """out = x >> s (arithmetic) on two's-complement limbs; out may be x."""
+    q, r = s // 32, s % 32
+    fill = _M32 if (x[_NL - 1] >> np.uint64(31)) != 0 else np.uint64(0)
+    for i in range(_NL):
+        lo = x[i + q] if i + q < _NL else fill
+        if r == 0:
+            out[i] = lo
+        else:
+            hi = x[i + q + 1] if i + q + 1 < _NL else fill
+            out[i] = ((lo >> np.uint64(r)) | (hi << np.uint64(32 - r))) & _M32
+
+
+@_jit
+def crt_digits(res, primes, garner, garner_q, q_half, minus_q, half, hb, noise, hi, lo, strict, delta_bits, value_bits,
+               digits):
+    """digits (k, M) int64: the balanced base-2^value_bits digits of V = round(x / 2^delta_bits)
+    for the integers x in (-Q/2, Q/2] that the residues res (L, M) stand for. False (crt's None)
+    when `noise` and some x mod 2^delta_bits lies above `hi` or below `lo` (limbs: |x - 2^delta_bits
+    V| > bound), or `strict` and some V needs more than k digits. garner[i, j] = p_j^-1 mod p_i,
+    garner_q its Shoup companions."""
+    L, M = res.shape
+    k = digits.shape[0]
+    y = np.empty(L, np.uint64)
+    x = np.empty(_NL, np.uint64)
+    for m in range(M):
+        for i in range(L):  # Garner's mixed radix
+            p, t = primes[i], np.uint64(res[i, m])
+            for j in range(i):
+                yj = y[j] - p if y[j] >= p else y[j]
+                u = t + p - yj
+                if u < _B32:  # always, for reduced residues: Shoup's product, no division
+                    t = u * garner[i, j] - ((u * garner_q[i, j]) >> _S32) * p
+                    t = t - p if t >= p else t
+                else:  # an unreduced residue: numpy's uint64 arithmetic exactly
+                    t = (u * garner[i, j]) % p
+            y[i] = t
+        x[:] = 0
+        x[0] = y[L - 1]
+        for i in range(L - 2, -1, -1):  # Horner into limbs
+            carry = y[i]
+            for j in range(_NL):
+                t = x[j] * primes[i] + carry
+                x[j] = t & _M32
+                carry = t >> _S32
+        gt, _ = _above(x, q_half, 32 * _NL)
+        _add_limbs(x, minus_q, gt)  # centre
+        _add_limbs(x, half, True)  # round
+        if noise:
+            gt, _ = _above(x, hi, delta_bits)
+            lgt, leq = _above(x, lo, delta_bits)
+            if gt or not (lgt or leq):
+                return False
+        _shift_right(x, delta_bits, x)
+        for j in range(k):
+            _add_limbs(x, hb, True)
+            v = x[0] | (x[1] << _S32)
+            if value_bits < 64:
+                v &= (np.uint64(1) << np.uint64(value_bits)) - np.uint64(1)
+            digits[j, m] = np.int64(v) - np.int64(hb[0] | (hb[1] << _S32))
+            _shift_right(x, value_bits, x)
+        if strict:
+            for i in range(_NL):
+                if x[i] != 0:
+                    return False
+    return True

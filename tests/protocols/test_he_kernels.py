@@ -8,6 +8,7 @@ known-answer and interop tests (test_he_ring.py) run on the compiled path."""
 from __future__ import annotations
 
 import logging
+import random
 import sys
 
 import numpy as np
@@ -137,3 +138,41 @@ def test_compiled_pointwise_operations_equal_the_numpy_passes(monkeypatch, n):
         fast.add_to(a, x)
         slow.add_to(b, x)
         assert np.array_equal(a, b) and not np.array_equal(a, acc)
+
+
+@pytest.mark.parametrize("value_bits,k,delta_bits", [(26, 5, 72), (62, 2, 80)])
+def test_compiled_decode_equals_the_numpy_passes(monkeypatch, value_bits, k, delta_bits):
+    """crt.decode_digits both ways on honest sums (noise up to the bound), sums one past the bound,
+    a value too wide for k digits, and uniform garbage (test_he_ring.py checks the compiled path
+    against Python integers)."""
+    from securefed.protocols.he import crt
+
+    primes, q = PRIMES_8192, Ring(16, PRIMES_8192).modulus
+    rng = np.random.default_rng(value_bits)
+    m, bound = 700, 2 ** (delta_bits - 2)
+    digits = rng.integers(-(2 ** (value_bits - 1)) + 1, 2 ** (value_bits - 1), size=(k, m)).astype(object)
+    vals = sum(digits[j] * (1 << (value_bits * j)) for j in range(k))
+    draw = random.Random(k)
+    ints = vals * (1 << delta_bits) + np.array([draw.randint(-bound, bound) for _ in range(m)], dtype=object)
+    ints[:2] = [vals[0] * (1 << delta_bits) + bound, vals[1] * (1 << delta_bits) - bound]
+
+    def decode(xs, strict):
+        res = np.array([[int(v) % p for v in xs] for p in primes], dtype=np.uint64)
+        with monkeypatch.context() as mp:
+            mp.setenv("SECUREFED_HE_NTT", "numpy")
+            want = crt.decode_digits(primes, res, value_bits, k, delta_bits, float(bound), strict)
+        return crt.decode_digits(primes, res, value_bits, k, delta_bits, float(bound), strict), want
+
+    for strict in (True, False):
+        got, want = decode(ints, strict)
+        assert np.array_equal(got, want) and np.array_equal(got, digits.astype(np.int64))
+    past = ints.copy()
+    past[3] = vals[3] * (1 << delta_bits) - bound - 1
+    wide = ints.copy()
+    wide[4] = (vals[4] + (1 << (value_bits * k))) * (1 << delta_bits)
+    garbage = [draw.randrange(q) for _ in range(m)]  # uniform mod Q
+    for name, xs in (("past", past), ("wide", wide), ("garbage", garbage)):
+        got, want = decode(xs, True)
+        assert got is None and want is None, name
+        got, want = decode(xs, False)
+        assert np.array_equal(got, want)
