@@ -234,102 +234,120 @@ def add_to(acc, x, p):
                 a[j] = min(v, v - pl)
 
 
-# -- crt.py's decode, one coefficient at a time --------------------------------------------------
-# The same steps on the same 8 x 32-bit limbs (two's complement mod 2^256, held in uint64 words) as
-# crt.py's numpy passes, per coefficient instead of per pass over a chunk: Garner, Horner, centre,
-# round, the noise check, balanced digits. Constants come as limb arrays from crt.py.
+# -- crt.py's decode, a chunk of coefficients at a time -----------------------------------------
+# The same steps on the same 8 x 32-bit limbs (two's complement mod 2^256, uint64 words) as crt.py's
+# numpy passes: Garner, Horner, centre, round, the noise check, balanced digits; each step one loop
+# over a chunk of coefficients (vectorised) with no array allocated per step. Residues must be
+# reduced (crt.py checks; Garner's products are then Shoup's, without a division). Limb arrays are
+# (8, C); masks are all-ones or zero words, so that the loops have no branches.
 
 _NL = 8
-_B32 = np.uint64(1 << 32)
+_CH = 2048  # coefficients per chunk: its limbs (~200 KiB in all) stay in L2
 
 
 @_jit
-def _add_limbs(x, c, on):
-    """x += c (limbs) mod 2^256 where `on`, in place."""
-    carry = np.uint64(0)
+def _v_add(x, c, sel, carry, n):
+    """x[:, m] += c (limbs) mod 2^256 where sel[m] is all ones (nothing where it is 0)."""
+    carry[:n] = 0
     for i in range(_NL):
-        t = x[i] + (c[i] if on else np.uint64(0)) + carry
-        x[i] = t & _M32
-        carry = t >> _S32
+        xi, ci = x[i], c[i]
+        for m in range(n):
+            t = xi[m] + (ci & sel[m]) + carry[m]
+            xi[m] = t & _M32
+            carry[m] = t >> _S32
 
 
 @_jit
-def _above(x, c, bits):
-    """(x mod 2^bits > c, x mod 2^bits == c), c as limbs < 2^bits."""
-    gt, eq = False, True
+def _v_compare(x, c, bits, gt, eq, n):
+    """gt[m], eq[m] = (x[:, m] mod 2^bits > c, == c) as 1/0 words, c as limbs < 2^bits."""
+    gt[:n] = 0
+    eq[:n] = 1
     for i in range((bits + 31) // 32 - 1, -1, -1):
-        xi = x[i]
-        if 32 * (i + 1) > bits:
-            xi &= (np.uint64(1) << np.uint64(bits - 32 * i)) - np.uint64(1)
-        gt = gt or (eq and xi > c[i])
-        eq = eq and xi == c[i]
-    return gt, eq
+        mask = _M32 if 32 * (i + 1) <= bits else (np.uint64(1) << np.uint64(bits - 32 * i)) - np.uint64(1)
+        xi, ci = x[i], c[i]
+        for m in range(n):
+            v = xi[m] & mask
+            gt[m] |= eq[m] & np.uint64(v > ci)
+            eq[m] &= np.uint64(v == ci)
 
 
 @_jit
-def _shift_right(x, s, out):
-    """out = x >> s (arithmetic) on two's-complement limbs; out may be x."""
-    q, r = s // 32, s % 32
-    fill = _M32 if (x[_NL - 1] >> np.uint64(31)) != 0 else np.uint64(0)
+def _v_shift_right(x, s, fill, n):
+    """x[:, m] >>= s (arithmetic), in place: limb i from limbs i + q and i + q + 1 (q = s // 32),
+    read before they are written."""
+    q, r = s // 32, np.uint64(s % 32)
+    for m in range(n):
+        fill[m] = _M32 * (x[_NL - 1, m] >> np.uint64(31))
     for i in range(_NL):
-        lo = x[i + q] if i + q < _NL else fill
-        if r == 0:
-            out[i] = lo
-        else:
-            hi = x[i + q + 1] if i + q + 1 < _NL else fill
-            out[i] = ((lo >> np.uint64(r)) | (hi << np.uint64(32 - r))) & _M32
+        for m in range(n):
+            lo = x[i + q, m] if i + q < _NL else fill[m]
+            hi = x[i + q + 1, m] if i + q + 1 < _NL else fill[m]
+            x[i, m] = lo if r == 0 else ((lo >> r) | (hi << (np.uint64(32) - r))) & _M32
 
 
 @_jit
-def crt_digits(res, primes, garner, garner_q, q_half, minus_q, half, hb, noise, hi, lo, strict, delta_bits, value_bits,
-               digits):
+def crt_digits(res, primes, garner, garner_q, q_half, minus_q, half, hb, noise, hi, lo, strict, delta_bits,
+               value_bits, digits):
     """digits (k, M) int64: the balanced base-2^value_bits digits of V = round(x / 2^delta_bits)
-    for the integers x in (-Q/2, Q/2] that the residues res (L, M) stand for. False (crt's None)
-    when `noise` and some x mod 2^delta_bits lies above `hi` or below `lo` (limbs: |x - 2^delta_bits
-    V| > bound), or `strict` and some V needs more than k digits. garner[i, j] = p_j^-1 mod p_i,
-    garner_q its Shoup companions."""
+    for the integers x in (-Q/2, Q/2] that the reduced residues res (L, M) stand for. False (crt's
+    None) when `noise` and some x mod 2^delta_bits lies above `hi` or below `lo` (limbs: |x -
+    2^delta_bits V| > bound), or `strict` and some V needs more than k digits. garner[i, j] =
+    p_j^-1 mod p_i, garner_q its Shoup companions."""
     L, M = res.shape
     k = digits.shape[0]
-    y = np.empty(L, np.uint64)
-    x = np.empty(_NL, np.uint64)
-    for m in range(M):
-        for i in range(L):  # Garner's mixed radix
-            p, t = primes[i], np.uint64(res[i, m])
+    y, x = np.empty((L, _CH), np.uint64), np.empty((_NL, _CH), np.uint64)
+    words = np.empty((5, _CH), np.uint64)
+    carry, sel, gt, eq, ones = words[0], words[1], words[2], words[3], words[4]
+    ones[:] = _M32 | (_M32 << _S32)
+    hb_int = np.int64(hb[0] | (hb[1] << _S32))
+    low = (np.uint64(1) << np.uint64(value_bits)) - np.uint64(1)
+    for start in range(0, M, _CH):
+        n = min(_CH, M - start)
+        for i in range(L):  # Garner's mixed radix: y_i < p_i
+            p, yi = primes[i], y[i]
+            for m in range(n):
+                yi[m] = res[i, start + m]
             for j in range(i):
-                yj = y[j] - p if y[j] >= p else y[j]
-                u = t + p - yj
-                if u < _B32:  # always, for reduced residues: Shoup's product, no division
-                    t = u * garner[i, j] - ((u * garner_q[i, j]) >> _S32) * p
-                    t = t - p if t >= p else t
-                else:  # an unreduced residue: numpy's uint64 arithmetic exactly
-                    t = (u * garner[i, j]) % p
-            y[i] = t
-        x[:] = 0
-        x[0] = y[L - 1]
+                g, gq, yj = garner[i, j], garner_q[i, j], y[j]
+                for m in range(n):
+                    v = yj[m]
+                    u = yi[m] + p - (v - p if v >= p else v)  # < 2 p_i < 2^32
+                    t = u * g - ((u * gq) >> _S32) * p
+                    yi[m] = t - p if t >= p else t
+        x[:, :n] = 0
+        x[0, :n] = y[L - 1, :n]
         for i in range(L - 2, -1, -1):  # Horner into limbs
-            carry = y[i]
+            p = primes[i]
+            carry[:n] = y[i, :n]
             for j in range(_NL):
-                t = x[j] * primes[i] + carry
-                x[j] = t & _M32
-                carry = t >> _S32
-        gt, _ = _above(x, q_half, 32 * _NL)
-        _add_limbs(x, minus_q, gt)  # centre
-        _add_limbs(x, half, True)  # round
+                xj = x[j]
+                for m in range(n):
+                    t = xj[m] * p + carry[m]
+                    xj[m] = t & _M32
+                    carry[m] = t >> _S32
+        _v_compare(x, q_half, 32 * _NL, gt, eq, n)
+        for m in range(n):
+            sel[m] = np.uint64(0) - gt[m]  # all ones where x > Q/2
+        _v_add(x, minus_q, sel, carry, n)  # centre
+        _v_add(x, half, ones, carry, n)  # round
         if noise:
-            gt, _ = _above(x, hi, delta_bits)
-            lgt, leq = _above(x, lo, delta_bits)
-            if gt or not (lgt or leq):
-                return False
-        _shift_right(x, delta_bits, x)
+            _v_compare(x, hi, delta_bits, gt, eq, n)
+            for m in range(n):
+                if gt[m]:
+                    return False
+            _v_compare(x, lo, delta_bits, gt, eq, n)
+            for m in range(n):
+                if not (gt[m] | eq[m]):
+                    return False
+        _v_shift_right(x, delta_bits, carry, n)
         for j in range(k):
-            _add_limbs(x, hb, True)
-            v = x[0] | (x[1] << _S32)
-            if value_bits < 64:
-                v &= (np.uint64(1) << np.uint64(value_bits)) - np.uint64(1)
-            digits[j, m] = np.int64(v) - np.int64(hb[0] | (hb[1] << _S32))
-            _shift_right(x, value_bits, x)
+            _v_add(x, hb, ones, carry, n)
+            for m in range(n):
+                digits[j, start + m] = np.int64((x[0, m] | (x[1, m] << _S32)) & low) - hb_int
+            _v_shift_right(x, value_bits, carry, n)
         if strict:
             for i in range(_NL):
-                if x[i] != 0:
-                    return False
+                for m in range(n):
+                    if x[i, m] != 0:
+                        return False
     return True

@@ -149,7 +149,7 @@ def test_compiled_decode_equals_the_numpy_passes(monkeypatch, value_bits, k, del
 
     primes, q = PRIMES_8192, Ring(16, PRIMES_8192).modulus
     rng = np.random.default_rng(value_bits)
-    m, bound = 700, 2 ** (delta_bits - 2)
+    m, bound = 2500, 2 ** (delta_bits - 2)  # more than one of the kernel's chunks
     digits = rng.integers(-(2 ** (value_bits - 1)) + 1, 2 ** (value_bits - 1), size=(k, m)).astype(object)
     vals = sum(digits[j] * (1 << (value_bits * j)) for j in range(k))
     draw = random.Random(k)
