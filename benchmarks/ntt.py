@@ -4,12 +4,17 @@
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.ntt                  # N = 8192, PRIMES_8192
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.ntt --quick          # a few seconds
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.ntt --out ntt.json   # also the rows as JSON
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.ntt --party 8388608  # + one party's encryption
 
-Rows: one forward and one inverse transform of a ring element (L = 7 primes x N words), and one
-ciphertext of rlwe.encrypt (2 forward + 1 inverse transforms and the pointwise products), each the
+Rows: one forward and one inverse transform of a ring element (L = 7 primes x N words), one
+ciphertext of rlwe.encrypt (2 forward + 1 inverse transforms and the pointwise products), and the
+server's decode (crt.decode_digits, non-strict so both paths do every step) per ciphertext, each the
 median of interleaved repetitions (numpy, compiled, numpy, ...: load on the shared machine falls
 on both alike). Then the kernels' first-call cost in fresh processes: with an empty on-disk cache
-(compile) and with the cache filled (load), as a fresh CI process pays it.
+(compile) and with the cache filled (load), as a fresh CI process pays it. With --party M: one
+threshold party's whole input stage (encode, encrypt, pack) for M parameters, numpy and compiled
+alternating in fresh processes (SECUREFED_HE_NTT=numpy for the former), 3 times each, each
+process warmed up by a small input stage first.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import time
 
 import numpy as np
 
-from securefed.protocols.he import rlwe
+from securefed.protocols.base import PartyInput, RoundContext
+from securefed.protocols.he import HE, HEConfig, crt, rlwe
 from securefed.protocols.he.ring import PRIMES_8192, Ring
 
 _FIRST_CALL = """
@@ -87,12 +93,50 @@ def first_call() -> dict:
     return out
 
 
+def party_encrypt(m: int) -> float:
+    """Seconds of one threshold party's input stage for m parameters (3 parties, this process)."""
+    pids = ("p0", "p1", "p2")
+    he = HE(HEConfig())
+    public, parties = he.provision(pids)
+    ctx = RoundContext("bench", 1, pids, m, False, 100)
+    delta = (np.random.default_rng(0).standard_normal(m) * 0.02).astype(np.float32)
+    session = he.party(ctx, "p0", PartyInput(delta, None, 10.0), parties["p0"])
+    start = he.server(ctx, public).start()["p0"]
+    t0 = time.perf_counter()
+    session.handle(start)
+    return time.perf_counter() - t0
+
+
+def party_side_by_side(m: int, reps: int = 3) -> dict:
+    """party_encrypt in fresh processes, numpy and compiled alternating; medians and the ratio."""
+    times: dict[str, list[float]] = {"numpy": [], "compiled": []}
+    for _ in range(reps):
+        for path in times:
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            env.pop("SECUREFED_HE_NTT", None)
+            if path == "numpy":
+                env["SECUREFED_HE_NTT"] = "numpy"
+            res = subprocess.run([sys.executable, "-m", "benchmarks.ntt", "--party-once", str(m)], env=env,
+                                 capture_output=True, text=True, check=True)
+            times[path].append(float(res.stdout.split()[-1]))
+    row = {"op": f"party encrypt m={m}", **{f"{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()}}
+    row["ratio"] = row["numpy_ms"] / row["compiled_ms"]
+    row["runs_s"] = times
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--n", type=int, default=8192, help="ring degree (PRIMES_8192 serve N <= 8192)")
     ap.add_argument("--out", help="write rows as JSON here")
+    ap.add_argument("--party", type=int, help="also time one threshold party's input stage at this size")
+    ap.add_argument("--party-once", type=int, help=argparse.SUPPRESS)  # a --party child process
     args = ap.parse_args(argv)
+    if args.party_once:
+        party_encrypt(10_000)  # warm-up: load the kernels (their first-call cost is reported apart)
+        print(party_encrypt(args.party_once))
+        return 0
     rlwe.THREADS = 1
     reps, n_ct = (5, 4) if args.quick else (41, 16)
     slow, fast = _rings(args.n)
@@ -111,8 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(_side_by_side("encrypt/ciphertext", {k: (lambda r=r: rlwe.encrypt(r, a, b, msg, os.urandom))
                                                      for k, r in (("numpy", slow), ("compiled", fast))},
                               max(3, reps // 8), n_ct))
+    res = (rng.integers(0, 2**63, (fast.size, n_ct * fast.n), dtype=np.uint64) % fast._p)
+    decoded = {}
+
+    def decode(path: str) -> None:
+        if path == "numpy":
+            os.environ["SECUREFED_HE_NTT"] = "numpy"
+        try:
+            decoded[path] = crt.decode_digits(fast.primes, res, 26, 5, 72, 2.0**70, False)
+        finally:
+            os.environ.pop("SECUREFED_HE_NTT", None)
+    rows.append(_side_by_side("decode/ciphertext", {k: (lambda k=k: decode(k)) for k in ("numpy", "compiled")},
+                              max(3, reps // 8), n_ct))
+    if not np.array_equal(decoded["numpy"], decoded["compiled"]):
+        raise SystemExit("the two decodes disagree")
     if not np.array_equal(bufs["numpy"], bufs["compiled"]):  # the same sequence of transforms on x
         raise SystemExit("the numpy passes and the compiled kernels disagree")
+    if args.party:
+        rows.append(party_side_by_side(args.party))
     first = first_call()
     load = os.getloadavg()
     print(f"N={args.n} L={fast.size} primes=PRIMES_8192, single-threaded, load average "
@@ -120,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'op':20} {'numpy ms':>9} {'compiled ms':>11} {'ratio':>6}")
     for r in rows:
         print(f"{r['op']:20} {r['numpy_ms']:9.3f} {r['compiled_ms']:11.3f} {r['ratio']:5.1f}x")
+        if "runs_s" in r:
+            print("  each run, s: " + "; ".join(f"{k} {' '.join(f'{v:.2f}' for v in vs)}" for k, vs in r["runs_s"].items()))
     print(f"first forward+inverse in a fresh process: {first['cold_cache']:.2f} s compiling (empty cache), "
           f"{first['warm_cache']:.2f} s loading (cache filled); imports + tables before it {first['import_s']:.2f} s")
     if args.out:
