@@ -1,24 +1,26 @@
-"""Hazmat: ntt.py's negacyclic NTT compiled with numba (the same stages, layouts and twiddles).
+"""Hazmat: the ring's hot loops compiled with numba: ntt.py's negacyclic NTT (the same stages,
+layouts and twiddles), ring.py's pointwise Shoup products and reductions, crt.py's decode.
 
-Why numba: the numpy passes in ntt.py cost ~10 array sweeps per butterfly stage, so their time is
-memory traffic. A compiled loop keeps a butterfly's operands in registers and takes one prime's
-log N stages over its N words while they sit in cache (32 KiB per prime at N = 8192). numba has
-wheels for CPython 3.10-3.13 on manylinux x86_64 and aarch64, is maintained, and compiles plain
-loops, so the kernel reads as the textbook algorithm; python-flint's NTTs use FLINT's roots and
-order, not SEAL's, and would need a reordering pass per transform. Kernels compile on first call
-and are cached on disk (`cache=True`: __pycache__ beside this file, else numba's user cache), so a
-fresh process loads them instead of compiling; they release the GIL, so rlwe's threads overlap.
+Why numba: numpy spends ~10 array sweeps per butterfly stage (and one per limb operation in the
+decode), so its time is memory traffic. A compiled loop keeps the operands in registers and takes
+one prime's log N stages over its N words while they sit in cache (32 KiB per prime at N = 8192).
+numba has wheels for CPython 3.10-3.13 on manylinux x86_64 and aarch64, is maintained, and
+compiles plain loops, so each kernel reads as the numpy code it replaces; python-flint's NTTs use
+FLINT's roots and order, not SEAL's, and would need a reordering pass per transform. Kernels
+compile on first call and are cached on disk (`cache=True`: __pycache__ beside this file, else
+numba's user cache), so a fresh process loads them instead of compiling; they release the GIL, so
+rlwe's threads overlap. Every kernel computes the same words as its numpy reference, which stays
+as the fallback (ntt.compiled_kernels); tests/protocols/test_he_kernels.py compares them.
 
-Layout, as in ntt.py: with N = B * S, the first log B stages pair words >= S apart and run on
+NTT layout, as in ntt.py: with N = B * S, the first log B stages pair words >= S apart and run on
 the natural (B, S) layout of a prime's row; the last log S stages run on its transpose (S, B),
 so that every innermost loop runs over >= min(S, B) contiguous words (the vectoriser needs
 contiguous runs; pairs 1 or 2 words apart would run scalar, ~5x slower per butterfly).
 
-Arithmetic: residues are reduced uint32 (p < 2^31) widened to int64 in registers: x * w' < 2^63
-for Shoup's companion w' = floor(w 2^32 / p) < 2^32, so q = (x w') >> 32 and r = x w - q p in
-[0, 2p) need no uint64 (numba turns uint64 mixed with int64 into float64). Every stage leaves
-[0, p), so the output is the unique reduced transform: bit-identical to the numpy passes
-(tests/protocols/test_he_kernels.py compares them on random inputs).
+NTT arithmetic: residues are reduced uint32 (p < 2^31) widened to int64 in registers: x * w' <
+2^63 for Shoup's companion w' = floor(w 2^32 / p) < 2^32, so q = (x w') >> 32 and r = x w - q p
+in [0, 2p) need no uint64 (numba turns uint64 mixed with int64 into float64). Every stage leaves
+[0, p), so the output is the unique reduced transform, as the numpy passes' is.
 """
 
 from __future__ import annotations
