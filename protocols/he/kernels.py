@@ -39,52 +39,51 @@ def _mulmod(x, w, wq, p):
 
 
 @_jit
+def _ct_word(a, b, w, wq, p):
+    """Cooley-Tukey on one pair: (a, b) -> (a + w b, a - w b) mod p."""
+    t = _mulmod(b, w, wq, p)
+    s, d = a + t, a - t
+    return (s - p if s >= p else s), (d + p if d < 0 else d)
+
+
+@_jit
+def _gs_word(a, b, w, wq, p, scale, scale_q):
+    """Gentleman-Sande on one pair: (a, b) -> (a + b, (a - b) w) mod p; the sum times `scale`
+    unless scale == 1 (the inverse's last stage folds N^-1 in)."""
+    s, d = a + b, a - b
+    s = s - p if s >= p else s
+    d = d + p if d < 0 else d
+    if scale != 1:
+        s = _mulmod(s, scale, scale_q, p)
+    return s, _mulmod(d, w, wq, p)
+
+
+@_jit
 def _ct(lo, hi, w, wq, p):
-    """Cooley-Tukey over two runs with one twiddle: (a, b) -> (a + w b, a - w b) mod p."""
+    """Cooley-Tukey over two runs with one twiddle."""
     for j in range(lo.shape[0]):
-        a, t = np.int64(lo[j]), _mulmod(np.int64(hi[j]), w, wq, p)
-        s, d = a + t, a - t
-        lo[j] = s - p if s >= p else s
-        hi[j] = d + p if d < 0 else d
+        lo[j], hi[j] = _ct_word(np.int64(lo[j]), np.int64(hi[j]), w, wq, p)
 
 
 @_jit
 def _ct_runs(lo, hi, w, wq, p):
     """Cooley-Tukey over two runs with a twiddle per word (w, wq runs of uint32)."""
     for j in range(lo.shape[0]):
-        a, t = np.int64(lo[j]), _mulmod(np.int64(hi[j]), np.int64(w[j]), np.int64(wq[j]), p)
-        s, d = a + t, a - t
-        lo[j] = s - p if s >= p else s
-        hi[j] = d + p if d < 0 else d
+        lo[j], hi[j] = _ct_word(np.int64(lo[j]), np.int64(hi[j]), np.int64(w[j]), np.int64(wq[j]), p)
 
 
 @_jit
 def _gs(lo, hi, w, wq, p, scale, scale_q):
-    """Gentleman-Sande with one twiddle: (a, b) -> (a + b, (a - b) w) mod p; the sum times
-    `scale` unless scale == 1 (the inverse's last stage folds N^-1 in)."""
+    """Gentleman-Sande over two runs with one twiddle."""
     for j in range(lo.shape[0]):
-        a, b = np.int64(lo[j]), np.int64(hi[j])
-        s, d = a + b, a - b
-        s = s - p if s >= p else s
-        d = d + p if d < 0 else d
-        if scale != 1:
-            s = _mulmod(s, scale, scale_q, p)
-        lo[j] = s
-        hi[j] = _mulmod(d, w, wq, p)
+        lo[j], hi[j] = _gs_word(np.int64(lo[j]), np.int64(hi[j]), w, wq, p, scale, scale_q)
 
 
 @_jit
 def _gs_runs(lo, hi, w, wq, p, scale, scale_q):
-    """Gentleman-Sande with a twiddle per word."""
+    """Gentleman-Sande over two runs with a twiddle per word."""
     for j in range(lo.shape[0]):
-        a, b = np.int64(lo[j]), np.int64(hi[j])
-        s, d = a + b, a - b
-        s = s - p if s >= p else s
-        d = d + p if d < 0 else d
-        if scale != 1:
-            s = _mulmod(s, scale, scale_q, p)
-        lo[j] = s
-        hi[j] = _mulmod(d, np.int64(w[j]), np.int64(wq[j]), p)
+        lo[j], hi[j] = _gs_word(np.int64(lo[j]), np.int64(hi[j]), np.int64(w[j]), np.int64(wq[j]), p, scale, scale_q)
 
 
 @_jit
