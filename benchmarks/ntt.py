@@ -13,7 +13,7 @@ median of interleaved repetitions (numpy, compiled, numpy, ...: load on the shar
 on both alike). Then the kernels' first-call cost in fresh processes: with an empty on-disk cache
 (compile) and with the cache filled (load), as a fresh CI process pays it. With --party M: one
 threshold party's whole input stage (encode, encrypt, pack) for M parameters, numpy and compiled
-alternating in fresh processes (SECUREFED_HE_NTT=numpy for the former), 3 times each, each
+alternating in fresh processes (SECUREFED_HE_KERNELS=numpy for the former), 3 times each, each
 process warmed up by a small input stage first.
 """
 
@@ -50,12 +50,12 @@ print(time.perf_counter() - t1, t1 - t0, plan._kernels is not None)
 
 def _rings(n: int) -> tuple[Ring, Ring]:
     """Two rings alike but for their NTT plan: the numpy passes, the compiled kernels."""
-    os.environ["SECUREFED_HE_NTT"] = "numpy"
+    os.environ["SECUREFED_HE_KERNELS"] = "numpy"
     try:
         slow = Ring(n, PRIMES_8192)
         slow._plan  # built now, under the switch
     finally:
-        del os.environ["SECUREFED_HE_NTT"]
+        del os.environ["SECUREFED_HE_KERNELS"]
     fast = Ring(n, PRIMES_8192)
     if fast._plan._kernels is None or slow._plan._kernels is not None:
         raise SystemExit("numba is not importable here: nothing to compare")
@@ -113,9 +113,9 @@ def party_side_by_side(m: int, reps: int = 3) -> dict:
     for _ in range(reps):
         for path in times:
             env = dict(os.environ, OMP_NUM_THREADS="1")
-            env.pop("SECUREFED_HE_NTT", None)
+            env.pop("SECUREFED_HE_KERNELS", None)
             if path == "numpy":
-                env["SECUREFED_HE_NTT"] = "numpy"
+                env["SECUREFED_HE_KERNELS"] = "numpy"
             res = subprocess.run([sys.executable, "-m", "benchmarks.ntt", "--party-once", str(m)], env=env,
                                  capture_output=True, text=True, check=True)
             times[path].append(float(res.stdout.split()[-1]))
@@ -160,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def decode(path: str) -> None:
         if path == "numpy":
-            os.environ["SECUREFED_HE_NTT"] = "numpy"
+            os.environ["SECUREFED_HE_KERNELS"] = "numpy"
         try:
             decoded[path] = crt.decode_digits(fast.primes, res, 26, 5, 72, 2.0**70, False)
         finally:
-            os.environ.pop("SECUREFED_HE_NTT", None)
+            os.environ.pop("SECUREFED_HE_KERNELS", None)
     rows.append(_side_by_side("decode/ciphertext", {k: (lambda k=k: decode(k)) for k in ("numpy", "compiled")},
                               max(3, reps // 8), n_ct))
     if not np.array_equal(decoded["numpy"], decoded["compiled"]):

@@ -17,7 +17,7 @@ and run on the transposed (L, S, B) layout (inner runs >= B), with the twiddles 
 
 These passes are the reference: `NTTPlan` runs kernels.py's compiled loops over the same
 layouts and twiddles (several times faster, bit-identical, tested) unless numba cannot be
-imported, which one log line says, or SECUREFED_HE_NTT=numpy asks for the passes (a benchmark's
+imported, which one log line says, or SECUREFED_HE_KERNELS=numpy asks for the passes (a benchmark's
 baseline, or a platform where numba misbehaves).
 """
 
@@ -42,8 +42,8 @@ def shoup_companion(w: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def compiled_kernels():
-    """kernels.py's module, or None: SECUREFED_HE_NTT=numpy, or numba cannot be imported."""
-    return None if os.environ.get("SECUREFED_HE_NTT", "").lower() == "numpy" else _import_kernels()
+    """kernels.py's module, or None: SECUREFED_HE_KERNELS=numpy, or numba cannot be imported."""
+    return None if os.environ.get("SECUREFED_HE_KERNELS", "").lower() == "numpy" else _import_kernels()
 
 
 @functools.cache

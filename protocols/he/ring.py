@@ -87,7 +87,7 @@ class Ring:
 
     @cached_property
     def _k(self):
-        """kernels.py, or None (no numba, or SECUREFED_HE_NTT=numpy)."""
+        """kernels.py, or None (no numba, or SECUREFED_HE_KERNELS=numpy)."""
         return compiled_kernels()
 
     def _fits(self, *arrays: np.ndarray) -> bool:

@@ -2,7 +2,7 @@
 words on random inputs for every prime and every ring degree in use (N = 8192 and the tests' small
 N), for the NTT and for ring.py's pointwise mul_fixed / reduce / from_small / add_to, the
 compiled path actually taken when numba is installed (a core dependency), and the numpy fallback
-(one log line) when it cannot be imported or SECUREFED_HE_NTT=numpy asks for it. The SEAL
+(one log line) when it cannot be imported or SECUREFED_HE_KERNELS=numpy asks for it. The SEAL
 known-answer and interop tests (test_he_ring.py) run on the compiled path."""
 
 from __future__ import annotations
@@ -89,14 +89,14 @@ def test_without_numba_the_numpy_passes_run_and_say_so(monkeypatch, caplog):
 
 
 def test_the_environment_can_ask_for_the_numpy_passes(monkeypatch):
-    monkeypatch.setenv("SECUREFED_HE_NTT", "numpy")
+    monkeypatch.setenv("SECUREFED_HE_KERNELS", "numpy")
     assert _plans(16, PRIMES_8192[:1])[1]._kernels is None
 
 
 def _ring_pair(monkeypatch, n: int) -> tuple[Ring, Ring]:
     """(numpy passes, compiled kernels) rings alike."""
     with monkeypatch.context() as m:
-        m.setenv("SECUREFED_HE_NTT", "numpy")
+        m.setenv("SECUREFED_HE_KERNELS", "numpy")
         slow = Ring(n, PRIMES_8192)
         assert slow._k is None
     fast = Ring(n, PRIMES_8192)
@@ -159,7 +159,7 @@ def test_compiled_decode_equals_the_numpy_passes(monkeypatch, value_bits, k, del
     def decode(xs, strict):
         res = np.array([[int(v) % p for v in xs] for p in primes], dtype=np.uint64)
         with monkeypatch.context() as mp:
-            mp.setenv("SECUREFED_HE_NTT", "numpy")
+            mp.setenv("SECUREFED_HE_KERNELS", "numpy")
             want = crt.decode_digits(primes, res, value_bits, k, delta_bits, float(bound), strict)
         return crt.decode_digits(primes, res, value_bits, k, delta_bits, float(bound), strict), want
 
