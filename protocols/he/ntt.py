@@ -52,8 +52,8 @@ def _import_kernels():
     try:
         return importlib.import_module("securefed.protocols.he.kernels")
     except Exception as exc:  # no numba wheel for this platform, or no writable kernel cache
-        log.warning("he: compiled NTT unavailable (%s: %s); it runs as numpy passes, several times slower",
-                    type(exc).__name__, exc)
+        log.warning("he: compiled ring kernels unavailable (%s: %s); the NTT, products and decode run as "
+                    "numpy passes, several times slower", type(exc).__name__, exc)
         return None
 
 
