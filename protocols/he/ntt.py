@@ -50,7 +50,7 @@ def compiled_kernels():
 def _import_kernels():
     """kernels.py's module, or None (logged once) when numba cannot be imported."""
     try:
-        return importlib.import_module("securefed.protocols.he.kernels")
+        return importlib.import_module(".kernels", __package__)  # beside this file, wherever it moves
     except Exception as exc:  # no numba wheel for this platform, or no writable kernel cache
         log.warning("he: compiled ring kernels unavailable (%s: %s); the NTT, products and decode run as "
                     "numpy passes, several times slower", type(exc).__name__, exc)

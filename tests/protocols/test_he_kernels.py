@@ -71,7 +71,7 @@ def test_ring_ntt_of_a_batch_equals_the_numpy_passes(primes):
 
 def test_without_numba_the_numpy_passes_run_and_say_so(monkeypatch, caplog):
     ntt._import_kernels.cache_clear()
-    monkeypatch.setitem(sys.modules, "securefed.protocols.he.kernels", None)  # import fails
+    monkeypatch.setitem(sys.modules, ntt.__package__ + ".kernels", None)  # import fails
     try:
         with caplog.at_level(logging.WARNING, logger=ntt.__name__):
             ring, plan, ref = _plans(64, PRIMES_8192[:2])
