@@ -249,9 +249,9 @@ def run_cell(args, mechanism: str, eps: float, protocol: str, runs: Path) -> dic
     indep = max((independent_epsilon(v, cfg.privacy.target_delta, cfg.privacy.accountant) for v in ledgers.values()),
                 default=None)
     # the line the audit's lower bound is held against: party-00's epsilon for what one canary can change
+    unit = "record" if mechanism == "example" else "user"
     audit_ref, relation = (audit_reference_epsilon(ledgers.get(world.party_ids[0], []), cfg.privacy.target_delta,
-                                                   cfg.privacy.accountant, "record" if mechanism == "example" else "user",
-                                                   args.audit_repeats)
+                                                   cfg.privacy.accountant, unit, args.audit_repeats)
                            if mechanism != "none" else (math.inf, "no DP"))
     return {"protocol": protocol, "mechanism": mechanism, "epsilon": eps,
             "epsilon_spent": final.get("dp_epsilon_max"), "epsilon_independent": indep,
@@ -264,7 +264,7 @@ def run_cell(args, mechanism: str, eps: float, protocol: str, runs: Path) -> dic
             "accuracy": final.get("accuracy"), "macro_f1": final.get("macro_f1"), "eval_loss": final.get("eval_loss"),
             "unparseable": final.get("unparseable"), "exposure": float(np.mean(exp)),
             "exposure_max": float(np.max(exp)), "mia_auc": mia, "party_rounds_stopped": stopped,
-            "rounds": len(rows), "seconds": time.perf_counter() - t0, "sim_seconds": summary["seconds_this_run"]}
+            "rounds": len(rows), "seconds": time.perf_counter() - t0, "sim_seconds": summary.get("seconds_this_run")}
 
 
 def _json_safe(v):

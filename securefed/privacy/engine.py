@@ -85,6 +85,22 @@ class PrivacyEngine:
         """Secret Poisson selection, accounted at q over every round (user-central only; config.py)."""
         return self.cfg.sampling_amplification and self.cfg.mechanism == "user-central"
 
+    def public_metrics(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """What of a round's metrics may be written (metrics.jsonl, TensorBoard, run.log, summary).
+
+        Under the secret draw (amplified) only what does not depend on who was drawn: the round, its
+        lr, the algorithm and protocol names, and the privacy figures (every party of the pool is
+        charged alike). Everything else a round measures is a function of the draw (selected and
+        contributor counts, the drawn parties' un-noised train_loss, bytes, protocol statistics,
+        timings): a reader who saw it would know the draw, and for that reader the guarantee is
+        q = 1, not the reported one. Evaluation of the released model is added after this and is
+        post-processing. Otherwise everything is kept."""
+        if not self.amplified:
+            return dict(metrics)
+        # one fixed shape for every round (a draw of nobody takes another path in the runner)
+        head = {k: metrics[k] for k in ("round", "algorithm", "lr") if k in metrics}
+        return {**head, "protocol": self.facts.protocol, **{k: v for k, v in metrics.items() if k.startswith("dp_")}}
+
     def user_sample_rate(self) -> float:
         f = self.facts
         return f.parties_per_round / len(f.participations) if self.amplified else 1.0
@@ -290,7 +306,9 @@ class PrivacyEngine:
             **self._round_notes,
         }
         if self.amplified:
-            out["dp_drawn"] = len(self._pool)  # parties in this round's draw (each charged at q)
+            # parties that entered this round's draw (budget allowing; each charged at q), not how many
+            # the draw chose: that count is secret
+            out["dp_drawn"] = len(self._pool)
         if self.server_ledger or self._server_spends:
             # distributed over plain: what one share (all the server sees of a party) costs that party
             out["dp_epsilon_vs_server_max"] = max(
