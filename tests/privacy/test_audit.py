@@ -318,18 +318,18 @@ def test_audit_reference_for_a_user_level_cell_is_the_epsilon_at_doubled_sensiti
 
     from securefed.privacy.audit import audit_reference_epsilon
 
-    # the benchmark's user-central target-8 cell: 10 parties, all in each of 5 rounds (q = 1)
-    z = solve_noise_multiplier(8.0, 1e-5, 1.0, 5)
-    history = [Spend(z, 1.0, 1)] * 5
+    # the DP-audit benchmark's user-central target-8 cell: 10 parties, all in each of 3 rounds (q = 1)
+    z = solve_noise_multiplier(8.0, 1e-5, 1.0, 3)
+    history = [Spend(z, 1.0, 1)] * 3
     ref, relation = audit_reference_epsilon(history, 1e-5, "rdp", "user")
     acc = dp_accounting.rdp.RdpAccountant()  # independent: Gaussian of sensitivity 2 at noise z
-    acc.compose(dp_accounting.GaussianDpEvent(z / 2), 5)
+    acc.compose(dp_accounting.GaussianDpEvent(z / 2), 3)
     assert ref == pytest.approx(acc.get_epsilon(1e-5), rel=0.01)
-    assert ref == pytest.approx(18.83, abs=0.05) and "doubled sensitivity" in relation
+    assert ref == pytest.approx(18.85, abs=0.03) and "doubled sensitivity" in relation  # the figure
     assert ref > 2 * epsilon(history, 1e-5)  # the reported 8 is the wrong line for this cell
-    # target 2 (the 4.36 with dp-accounting's orders)
-    z2 = solve_noise_multiplier(2.0, 1e-5, 1.0, 5)
-    assert audit_reference_epsilon([Spend(z2, 1.0, 5)], 1e-5, "rdp", "user")[0] == pytest.approx(4.35, abs=0.03)
+    # target 2: the 4.36 (dp-accounting's orders; Opacus's give 4.34)
+    z2 = solve_noise_multiplier(2.0, 1e-5, 1.0, 3)
+    assert audit_reference_epsilon([Spend(z2, 1.0, 3)], 1e-5, "rdp", "user")[0] == pytest.approx(4.36, abs=0.03)
     # distributed (Skellam): L2 and L1 double at the same variance
     s = Spend(1.5, 1.0, 5, 3000.0, 48000.0)
     ref_sk, _ = audit_reference_epsilon([s], 1e-5, "rdp", "user")
