@@ -2,9 +2,15 @@
 
 - `independent_epsilon`: the epsilon of a spend history recomputed with Google's dp-accounting (its
   RDP accountant, or its PLD accountant where securefed used PRV), not with Opacus. Skellam spends are
-  recomputed from the paper's statement in terms of the total Poisson rate (Agarwal, Kairouz & Liu
-  2021, Theorem 3.5: noise Sk(mu, mu) of variance 2 mu) at dp-accounting's RDP orders, converted by
-  dp-accounting. dp-accounting is a dev dependency (`pip install securefed[dev]`).
+  recomputed by a different computation from the accountant's bound: where the L2 sensitivity is
+  small enough to enumerate (B^2 <= EXACT_MAX_L2SQ), the exact Renyi divergence of the discrete
+  Skellam mechanism (pmf by summation over the integers, worst integer shift vector within the L2/L1
+  bounds by an exact knapsack), at fractional and integer orders (exact divergences hold at every
+  order); otherwise the paper's statement in terms of the total Poisson rate (Agarwal, Kairouz & Liu
+  2021, Theorem 3.5: noise Sk(mu, mu) of variance 2 mu) at the integer orders it is proven for. Both
+  converted by dp-accounting, a dev dependency (`pip install securefed[dev]`).
+- `audit_reference_epsilon`: the epsilon a one-run audit's lower bound is held against, for the
+  neighbouring relation its canaries span (user-level: replace one party's update, doubled sensitivity).
 - `ledger_from_rows`: a run's per-party spends, replayed from metrics.jsonl / the deployment ledger.
 - `one_run_lower_bound`: Steinke, Nasr & Jagielski 2023 ("Privacy Auditing with One (1) Training
   Run"): m canaries, each included independently with probability 1/2; the auditor guesses "in" for

@@ -86,18 +86,12 @@ class PrivacyEngine:
         return self.cfg.sampling_amplification and self.cfg.mechanism == "user-central"
 
     def public_metrics(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        """What of a round's metrics may be written (metrics.jsonl, TensorBoard, run.log, summary).
-
-        Under the secret draw (amplified) only what does not depend on who was drawn: the round, its
-        lr, the algorithm and protocol names, and the privacy figures (every party of the pool is
-        charged alike). Everything else a round measures is a function of the draw (selected and
-        contributor counts, the drawn parties' un-noised train_loss, bytes, protocol statistics,
-        timings): a reader who saw it would know the draw, and for that reader the guarantee is
-        q = 1, not the reported one. Evaluation of the released model is added after this and is
-        post-processing. Otherwise everything is kept."""
+        """What of a round's metrics may be written. Under the secret draw only what does not depend on
+        who was drawn (round, lr, names, the dp_* figures: every party is charged alike), in one fixed
+        shape; the rest (counts, the drawn parties' un-noised train_loss, bytes, protocol statistics,
+        timings) would put its reader at q = 1. Evaluating the released model, added after, is fine."""
         if not self.amplified:
             return dict(metrics)
-        # one fixed shape for every round (a draw of nobody takes another path in the runner)
         head = {k: metrics[k] for k in ("round", "algorithm", "lr") if k in metrics}
         return {**head, "protocol": self.facts.protocol, **{k: v for k, v in metrics.items() if k.startswith("dp_")}}
 
