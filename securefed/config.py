@@ -145,6 +145,12 @@ class RootConfig(BaseModel):
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
                          self.algorithm.name == "scaffold")
+        amplified = self.privacy.sampling_amplification
+        if amplified and (self.algorithm.name == "local" or self.simulation.backend != "inprocess"):
+            # the draw must leave no trace in the run's files: Local writes each party's own adapter (changed
+            # only when drawn), and the Ray pool reports which parties its actors trained
+            raise ValueError("privacy.sampling_amplification needs a federated algorithm (not 'local') and "
+                             "simulation.backend='inprocess': the secret draw would show in the run's files")
         return self
 
     def to_json(self) -> str:
