@@ -152,8 +152,11 @@ def run_sft(args, p: dict, out: Path, log) -> list[dict]:
             started = (run_dir / "checkpoints" / "LATEST").exists()
             if started and not args.resume:
                 raise SystemExit(f"{run_dir} holds a stopped run: add --resume to continue it")
-            simulate(cfg, run_dir, resume=started, console=args.console)
+            simulate(cfg, run_dir, resume=started, console=args.console, stop_after=args.stop_after)
             done = _finished(run_dir, cfg.rounds)
+        if done is None:  # --stop-after: the checkpoint is kept for --resume
+            args.console.print(f"{name}: stopped before round {cfg.rounds}; continue with --resume")
+            continue
         rows.append({"run": name, **done})
         log(rows[-1])
     return rows
@@ -374,6 +377,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench-out/real_llm")
     ap.add_argument("--resume", action="store_true",
                     help="continue: finished runs in OUT/runs are read back, stopped ones resume from their checkpoint")
+    ap.add_argument("--stop-after", type=int, default=None, metavar="K",
+                    help="stop each run once K rounds are complete, as a kill would (its checkpoint kept)")
     ap.add_argument("--headline", metavar="JSON", help="also update this machine-readable summary (one entry per run)")
     ap.add_argument("--merge", nargs="+", metavar="DIR", help="merge the results.json of these runs into --out")
     args = ap.parse_args()
