@@ -173,7 +173,7 @@ def _finished(run_dir: Path, rounds: int) -> dict | None:
         return None
     final, cfg = history[-1], json.loads((run_dir / "config.json").read_text())
     row = {k: final[k] for k in ("accuracy", "macro_f1", "eval_loss", "unparseable")}
-    row.update(train_loss=final["train_loss"], seconds=sum(h["seconds"] for h in history),
+    row.update(train_loss=final["train_loss"], seconds=sum(h.get("seconds", 0.0) for h in history),
                curve=eval_curve(metrics), rounds=rounds, algorithm=cfg["algorithm"]["name"],
                protocol=cfg["aggregation"]["protocol"], local_steps=cfg["training"]["max_steps"],
                rows_scored=int(final["eval_rows"]))
