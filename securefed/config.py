@@ -135,7 +135,7 @@ class RootConfig(BaseModel):
             raise ValueError("privacy.grad_sample_mode: 'ghost' cannot clip a DPO pair; use 'hooks' or 'auto' "
                              "(task 'dpo' with privacy.mechanism 'example' runs in hooks mode)")
         if self.aggregation.protocol == "he" and self.aggregation.he.mode == "threshold":
-            from securefed.protocols.he.tkeys import threshold_for  # threshold he decrypts with t parties
+            from securefed.protocols.he.threshold.keys import threshold_for  # threshold he decrypts with t parties
 
             t = threshold_for(self.parties, self.aggregation.he.threshold_fraction)
             selected = self.sampling.per_round(self.parties)

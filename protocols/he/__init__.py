@@ -6,10 +6,11 @@ Every party generates its own key share on its machine (keygen hooks below, prot
 the collective public key is the sum of committed, signed shares; decryption needs t partial
 decryptions with noise flooding; each key share is Shamir-shared t-of-n so that parties missing
 at decryption are recovered. Modules: ring (hazmat RNS arithmetic), rlwe (scheme, noise sizing,
-sum check), tkeys (keygen), tkits (material bytes), tround (layout, messages), tparty, tserver.
+sum check); the design itself in threshold/ (keys: keygen, kits: material bytes, layout:
+messages, party, server).
 
-mode "single_key": the original shared-key CKKS scheme on SEAL (context, packing, framing,
-party, server, kits, sealio), kept as an explicit option; see docs/threat-model.md.
+mode "single_key": the original shared-key CKKS scheme on SEAL (single_key/: context, packing,
+party, server, kits; framing and sealio here), kept as an explicit option; see docs/threat-model.md.
 
     protocol = registry.create("he", HEConfig(...))        # or None: defaults (threshold)
     server_material, party_material = protocol.provision(party_ids)   # in process (simulation)
@@ -22,15 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from securefed.protocols.base import PartyInput, RoundContext
-from securefed.protocols.he import tkeys, tkits
+from securefed.protocols.he.threshold import keys as tkeys
+from securefed.protocols.he.threshold import kits as tkits
 from securefed.protocols.he.config import HEConfig
-from securefed.protocols.he.context import HEPartyMaterial, HEPublic, provision
-from securefed.protocols.he.kits import MaterialError, dump_material, load_material
-from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE, HEParty
-from securefed.protocols.he.server import HEServer
-from securefed.protocols.he.tkeys import ThresholdPartyMaterial, ThresholdPublic
-from securefed.protocols.he.tparty import ThresholdParty
-from securefed.protocols.he.tserver import ThresholdServer
+from securefed.protocols.he.single_key.context import HEPartyMaterial, HEPublic, provision
+from securefed.protocols.he.single_key.kits import MaterialError, dump_material, load_material
+from securefed.protocols.he.single_key.party import DECRYPT_STAGE, INPUT_STAGE, HEParty
+from securefed.protocols.he.single_key.server import HEServer
+from securefed.protocols.he.threshold.keys import ThresholdPartyMaterial, ThresholdPublic
+from securefed.protocols.he.threshold.party import ThresholdParty
+from securefed.protocols.he.threshold.server import ThresholdServer
 from securefed.protocols.keygen import provision_by_keygen
 from securefed.protocols.registry import register
 from securefed.protocols.secagg.ledger import RoundLedger
@@ -95,7 +97,7 @@ class HE:
 
     def dump_material(self, material: Any) -> bytes:
         """Server material (no secret) or party material (its secrets: store it 0600) as
-        versioned, role-tagged bytes: tkits for threshold, kits for single-key."""
+        versioned, role-tagged bytes: threshold.kits or single_key.kits."""
         if isinstance(material, (ThresholdPublic, ThresholdPartyMaterial)):
             return tkits.dump(material)
         return dump_material(material)

@@ -47,7 +47,7 @@ class HEConfig(BaseModel):
     """Settings of the `he` protocol.
 
     mode "threshold" (default): every party holds its own key share, decryption needs t parties'
-    flooded partial decryptions of a sum each of them checked (protocols/he/tparty.py); the ring
+    flooded partial decryptions of a sum each of them checked (protocols/he/threshold/party.py); the ring
     is fixed (N = 8192, 7 primes of 31 bits, ring.py), precision is secagg's (`precision_bits`).
     mode "single_key": the original shared-key CKKS scheme on SEAL (parameter set below: either
     `preset` or the three parameter fields, or neither: the `n8192` preset); see threat-model.md

@@ -156,7 +156,7 @@ def _protocol_floor(cfg: RootConfig, n: int) -> str:
     if agg.protocol == "he":
         need = agg.he.min_contributors
         if agg.he.mode == "threshold":
-            from securefed.protocols.he.tkeys import threshold_for  # t of the roster must decrypt
+            from securefed.protocols.he.threshold.keys import threshold_for  # t of the roster must decrypt
 
             need = max(need, threshold_for(cfg.parties, agg.he.threshold_fraction))
         if n < need:

@@ -10,8 +10,9 @@ from securefed.errors import MaterialError
 from securefed.protocols import registry
 from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext
 from securefed.protocols.driver import run_round
-from securefed.protocols.he import HE, HEConfig, rlwe, tkeys
-from securefed.protocols.he.tparty import DECRYPT_STAGE, RECOVER_STAGE
+from securefed.protocols.he import HE, HEConfig, rlwe
+from securefed.protocols.he.threshold import keys as tkeys
+from securefed.protocols.he.threshold.party import DECRYPT_STAGE, RECOVER_STAGE
 
 M = 700
 

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from securefed.protocols.base import Message, PartyInput, ProtocolError, RoundContext
-from securefed.protocols.he import HE, HEConfig, framing, rlwe, tkeys
-from securefed.protocols.he import tround as tr
-from securefed.protocols.he.tparty import ATTEST_STAGE, DECRYPT_STAGE, INPUT_STAGE, RECOVER_STAGE
+from securefed.protocols.he import HE, HEConfig, framing, rlwe
+from securefed.protocols.he.threshold import keys as tkeys
+from securefed.protocols.he.threshold import layout as tr
+from securefed.protocols.he.threshold.party import ATTEST_STAGE, DECRYPT_STAGE, INPUT_STAGE, RECOVER_STAGE
 
 IDS = ("a", "b", "c", "d", "e")
 M = 600

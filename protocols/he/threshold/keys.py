@@ -1,5 +1,5 @@
-"""Threshold key generation for `he` on the parties' machines (the keygen hooks of protocols/base.py,
-see /work/wt/COORD.md), and its in-process equivalent `provision`.
+"""Threshold key generation for `he` on the parties' machines (the keygen hooks of
+protocols/keygen.py), and its in-process equivalent `provision`.
 
     phase 1  party_keygen(label, pid)           -> secret, public1 = {Ed25519 key, X25519 key,
                                                     H(b_i) commitment} signed by the party

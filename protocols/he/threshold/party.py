@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from securefed.protocols.base import Message, PartyInput, ProtocolError, RoundContext
 from securefed.protocols.he import framing, rlwe
-from securefed.protocols.he import tround as tr
+from securefed.protocols.he.threshold import layout as tr
 from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.ring import ByteSource
-from securefed.protocols.he.tkeys import ThresholdPartyMaterial
+from securefed.protocols.he.threshold.keys import ThresholdPartyMaterial
 from securefed.protocols.secagg.ledger import RoundLedger
 from securefed.protocols.secagg.primitives import prg_reader
 

@@ -1,6 +1,6 @@
 """Threshold `he` key material as bytes (the deploy layer's MaterialCodec hook; no pickle):
 
-    magic "SFHETK1" | role u8 (0 server, 1 party) | tkeys packing: JSON head + binary blobs
+    magic "SFHETK1" | role u8 (0 server, 1 party) | threshold.keys packing: JSON head + binary blobs
 
 Server: label, roster, threshold, Ed25519 public keys, collective public key. Party: the same plus
 its party id, Ed25519 private key, own key share and the Shamir shares dealt to it (file mode 0600
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from securefed.errors import MaterialError
 from securefed.protocols.he import rlwe
-from securefed.protocols.he.tkeys import (
+from securefed.protocols.he.threshold.keys import (
     KeygenError,
     ThresholdPartyMaterial,
     ThresholdPublic,

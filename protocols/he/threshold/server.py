@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, RoundContext, VectorSum
 from securefed.protocols.encoding import WEIGHT_FRAC_BITS, to_ring
 from securefed.protocols.he import framing, rlwe
-from securefed.protocols.he import tround as tr
+from securefed.protocols.he.threshold import layout as tr
 from securefed.protocols.he.config import HEConfig
-from securefed.protocols.he.tkeys import ThresholdPublic
-from securefed.protocols.he.tparty import ATTEST_STAGE, DECRYPT_STAGE, INPUT_STAGE, RECOVER_STAGE
+from securefed.protocols.he.threshold.keys import ThresholdPublic
+from securefed.protocols.he.threshold.party import ATTEST_STAGE, DECRYPT_STAGE, INPUT_STAGE, RECOVER_STAGE
 
 
 class ThresholdServer:

@@ -28,7 +28,7 @@ from securefed.protocols.encoding import FixedPointCodec, pack_bits, packed_size
 from securefed.protocols.he import framing, rlwe
 from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.ring import Ring
-from securefed.protocols.he.tkeys import ThresholdPublic
+from securefed.protocols.he.threshold.keys import ThresholdPublic
 
 KIND_TINPUT, KIND_ATTEST, KIND_ATTESTED, KIND_TDECRYPT, KIND_PARTIAL, KIND_RECOVER, KIND_RECOVERED = range(4, 11)
 RESIDUE_BITS = 31
