@@ -1,13 +1,13 @@
 """`he`: homomorphic aggregation. Parties encrypt their fixed-point updates, the server (holding
 no key) adds ciphertexts, and parties decrypt only a sum they have checked.
 
-mode "threshold" (default): multiparty RLWE (Mouchet et al. 2021) on our own ring layer.
-Every party generates its own key share on its machine (keygen hooks below, protocols/keygen.py);
-the collective public key is the sum of committed, signed shares; decryption needs t partial
-decryptions with noise flooding; each key share is Shamir-shared t-of-n so that parties missing
-at decryption are recovered. Modules: ring (hazmat RNS arithmetic), rlwe (scheme, noise sizing,
-sum check); the design itself in threshold/ (keys: keygen, kits: material bytes, layout:
-messages, party, server).
+mode "threshold" (default): key-homomorphic RLWE on our own ring layer (threshold/scheme.py).
+Every party generates its own key s_i on its machine and deals Shamir shares of it t-of-n (keygen
+hooks below, protocols/keygen.py); it uploads c0 = a_tau*s_i + e_i + Delta*m_i under public
+randomness a_tau it derives itself; t decryptors answer a_tau * (their share of sum_{i in C} s_i)
+plus flooding for a contributor set C that a quorum signed. Modules: ring (hazmat RNS arithmetic),
+rlwe (noise sampling, packing, decoding, Shamir); the design itself in threshold/ (scheme, keys:
+keygen, kits: material bytes, layout: messages, ledger, party, server).
 
 mode "single_key": the original shared-key CKKS scheme on SEAL (single_key/: context, packing,
 party, server, kits; framing and sealio here), kept as an explicit option; see docs/threat-model.md.
@@ -31,6 +31,7 @@ from securefed.protocols.he.single_key.kits import MaterialError, dump_material,
 from securefed.protocols.he.single_key.party import DECRYPT_STAGE, INPUT_STAGE, HEParty
 from securefed.protocols.he.single_key.server import HEServer
 from securefed.protocols.he.threshold.keys import ThresholdPartyMaterial, ThresholdPublic
+from securefed.protocols.he.threshold.ledger import ThresholdLedger
 from securefed.protocols.he.threshold.party import ThresholdParty
 from securefed.protocols.he.threshold.server import ThresholdServer
 from securefed.protocols.keygen import provision_by_keygen
@@ -49,9 +50,11 @@ class HE:
             config = HEConfig.model_validate(config)  # e.g. a dict section from a YAML config
         self.config = config or HEConfig()
         self._rng = rng
-        # party id -> its round ledger (decrypt at most once per round, across attempts). In memory
+        # party id -> its round ledger (what it may still do this round, across attempts). In memory
         # by default; a deployed party binds its on-disk one with bind_party_state.
-        self._ledgers: dict[str, RoundLedger] = {}
+        self._ledgers: dict[str, RoundLedger | ThresholdLedger] = {}
+        # threshold: decryptors whose exclusion made a round decode, worst first; asked last.
+        self.suspects: list[str] = []
         if self.config.mode == "threshold":
             # The keygen hooks exist only in threshold mode: protocols.keygen detects them by name,
             # and single-key mode keeps the dealer adapter (the operator makes the shared key).
@@ -69,7 +72,8 @@ class HE:
 
     def bind_party_state(self, party_id: str, directory: str | Path, max_rounds: int) -> None:
         """Deployment hook: keep `party_id`'s round ledger in `directory` (it survives restarts)."""
-        self._ledgers[party_id] = RoundLedger(Path(directory) / "he-rounds.json", max_rounds)
+        kind = ThresholdLedger if self.config.mode == "threshold" else RoundLedger
+        self._ledgers[party_id] = kind(Path(directory) / f"he-{self.config.mode}-rounds.json", max_rounds)
 
     # --- threshold keygen hooks (protocols/keygen.py) --------------------------------------------
 
@@ -109,14 +113,14 @@ class HE:
         return load_material(data)
 
     def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> HEParty | ThresholdParty:
-        ledger = self._ledgers.setdefault(party_id, RoundLedger())
         if isinstance(material, ThresholdPartyMaterial):
+            ledger = self._ledgers.setdefault(party_id, ThresholdLedger())
             return ThresholdParty(ctx, party_id, data, material, self.config, self._rng, ledger)
-        return HEParty(ctx, party_id, data, material, self.config, ledger)
+        return HEParty(ctx, party_id, data, material, self.config, self._ledgers.setdefault(party_id, RoundLedger()))
 
     def server(self, ctx: RoundContext, material: Any) -> HEServer | ThresholdServer:
         if isinstance(material, ThresholdPublic):
-            return ThresholdServer(ctx, material, self.config)
+            return ThresholdServer(ctx, material, self.config, self.suspects)
         return HEServer(ctx, material, self.config)
 
 

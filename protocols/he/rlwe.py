@@ -207,14 +207,14 @@ def partial_decrypt_each(ring: Ring, n_ct: int, c1_of: Callable[[int], np.ndarra
                          flood_bits: int, rng: ByteSource, emit: Callable[[int, np.ndarray], None]) -> None:
     """emit(c, INTT(c1_of(c) * share) + flooding) for each ciphertext c (from worker threads, in
     any order): one inverse transform per ciphertext. c1_of(c) gives reduced residues (L, N)."""
-    hi, lo = _flood_draw(ring, rng, n_ct, flood_bits)
+    hi, lo = flood_draw(ring, rng, n_ct, flood_bits)
     fs, plan = ring.fixed(share_ntt), ring._plan
 
     def one(c: int) -> None:
         x = ring.mul_fixed(c1_of(c), fs)  # uint64 < 2p
         y = ring.reduce(x, 2, out=np.empty(x.shape, dtype=np.uint32))
         plan.inverse(y)
-        emit(c, ring.reduce(_flood_ct(ring, hi[c], lo[c]) + y, 2))
+        emit(c, ring.reduce(flood_ct(ring, hi[c], lo[c]) + y, 2))
 
     each_ciphertext(n_ct, one)
 
@@ -238,11 +238,11 @@ def each_ciphertext(n_ct: int, fn: Callable[[int], None]) -> None:
 
 def flooding(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> np.ndarray:
     """Uniform integers in [-2^bits, 2^bits) as residues (n_ct, L, N)."""
-    hi, lo = _flood_draw(ring, rng, n_ct, bits)
-    return np.stack([_flood_ct(ring, hi[c], lo[c]) for c in range(n_ct)])
+    hi, lo = flood_draw(ring, rng, n_ct, bits)
+    return np.stack([flood_ct(ring, hi[c], lo[c]) for c in range(n_ct)])
 
 
-def _flood_draw(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+def flood_draw(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """hi * 2^32 + lo with hi uniform in [-2^(bits-32), 2^(bits-32)) (n_ct, N) int64 and lo
     uniform 32 bits (n_ct, N) uint64."""
     hi = sample_bounded(rng, (n_ct, ring.n), bits - 32)
@@ -250,7 +250,7 @@ def _flood_draw(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> tuple[np.n
     return hi, lo
 
 
-def _flood_ct(ring: Ring, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+def flood_ct(ring: Ring, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """hi * 2^32 + lo (N,) -> residues (L, N), reduced."""
     p = np.array(ring.primes, dtype=np.int64).reshape(-1, 1)
     h = np.remainder(hi[None, :], p).view(np.uint64)  # (L, N), < p

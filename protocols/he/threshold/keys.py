@@ -209,6 +209,14 @@ def _share_key(dh_priv: bytes, peer_pub: bytes, label: str, dealer: str, recipie
     return AESGCM(HKDF(hashes.SHA256(), 32, None, info).derive(shared))
 
 
+def _pair_key(dh_priv: bytes, peer_pub: bytes, label: str, a: str, b: str) -> bytes:
+    """The key two parties share for zero-sharing masks at decryption (the same on both sides)."""
+    lo, hi = sorted((a, b))
+    shared = X25519PrivateKey.from_private_bytes(dh_priv).exchange(X25519PublicKey.from_public_bytes(peer_pub))
+    info = b"|".join([b"securefed-he-pair-v1", label.encode(), lo.encode(), hi.encode()])
+    return HKDF(hashes.SHA256(), 32, None, info).derive(shared)
+
+
 def _share_aad(label: str, dealer: str, recipient: str) -> bytes:
     return b"|".join([b"securefed-he-share-v1", label.encode(), dealer.encode(), recipient.encode()])
 
@@ -347,10 +355,11 @@ class ThresholdPartyMaterial:
     sign_key: bytes = field(repr=False)
     s_ntt: np.ndarray = field(repr=False)  # own additive share s_i (L, N), NTT form
     shares: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # dealer -> share at my point
+    pair_keys: dict[str, bytes] = field(repr=False, default_factory=dict)  # peer -> 32-byte zero-sharing key
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ThresholdPartyMaterial) and self.public == other.public
-                and (self.party_id, self.sign_key) == (other.party_id, other.sign_key)
+                and (self.party_id, self.sign_key, self.pair_keys) == (other.party_id, other.sign_key, other.pair_keys)
                 and np.array_equal(self.s_ntt, other.s_ntt) and self.shares.keys() == other.shares.keys()
                 and all(np.array_equal(v, other.shares[k]) for k, v in self.shares.items()))
 
@@ -372,7 +381,7 @@ def party_material(secret: KeygenSecret, bundle: bytes) -> ThresholdPartyMateria
     if obj.get("t") != t:
         raise KeygenError(f"keygen bundle: threshold {obj.get('t')} differs from ours ({t})")
     b = np.zeros((ring.size, ring.n), dtype=np.uint64)
-    shares = {}
+    shares, pair_keys = {}, {}
     for i, pid in enumerate(ros):
         pb, psig, enc = blobs[len(ids) + 3 * i : len(ids) + 3 * i + 3]
         _check_phase2(secret.label, ros, pid, Phase2(pid, t, pb, psig, {}), t)
@@ -380,6 +389,7 @@ def party_material(secret: KeygenSecret, bundle: bytes) -> ThresholdPartyMateria
         if pid == secret.party_id:
             shares[pid] = secret.own_share
             continue
+        pair_keys[pid] = _pair_key(secret.dh_key, ros[pid].dh_pub, secret.label, pid, secret.party_id)
         aead = _share_key(secret.dh_key, ros[pid].dh_pub, secret.label, pid, secret.party_id)
         try:
             raw = aead.decrypt(enc[:12], enc[12:], _share_aad(secret.label, pid, secret.party_id))
@@ -388,7 +398,7 @@ def party_material(secret: KeygenSecret, bundle: bytes) -> ThresholdPartyMateria
         shares[pid] = elem_from(ring, raw, f"share from {pid!r}")
     public = ThresholdPublic(secret.label, tuple(ros), tuple(ros[p].sign_pub for p in ros), t, b,
                              _key_id(secret.label, ros, t, b))
-    return ThresholdPartyMaterial(public, secret.party_id, secret.sign_key, secret.s_ntt, shares)
+    return ThresholdPartyMaterial(public, secret.party_id, secret.sign_key, secret.s_ntt, shares, pair_keys)
 
 
 def provision(party_ids: tuple[str, ...], threshold_fraction: float = 0.5, label: str = DEFAULT_LABEL,

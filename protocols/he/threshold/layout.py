@@ -1,16 +1,15 @@
 """What both sides of a threshold `he` round derive from public facts: the layout (secagg's
-fixed-point codec, values per coefficient, ciphertext count), ring-element bytes, and the signed
-attestation transcript of the linear sum check.
+fixed-point codec, values per coefficient, ciphertext count), ring-element bytes, the signed
+contributor-set statement, the quorum and the mask keys.
 
 Messages (after framing's common header `SFHE | version | kind | key_id | round`):
 
-    TINPUT    party -> server    c0 (coefficient form) | c1 (NTT form), n_ct x L x N residues each
-    ATTEST    server -> party    contributors | SHA-256(c1 sum)
-    ATTESTED  party -> server    h(own c1) (C x L residues) | Ed25519 signature
-    TDECRYPT  server -> party    contributors | c1 sum | each contributor's ATTESTED body
-    PARTIAL   party -> server    c1_sum * s_i + flooding (coefficient form)
-    RECOVER   server -> party    answered set A | missing set D
-    RECOVERED party -> server    c1_sum * lambda_i^A * sum_{j in D} share_{j,i} + flooding
+    TINPUT   server -> party    nonce (16 bytes): with key, federation, round, attempt it names tau
+    UPLOAD   party -> server    c0 = a_tau*s_i + e_i + Delta*m_i (coefficient form), n_ct x L x N
+    SIGN     server -> party    contributor set C
+    SIGNED   party -> server    Ed25519 signature of (key, federation, round, C)
+    TDECRYPT server -> party    C | signers | their signatures | decryptor set D
+    ANSWER   party -> server    a_tau * lambda_j^D * sum_{i in C} share_j(s_i) + flooding + zero share
 
 Residues are packed at 31 bits each (secagg's bit packer); a residue >= its prime is malformed.
 """
@@ -26,11 +25,13 @@ import numpy as np
 from securefed.protocols.base import ProtocolError, RoundContext
 from securefed.protocols.encoding import FixedPointCodec, pack_bits, packed_size, unpack_bits
 from securefed.protocols.he import framing, rlwe
+from securefed.protocols.he.threshold import scheme
 from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.ring import Ring
-from securefed.protocols.he.threshold.keys import ThresholdPublic
+from securefed.protocols.he.threshold.keys import ThresholdPublic, threshold_for
 
-KIND_TINPUT, KIND_ATTEST, KIND_ATTESTED, KIND_TDECRYPT, KIND_PARTIAL, KIND_RECOVER, KIND_RECOVERED = range(4, 11)
+KIND_TINPUT, KIND_UPLOAD, KIND_SIGN, KIND_SIGNED, KIND_TDECRYPT, KIND_ANSWER = range(11, 17)
+NONCE_LEN = 16
 RESIDUE_BITS = 31
 SIG_LEN = 64
 
@@ -39,7 +40,7 @@ SIG_LEN = 64
 class TLayout:
     ring: Ring
     codec: FixedPointCodec
-    budget: rlwe.NoiseBudget
+    budget: scheme.Budget
     k: int  # values per coefficient
     n_ct: int  # ciphertexts per party
 
@@ -47,12 +48,14 @@ class TLayout:
     def for_round(cls, ctx: RoundContext, config: HEConfig, public: ThresholdPublic) -> "TLayout":
         if not set(ctx.party_ids) <= set(public.roster):
             raise ValueError("round selects parties outside the key's roster")
-        if len(ctx.party_ids) < public.threshold:
-            raise ValueError(f"round selects {len(ctx.party_ids)} parties; threshold he needs t={public.threshold}")
+        q = quorum(len(public.roster), public.threshold)
+        if len(ctx.party_ids) < q:
+            raise ValueError(f"round selects {len(ctx.party_ids)} parties; threshold he needs a quorum of {q} "
+                             f"of the {len(public.roster)} key holders to sign the contributor set")
         ring = rlwe.ring_for()
         codec = FixedPointCodec.for_round(len(ctx.party_ids), ctx.vector_len, ctx.has_control, ctx.max_weight,
                                           config.clip, config.clip, config.precision_bits)
-        budget = rlwe.NoiseBudget.size(ring, len(public.roster), config.stat_security)
+        budget = scheme.Budget.size(ring, len(public.roster), config.stat_security)
         k = rlwe.values_per_coeff(budget, codec.bits)
         return cls(ring, codec, budget, k, -(-codec.length // (k * ring.n)))
 
@@ -95,31 +98,41 @@ class TLayout:
             out[c] = x
         return out
 
-    @property
-    def evals_bytes(self) -> int:
-        return rlwe.CHALLENGES * self.ring.size * 4
 
 
-def transcript(public: ThresholdPublic, ctx: RoundContext, contributors: tuple[str, ...], sum_hash: bytes) -> bytes:
-    """What an attestation binds: key, federation, round and attempt, the exact contributor list,
-    the c1 sum."""
-    return b"|".join([b"securefed-he-attest-v1", public.key_id, ctx.federation_id.encode(),
-                      struct.pack("<QQ", ctx.round, ctx.attempt), framing.encode_ids(contributors), sum_hash])
+def quorum(n: int, t: int) -> int:
+    """Signatures on C a decryptor needs, from distinct key holders: any two quorums share >= t
+    parties, so at least one honest one (colluders are < t), and an honest party signs one C per
+    round: at most one C per round can ever be decrypted, whatever sets the server shows whom."""
+    return min(n, -(-(n + t) // 2))
 
 
-def evals_to_bytes(h: np.ndarray) -> bytes:
-    return np.ascontiguousarray(h, dtype="<u4").tobytes()
+def contributors_floor(config: HEConfig, t: int) -> int:
+    """The fewest contributors a sum may have: min_contributors, and never fewer than t."""
+    return max(config.min_contributors, t)
 
 
-def evals_from(layout: TLayout, data: bytes | memoryview) -> np.ndarray:
-    h = np.frombuffer(bytes(data), dtype="<u4").astype(np.uint64).reshape(rlwe.CHALLENGES, layout.ring.size)
-    if np.any(h >= np.array(layout.ring.primes, dtype=np.uint64)):
-        raise ProtocolError("malformed message")
-    return h
+def round_needs(n: int, fraction: float, config: HEConfig) -> tuple[int, int, int]:
+    """(t, quorum, parties a round must select) for a roster of n: the config-time check."""
+    t = threshold_for(n, fraction)
+    q = quorum(n, t)
+    return t, q, max(q, contributors_floor(config, t))
 
 
-def sum_hash(packed_c1: bytes | memoryview) -> bytes:
-    return hashlib.sha256(packed_c1).digest()
+def sign_statement(public: ThresholdPublic, federation: str, round_: int, contributors: tuple[str, ...]) -> bytes:
+    """What a signer binds: key, federation, round (not the attempt: one C per round) and C."""
+    return b"|".join([b"securefed-he-contributors-v1", public.key_id, federation.encode(),
+                      struct.pack("<Q", round_), framing.encode_ids(contributors)])
+
+
+def set_hash(statement: bytes) -> bytes:
+    return hashlib.sha256(statement).digest()
+
+
+def mask_key(pair_key: bytes, seed: bytes, statement: bytes, decryptors: tuple[str, ...]) -> bytes:
+    """One pair's zero-sharing key for one answer set: pair key, tau, C and D."""
+    return hashlib.sha256(b"|".join([b"securefed-he-zero-v1", pair_key, seed, set_hash(statement),
+                                     framing.encode_ids(decryptors)])).digest()
 
 
 def check_ids(ids: tuple[str, ...], allowed: tuple[str, ...]) -> None:

@@ -1,12 +1,18 @@
-"""Server side of threshold `he`: sum the uploads, collect every contributor's signed attestation
-of the c1 sum (dropping and re-attesting without anyone who does not answer or lies), hand the
-checked sum to the contributors for partial decryption, recover the missing parties' key shares
-from t Shamir shares (dropouts at decryption), and decode. The server holds no key share; it can
-add ciphertexts, check attestations against the uploads it has, and nothing else.
+"""Server side of threshold `he`: hand out the round's nonce, add the uploads, get the contributor
+set C signed by a quorum, ask a decryptor set D for answers, decode. The server holds no key
+share and never hands a party a ring element.
+
+A decryptor that falls silent is replaced; when the answers of D do not decode (some member
+answered garbage), the server asks the leave-one-out sets D \\ {j} in turn (re-decrypting the same
+signed C reveals nothing new: docs/threat-model.md) and finishes with the first that decodes; j is
+the culprit, named in the result's stats ("excluded") and kept in `suspects` (shared across the
+federation's rounds: suspects are asked last from then on). D is the server's choice: any D of >= t
+signers reveals the same (a_tau * S_C, smudged), and the parties' ledgers bound how many times.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Mapping
 
 import numpy as np
@@ -16,24 +22,29 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, RoundContext, VectorSum
 from securefed.protocols.encoding import WEIGHT_FRAC_BITS, to_ring
 from securefed.protocols.he import framing, rlwe
-from securefed.protocols.he.threshold import layout as tr
 from securefed.protocols.he.config import HEConfig
+from securefed.protocols.he.threshold import layout as tl
 from securefed.protocols.he.threshold.keys import ThresholdPublic
-from securefed.protocols.he.threshold.party import ATTEST_STAGE, DECRYPT_STAGE, INPUT_STAGE, RECOVER_STAGE
+from securefed.protocols.he.threshold.party import DECRYPT_STAGE, INPUT_STAGE, SIG_LEN, SIGN_STAGE
 
 
 class ThresholdServer:
-    def __init__(self, ctx: RoundContext, material: ThresholdPublic, config: HEConfig) -> None:
+    def __init__(self, ctx: RoundContext, material: ThresholdPublic, config: HEConfig,
+                 suspects: list[str] | None = None, rng=os.urandom) -> None:
         if not isinstance(material, ThresholdPublic):
             raise TypeError("threshold he server material must be a ThresholdPublic")
         self.ctx, self.public, self.config = ctx, material, config
-        self.layout = tr.TLayout.for_round(ctx, config, material)
+        self.layout = tl.TLayout.for_round(ctx, config, material)
+        self.suspects = suspects if suspects is not None else []
+        self._nonce = rng(tl.NONCE_LEN)
         self._stage = "input"
-        self._uploads: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # pid -> (c0, c1)
-        self._ids: tuple[str, ...] = ()
-        self._c1_packed = b""
         self._c0_sum: np.ndarray | None = None
-        self._partials: dict[str, np.ndarray] = {}
+        self._ids: tuple[str, ...] = ()
+        self._sigs: dict[str, bytes] = {}
+        self._avail: list[str] = []  # signers not (yet) found silent, suspects last
+        self._asked: tuple[str, ...] = ()
+        self._queue: list[tuple[tuple[str, ...], str]] = []  # leave-one-out sets still to try, and who is left out
+        self._left_out: str | None = None
         self._result: VectorSum | None = None
 
     @property
@@ -46,21 +57,19 @@ class ThresholdServer:
         return self._result
 
     def max_reply_bytes(self) -> int:
-        """The largest well-formed reply to the current stage (transport hook: anything bigger is
-        dropped before it is buffered)."""
-        lay, slack = self.layout, 1024
-        if self._stage == "input":
-            return 2 * lay.elems_bytes + slack
-        if self._stage == "attest":
-            return lay.evals_bytes + tr.SIG_LEN + slack
-        return lay.elems_bytes + slack  # he/decrypt, he/recover: one ring element per ciphertext
+        """The largest well-formed reply to the current stage (transport hook)."""
+        slack = 1024
+        return SIG_LEN + slack if self._stage == "sign" else self.layout.elems_bytes + slack
+
+    def _head(self, kind: int) -> bytes:
+        return framing.header(kind, self.public.key_id, self.ctx.round)
 
     def start(self) -> dict[str, Message]:
-        return {pid: Message(INPUT_STAGE, b"") for pid in self.ctx.party_ids}
+        return {pid: Message(INPUT_STAGE, self._head(tl.KIND_TINPUT) + self._nonce) for pid in self.ctx.party_ids}
 
     def step(self, replies: Mapping[str, Message]) -> dict[str, Message]:
-        handler = {"input": self._collect_inputs, "attest": self._collect_attests,
-                   "decrypt": self._collect_partials, "recover": self._collect_recovery}.get(self._stage)
+        handler = {"input": self._collect_uploads, "sign": self._collect_signatures,
+                   "decrypt": self._collect_answers}.get(self._stage)
         if handler is None:
             raise ProtocolAbort("round already finished")
         return handler(replies)
@@ -70,112 +79,124 @@ class ThresholdServer:
             raise ProtocolError("unexpected stage")
         return framing.Reader(msg.payload, kind, self.public.key_id, self.ctx.round)
 
-    # -- he/input, he/attest -----------------------------------------------------------------
-
-    def _collect_inputs(self, replies: Mapping[str, Message]) -> dict[str, Message]:
-        lay = self.layout
-        for pid in self.ctx.party_ids:
-            try:
-                r = self._body(replies.get(pid), INPUT_STAGE, tr.KIND_TINPUT)
-                c0, c1 = lay.unpack(r.take(lay.elems_bytes)), lay.unpack(r.take(lay.elems_bytes))
-                r.end()
-            except ProtocolError:
-                continue  # treated as dropped
-            self._uploads[pid] = (c0, c1)
-        return self._ask_attest(tuple(sorted(self._uploads)))
-
-    def _ask_attest(self, ids: tuple[str, ...]) -> dict[str, Message]:
-        if len(ids) < self.config.min_contributors:
-            raise ProtocolAbort(f"{len(ids)} parties contributed, he needs min_contributors={self.config.min_contributors}")
-        ring = self.layout.ring
-        c0, c1 = (x.copy() for x in self._uploads[ids[0]])
-        for pid in ids[1:]:
-            ring.add_to(c0, self._uploads[pid][0])
-            ring.add_to(c1, self._uploads[pid][1])
-        self._ids, self._c0_sum, self._c1_packed = ids, c0, self.layout.pack(c1)
-        self._stage = "attest"
-        body = framing.header(tr.KIND_ATTEST, self.public.key_id, self.ctx.round) + framing.encode_ids(ids) + tr.sum_hash(self._c1_packed)
-        return {pid: Message(ATTEST_STAGE, body) for pid in ids}
-
-    def _collect_attests(self, replies: Mapping[str, Message]) -> dict[str, Message]:
-        lay, ring = self.layout, self.layout.ring
-        script = tr.transcript(self.public, self.ctx, self._ids, tr.sum_hash(self._c1_packed))
-        alpha, beta = rlwe.challenge(ring, script, lay.n_ct)
-        good = {}
-        for pid in self._ids:
-            try:
-                r = self._body(replies.get(pid), ATTEST_STAGE, tr.KIND_ATTESTED)
-                evals, sig = bytes(r.take(lay.evals_bytes)), bytes(r.take(tr.SIG_LEN))
-                r.end()
-                Ed25519PublicKey.from_public_bytes(self.public.sign_pub(pid)).verify(sig, script + evals)
-                # The server holds c1_j: an attestation that is not of it would fail every check.
-                if not np.array_equal(tr.evals_from(lay, evals), rlwe.linear_hash(ring, self._uploads[pid][1], alpha, beta)):
-                    raise ProtocolError("attestation does not match the upload")
-            except (ProtocolError, InvalidSignature, ValueError):
-                continue
-            good[pid] = evals + sig
-        if set(good) != set(self._ids):
-            # Drop the silent or lying contributors and ask the rest again for the new sum.
-            for pid in set(self._ids) - set(good):
-                self._uploads.pop(pid, None)
-            return self._ask_attest(tuple(sorted(good)))
-        self._stage = "decrypt"
-        body = b"".join([framing.header(tr.KIND_TDECRYPT, self.public.key_id, self.ctx.round),
-                         framing.encode_ids(self._ids), self._c1_packed, *(good[pid] for pid in self._ids)])
-        return {pid: Message(DECRYPT_STAGE, body) for pid in self._ids}
-
-    # -- he/decrypt, he/recover ---------------------------------------------------------------
-
-    def _read_share(self, msg: Message | None, stage: str, kind: int) -> np.ndarray:
+    def _read_elems(self, msg: Message | None, stage: str, kind: int) -> np.ndarray:
         r = self._body(msg, stage, kind)
         x = self.layout.unpack(r.take(self.layout.elems_bytes))
         r.end()
         return x
 
-    def _collect_partials(self, replies: Mapping[str, Message]) -> dict[str, Message]:
-        for pid in self._ids:
+    # -- he/input, he/sign --------------------------------------------------------------------
+
+    def _collect_uploads(self, replies: Mapping[str, Message]) -> dict[str, Message]:
+        ring, ids = self.layout.ring, []
+        for pid in self.ctx.party_ids:
             try:
-                self._partials[pid] = self._read_share(replies.get(pid), DECRYPT_STAGE, tr.KIND_PARTIAL)
+                c0 = self._read_elems(replies.get(pid), INPUT_STAGE, tl.KIND_UPLOAD)
             except ProtocolError:
+                continue  # treated as dropped
+            if self._c0_sum is None:
+                self._c0_sum = c0
+            else:
+                ring.add_to(self._c0_sum, c0)
+            ids.append(pid)
+        need = tl.contributors_floor(self.config, self.public.threshold)
+        if len(ids) < need:
+            raise ProtocolAbort(f"{len(ids)} parties contributed, threshold he needs {need} (min_contributors, t)")
+        self._ids, self._stage = tuple(ids), "sign"
+        body = self._head(tl.KIND_SIGN) + framing.encode_ids(self._ids)
+        return {pid: Message(SIGN_STAGE, body) for pid in self.ctx.party_ids}
+
+    def _collect_signatures(self, replies: Mapping[str, Message]) -> dict[str, Message]:
+        statement = tl.sign_statement(self.public, self.ctx.federation_id, self.ctx.round, self._ids)
+        for pid in self.ctx.party_ids:
+            try:
+                r = self._body(replies.get(pid), SIGN_STAGE, tl.KIND_SIGNED)
+                sig = bytes(r.take(SIG_LEN))
+                r.end()
+                Ed25519PublicKey.from_public_bytes(self.public.sign_pub(pid)).verify(sig, statement)
+            except (ProtocolError, InvalidSignature, ValueError):
                 continue
-        answered = tuple(sorted(self._partials))
-        if len(answered) < self.public.threshold:
-            raise ProtocolAbort(f"{len(answered)} partial decryptions, the key needs t={self.public.threshold}")
-        missing = tuple(p for p in self.public.roster if p not in self._partials)
-        if not missing:
-            self._finish(list(self._partials.values()))
-            return {}
-        self._stage = "recover"
-        body = (framing.header(tr.KIND_RECOVER, self.public.key_id, self.ctx.round)
-                + framing.encode_ids(answered) + framing.encode_ids(missing))
-        return {pid: Message(RECOVER_STAGE, body) for pid in answered}
+            self._sigs[pid] = sig
+        q = tl.quorum(len(self.public.roster), self.public.threshold)
+        if len(self._sigs) < q:
+            raise ProtocolAbort(f"{len(self._sigs)} parties signed the contributor set, a quorum needs {q}")
+        signers = sorted(self._sigs)
+        self._avail = [p for p in signers if p not in self.suspects] + [p for p in signers if p in self.suspects]
+        self._stage = "decrypt"
+        return self._ask(self._first_set())
 
-    def _collect_recovery(self, replies: Mapping[str, Message]) -> dict[str, Message]:
-        shares = []
-        for pid in sorted(self._partials):
+    # -- he/decrypt -----------------------------------------------------------------------------
+
+    def _first_set(self) -> tuple[str, ...]:
+        """t + 1 available signers (one spare makes a leave-one-out possible), or all if fewer."""
+        t = self.public.threshold
+        if len(self._avail) < t:
+            raise ProtocolAbort(f"{len(self._avail)} decryptors answer, the key needs t={t}")
+        return tuple(sorted(self._avail[: t + 1]))
+
+    def _ask(self, decryptors: tuple[str, ...]) -> dict[str, Message]:
+        self._asked = decryptors
+        signers = tuple(sorted(self._sigs))
+        body = b"".join([self._head(tl.KIND_TDECRYPT), framing.encode_ids(self._ids), framing.encode_ids(signers),
+                         *(self._sigs[p] for p in signers), framing.encode_ids(decryptors)])
+        return {pid: Message(DECRYPT_STAGE, body) for pid in decryptors}
+
+    def _collect_answers(self, replies: Mapping[str, Message]) -> dict[str, Message]:
+        answers, silent = [], []
+        for pid in self._asked:
             try:
-                shares.append(self._read_share(replies.get(pid), RECOVER_STAGE, tr.KIND_RECOVERED))
+                answers.append(self._read_elems(replies.get(pid), DECRYPT_STAGE, tl.KIND_ANSWER))
             except ProtocolError:
-                raise ProtocolAbort(f"party {pid!r} dropped during key recovery") from None
-        self._finish(list(self._partials.values()) + shares)
-        return {}
+                silent.append(pid)
+        if silent:  # replace them: a fresh set from who is left
+            self._avail = [p for p in self._avail if p not in silent]
+            self._queue = [(d, j) for d, j in self._queue if not set(d) & set(silent)]
+            if self._left_out is None:
+                return self._ask(self._first_set())
+            return self._next_leave_one_out()
+        if self._decode(answers):
+            return {}
+        if self._left_out is None:  # the first set failed: someone in it answered garbage
+            d = self._asked
+            order = [p for p in d if p in self.suspects] + [p for p in d if p not in self.suspects]
+            spare = [p for p in self._avail if p not in d]
+            for j in order:
+                rest = tuple(p for p in d if p != j)
+                if len(rest) < self.public.threshold:
+                    if not spare:
+                        continue
+                    rest = tuple(sorted(rest + (spare[0],)))
+                self._queue.append((rest, j))
+        return self._next_leave_one_out()
 
-    def _finish(self, shares: list[np.ndarray]) -> None:
+    def _next_leave_one_out(self) -> dict[str, Message]:
+        if not self._queue:
+            raise ProtocolAbort("the aggregate failed to decode with every decryptor set tried "
+                                "(a corrupt upload, or more than one corrupt answer)")
+        d, self._left_out = self._queue.pop(0)
+        return self._ask(d)
+
+    def _decode(self, answers: list[np.ndarray]) -> bool:
         lay, ring = self.layout, self.layout.ring
         x = self._c0_sum.copy()
-        for d in shares:
-            ring.add_to(x, d)
+        p = np.array(ring.primes, dtype=np.uint64).reshape(-1, 1)
+        for y in answers:
+            ring.add_to(x, p - y)  # x - y
         digits = rlwe.decode_message(ring, x, lay.codec.bits, lay.k, lay.budget.delta_bits, lay.noise_bound)
         if digits is None:
-            raise ProtocolAbort("the aggregate failed to decode (a corrupt upload or partial decryption)")
+            return False
         dec = lay.codec.decode_sum(to_ring(digits[: lay.codec.length], lay.codec.bits))
         if not dec.total_weight > 0:
             raise ProtocolAbort("aggregate has no weight")
+        excluded = () if self._left_out is None else (self._left_out,)
+        for pid in excluded:
+            if pid not in self.suspects:
+                self.suspects.append(pid)
         n, m = len(self._ids), lay.codec.vector_len
         coords = n * m * (2 if lay.codec.has_control else 1)
         stats = {
             "protocol": "he", "mode": "threshold",
-            "decryptors": tuple(sorted(self._partials)),
+            "decryptors": self._asked, "excluded": excluded,
             "ciphertexts_per_party": lay.n_ct, "values_per_coeff": lay.k, "value_bits": lay.codec.bits,
             "clipped_fraction": (dec.clipped + dec.control_clipped) / coords,
             "error_bound": {"delta_sum": lay.codec.error_bound(n), "control_sum": n * lay.codec.control_step,
@@ -184,3 +205,4 @@ class ThresholdServer:
         }
         self._stage = "done"
         self._result = VectorSum(dec.delta_sum, dec.control_sum, dec.total_weight, self._ids, stats)
+        return True
