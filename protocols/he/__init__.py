@@ -63,6 +63,12 @@ class HE:
             self.assemble = self._assemble
             self.party_material = self._party_material
 
+    def check_round_size(self, roster: int, per_round: int) -> None:
+        """Config time: raise ValueError (one line, why) when rounds of `per_round` parties from a
+        roster of `roster` key holders could never finish (decryptors would answer, or parties spend
+        their round, for nothing)."""
+        check_round_size(self.config, roster, per_round)
+
     def provision(self, party_ids: tuple[str, ...]):
         """threshold: every party's keygen step, in process (protocols.keygen.provision_by_keygen);
         single_key: one SEAL key for everyone, made here."""
@@ -122,6 +128,24 @@ class HE:
         if isinstance(material, ThresholdPublic):
             return ThresholdServer(ctx, material, self.config, self.suspects)
         return HEServer(ctx, material, self.config)
+
+
+def check_round_size(config: HEConfig, roster: int, per_round: int) -> None:
+    """See HE.check_round_size. threshold: a round needs a quorum q of the roster to sign its
+    contributor set and at least max(min_contributors, t) contributors; single_key:
+    min_contributors."""
+    if config.mode == "single_key":
+        if per_round < config.min_contributors:
+            raise ValueError(f"he: rounds select {per_round} parties but min_contributors is {config.min_contributors}")
+        return
+    from securefed.protocols.he.threshold.layout import round_needs
+
+    t, q, need = round_needs(roster, config.threshold_fraction, config)
+    if per_round < need:
+        raise ValueError(f"he: rounds select {per_round} of {roster} parties but need {need} "
+                         f"(t={t} decryptors, a quorum of {q} signing the contributor set, "
+                         f"min_contributors={config.min_contributors}): no round could finish; "
+                         "select more parties or lower threshold_fraction / min_contributors")
 
 
 register("he", HE)

@@ -163,6 +163,12 @@ def _provision(root: Path, ids: tuple[str, ...], server_host: str, protocol_name
         min_parties=len(ids),
     )
     fed = apply_settings(base, settings)
+    check = getattr(protocol, "check_round_size", None)
+    if check is not None:  # e.g. threshold he: min_parties below its quorum could never finish a round
+        try:
+            check(len(ids), fed.min_parties)
+        except ValueError as e:
+            raise ConfigError(f"min_parties: {e}") from None
     fed_json = fed.to_json().encode()
     ca_pem = ca.cert_pem
 
