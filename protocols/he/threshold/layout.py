@@ -71,7 +71,7 @@ class TLayout:
 
     @property
     def noise_bound(self) -> float:
-        """Delta/4: the budget keeps honest noise below it (rlwe.NoiseBudget); decoding needs < Delta/2."""
+        """Delta/4: the budget keeps honest noise below it (scheme.Budget); decoding needs < Delta/2."""
         return 2.0 ** (self.budget.delta_bits - 2)
 
     def pack(self, x: np.ndarray) -> bytes:
