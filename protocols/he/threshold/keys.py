@@ -22,9 +22,7 @@ read them; the GCM tag authenticates the dealer.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,30 +34,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from securefed.protocols.he import rlwe
-from securefed.protocols.he.ring import ByteSource, Ring
+from securefed.protocols.he.threshold.blobs import KeygenError, elem_bytes, elem_from
+from securefed.protocols.he.threshold.blobs import pack as _pack
+from securefed.protocols.he.threshold.blobs import unpack as _unpack
+from securefed.protocols.he.ring import ByteSource
 
 _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 _RAW_PRIV = (serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
 DEFAULT_LABEL = "securefed-he-v1"  # domain label of the keygen flow; also names the common polynomial a
-
-
-class KeygenError(ValueError):
-    """A keygen message is malformed, unsigned, or inconsistent with the roster (one line)."""
-
-
-def elem_bytes(x: np.ndarray) -> bytes:
-    return np.ascontiguousarray(x, dtype="<u4").tobytes()
-
-
-def elem_from(ring: Ring, data: bytes, what: str) -> np.ndarray:
-    if len(data) != ring.size * ring.n * 4:
-        raise KeygenError(f"{what}: wrong length")
-    x = np.frombuffer(data, dtype="<u4").astype(np.uint64).reshape(ring.size, ring.n)
-    if np.any(x >= np.array(ring.primes, dtype=np.uint64).reshape(-1, 1)):
-        raise KeygenError(f"{what}: residue out of range")
-    return x
 
 
 def _sign_pub(key: Ed25519PrivateKey) -> bytes:
@@ -71,28 +55,6 @@ def _verify(pub: bytes, sig: bytes, msg: bytes, what: str) -> None:
         Ed25519PublicKey.from_public_bytes(pub).verify(sig, msg)
     except (InvalidSignature, ValueError):
         raise KeygenError(f"{what}: bad signature") from None
-
-
-def _pack(obj: dict, blobs: list[bytes]) -> bytes:
-    head = json.dumps({**obj, "blobs": [len(b) for b in blobs]}, sort_keys=True).encode()
-    return struct.pack("<I", len(head)) + head + b"".join(blobs)
-
-
-def _unpack(data: bytes, what: str) -> tuple[dict, list[bytes]]:
-    try:
-        (n,) = struct.unpack_from("<I", data)
-        obj = json.loads(data[4 : 4 + n])
-        pos, blobs = 4 + n, []
-        for size in obj.pop("blobs"):
-            if not isinstance(size, int) or size < 0 or pos + size > len(data):
-                raise ValueError
-            blobs.append(data[pos : pos + size])
-            pos += size
-        if pos != len(data) or not isinstance(obj, dict):
-            raise ValueError
-    except (ValueError, KeyError, TypeError, struct.error, AttributeError):
-        raise KeygenError(f"{what}: malformed") from None
-    return obj, blobs
 
 
 @dataclass(frozen=True)

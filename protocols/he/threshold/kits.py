@@ -1,6 +1,6 @@
 """Threshold `he` key material as bytes (the deploy layer's MaterialCodec hook; no pickle):
 
-    magic "SFHETK2" | role u8 (0 server, 1 party) | threshold.keys packing: JSON head + binary blobs
+    magic "SFHETK2" | role u8 (0 server, 1 party) | threshold.blobs packing: JSON head + binary blobs
 
 Server: label, roster, threshold, Ed25519 public keys, collective public key. Party: the same plus
 its party id, Ed25519 private key, own key share, the Shamir shares dealt to it and its pairwise
@@ -12,16 +12,10 @@ from __future__ import annotations
 
 from securefed.errors import MaterialError
 from securefed.protocols.he import rlwe
-from securefed.protocols.he.threshold.keys import (
-    KeygenError,
-    ThresholdPartyMaterial,
-    ThresholdPublic,
-    _pack,
-    _unpack,
-    elem_bytes,
-    elem_from,
-    public_key_id,
-)
+from securefed.protocols.he.threshold.blobs import KeygenError, elem_bytes, elem_from
+from securefed.protocols.he.threshold.blobs import pack as _pack
+from securefed.protocols.he.threshold.blobs import unpack as _unpack
+from securefed.protocols.he.threshold.keys import ThresholdPartyMaterial, ThresholdPublic, public_key_id
 
 MAGIC = b"SFHETK2"  # 2: pair keys for the zero sharing at decryption
 ROLE_SERVER, ROLE_PARTY = 0, 1
