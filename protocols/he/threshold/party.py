@@ -36,7 +36,6 @@ from securefed.protocols.he.threshold.ledger import ThresholdLedger
 from securefed.protocols.secagg.primitives import prg_reader
 
 INPUT_STAGE, SIGN_STAGE, DECRYPT_STAGE = "he/input", "he/sign", "he/decrypt"
-SIG_LEN = 64
 
 
 class ThresholdParty:
@@ -114,7 +113,7 @@ class ThresholdParty:
         statement = tl.sign_statement(pub, self.ctx.federation_id, self.ctx.round, ids)
         for pid in signers:
             try:
-                Ed25519PublicKey.from_public_bytes(pub.sign_pub(pid)).verify(bytes(r.take(SIG_LEN)), statement)
+                Ed25519PublicKey.from_public_bytes(pub.sign_pub(pid)).verify(bytes(r.take(tl.SIG_LEN)), statement)
             except (InvalidSignature, ValueError):
                 raise ProtocolError("bad signature") from None
         decryptors = framing.read_ids(r)

@@ -25,7 +25,7 @@ from securefed.protocols.he import framing, rlwe
 from securefed.protocols.he.config import HEConfig
 from securefed.protocols.he.threshold import layout as tl
 from securefed.protocols.he.threshold.keys import ThresholdPublic
-from securefed.protocols.he.threshold.party import DECRYPT_STAGE, INPUT_STAGE, SIG_LEN, SIGN_STAGE
+from securefed.protocols.he.threshold.party import DECRYPT_STAGE, INPUT_STAGE, SIGN_STAGE
 
 
 class ThresholdServer:
@@ -59,7 +59,7 @@ class ThresholdServer:
     def max_reply_bytes(self) -> int:
         """The largest well-formed reply to the current stage (transport hook)."""
         slack = 1024
-        return SIG_LEN + slack if self._stage == "sign" else self.layout.elems_bytes + slack
+        return tl.SIG_LEN + slack if self._stage == "sign" else self.layout.elems_bytes + slack
 
     def _head(self, kind: int) -> bytes:
         return framing.header(kind, self.public.key_id, self.ctx.round)
@@ -80,24 +80,25 @@ class ThresholdServer:
         return framing.Reader(msg.payload, kind, self.public.key_id, self.ctx.round)
 
     def _read_elems(self, msg: Message | None, stage: str, kind: int) -> np.ndarray:
+        """A checked uint32 view of the message's ring elements (no copy)."""
         r = self._body(msg, stage, kind)
-        x = self.layout.unpack(r.take(self.layout.elems_bytes))
+        x = self.layout.view(r.take(self.layout.elems_bytes))
         r.end()
         return x
 
     # -- he/input, he/sign --------------------------------------------------------------------
 
     def _collect_uploads(self, replies: Mapping[str, Message]) -> dict[str, Message]:
-        ring, ids = self.layout.ring, []
+        ids = []
         for pid in self.ctx.party_ids:
             try:
                 c0 = self._read_elems(replies.get(pid), INPUT_STAGE, tl.KIND_UPLOAD)
             except ProtocolError:
                 continue  # treated as dropped
             if self._c0_sum is None:
-                self._c0_sum = c0
+                self._c0_sum = c0.astype(np.uint64)
             else:
-                ring.add_to(self._c0_sum, c0)
+                self.layout.accumulate(self._c0_sum, c0)
             ids.append(pid)
         need = tl.contributors_floor(self.config, self.public.threshold)
         if len(ids) < need:
@@ -111,7 +112,7 @@ class ThresholdServer:
         for pid in self.ctx.party_ids:
             try:
                 r = self._body(replies.get(pid), SIGN_STAGE, tl.KIND_SIGNED)
-                sig = bytes(r.take(SIG_LEN))
+                sig = bytes(r.take(tl.SIG_LEN))
                 r.end()
                 Ed25519PublicKey.from_public_bytes(self.public.sign_pub(pid)).verify(sig, statement)
             except (ProtocolError, InvalidSignature, ValueError):
@@ -179,9 +180,8 @@ class ThresholdServer:
     def _decode(self, answers: list[np.ndarray]) -> bool:
         lay, ring = self.layout, self.layout.ring
         x = self._c0_sum.copy()
-        p = np.array(ring.primes, dtype=np.uint64).reshape(-1, 1)
         for y in answers:
-            ring.add_to(x, p - y)  # x - y
+            lay.accumulate(x, y, subtract=True)
         digits = rlwe.decode_message(ring, x, lay.codec.bits, lay.k, lay.budget.delta_bits, lay.noise_bound)
         if digits is None:
             return False
