@@ -133,3 +133,40 @@ def test_a_restarted_round_gets_a_fresh_nonce_and_finishes():
         sessions[p].handle(m)  # uploads, then the coordinator dies
     result, traffic = run_round(he, ctx, inputs, public, mats)
     assert traffic.stages[:2] == [INPUT_STAGE, SIGN_STAGE] and result.contributors == ids
+
+
+def test_a_liar_and_a_party_that_falls_silent_mid_search():
+    """p1 answers garbage; p3 answers the first set, then falls silent: the sets still to try are
+    topped up from the other signers and the round finishes without p1."""
+    ids = tuple(f"p{i}" for i in range(6))  # t = 4, quorum 5, first set p0..p4
+    he = HE(HEConfig())
+    public, mats = he.provision(ids)
+    liar = GarbageDecryptor(he, "p1")
+
+    class FlakyThenLiar:
+        name = he.name
+
+        def server(self, ctx, material):
+            return liar.server(ctx, material)
+
+        def party(self, ctx, pid, data, material):
+            session = liar.party(ctx, pid, data, material)
+            if pid != "p3":
+                return session
+            asked = []
+
+            class Flaky:
+                def handle(self, msg):
+                    if msg.stage == DECRYPT_STAGE:
+                        asked.append(1)
+                        if len(asked) > 1:
+                            raise ProtocolError("gone")
+                    return session.handle(msg)
+            return Flaky()
+
+    ctx = RoundContext("fed", 0, ids, M, False, 8)
+    inputs = _inputs(ctx, 4)
+    result, traffic = run_round(FlakyThenLiar(), ctx, inputs, public, mats)
+    assert result.stats["excluded"] == ("p1",) and not {"p1", "p3"} & set(result.stats["decryptors"])
+    d = sum(inputs[p].weight * inputs[p].delta.astype(np.float64) for p in ids)
+    assert np.max(np.abs(result.delta_sum - d)) <= result.stats["error_bound"]["delta_sum"]

@@ -149,26 +149,32 @@ class ThresholdServer:
                 answers.append(self._read_elems(replies.get(pid), DECRYPT_STAGE, tl.KIND_ANSWER))
             except ProtocolError:
                 silent.append(pid)
-        if silent:  # replace them: a fresh set from who is left
+        if silent:  # replace them from who is left, in the set just asked and in those queued
             self._avail = [p for p in self._avail if p not in silent]
-            self._queue = [(d, j) for d, j in self._queue if not set(d) & set(silent)]
             if self._left_out is None:
                 return self._ask(self._first_set())
+            queue = [(self._asked, self._left_out)] + self._queue
+            self._queue = [(r, j) for d, j in queue if (r := self._refill(d, j)) is not None]
             return self._next_leave_one_out()
         if self._decode(answers):
             return {}
         if self._left_out is None:  # the first set failed: someone in it answered garbage
             d = self._asked
             order = [p for p in d if p in self.suspects] + [p for p in d if p not in self.suspects]
-            spare = [p for p in self._avail if p not in d]
             for j in order:
-                rest = tuple(p for p in d if p != j)
-                if len(rest) < self.public.threshold:
-                    if not spare:
-                        continue
-                    rest = tuple(sorted(rest + (spare[0],)))
-                self._queue.append((rest, j))
+                rest = self._refill(tuple(p for p in d if p != j), j)
+                if rest is not None:
+                    self._queue.append((rest, j))
         return self._next_leave_one_out()
+
+    def _refill(self, d: tuple[str, ...], left_out: str) -> tuple[str, ...] | None:
+        """d without parties found silent, topped up to t from the other available signers (never
+        `left_out`); None when too few are left."""
+        rest = [p for p in d if p in self._avail]
+        spare = [p for p in self._avail if p not in rest and p != left_out]
+        while len(rest) < self.public.threshold and spare:
+            rest.append(spare.pop(0))
+        return tuple(sorted(rest)) if len(rest) >= self.public.threshold else None
 
     def _next_leave_one_out(self) -> dict[str, Message]:
         if not self._queue:
