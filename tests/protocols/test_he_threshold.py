@@ -182,3 +182,20 @@ def test_material_codec_roundtrip_and_tamper():
     server_blob = bytearray(he.dump_material(public))
     with pytest.raises(MaterialError):
         he.load_material(bytes(server_blob[:7]) + b"\x01" + bytes(server_blob[8:]))  # server kit relabelled party
+
+
+def test_a_configuration_whose_rounds_cannot_finish_is_refused_with_one_line(tmp_path):
+    from securefed.config import load_config
+    from securefed.deploy.provision import provision_federation
+    from securefed.errors import ConfigError
+
+    # 10 key holders, t = 6, quorum 8: a round of 7 could have decryptors answer and never finish
+    with pytest.raises(ConfigError, match="rounds select 7 of 10 parties but need 8 .t=6 decryptors, a quorum of 8"):
+        load_config(None, ["parties=10", "sampling.count=7", "aggregation.protocol=he"])
+    with pytest.raises(ConfigError, match="need 9 .*min_contributors=9"):
+        load_config(None, ["parties=10", "sampling.count=8", "aggregation.protocol=he", "aggregation.he.min_contributors=9"])
+    assert load_config(None, ["parties=10", "sampling.count=8", "aggregation.protocol=he"]).aggregation.protocol == "he"
+    # deployment: min_parties below the quorum is refused when the federation is provisioned
+    with pytest.raises(ConfigError, match="min_parties: he: rounds select 3 of 4 parties but need 4"):
+        provision_federation(tmp_path / "fed", ["a", "b", "c", "d"], "localhost", "he", None, {"min_parties": 3})
+    assert not (tmp_path / "fed").exists() or not any((tmp_path / "fed").iterdir())  # refused before any key
