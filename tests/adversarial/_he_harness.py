@@ -97,3 +97,11 @@ def refuses(party, message: Message) -> bool:
     except ProtocolError:
         return True
     return False
+
+
+def garbage_answer(session, round_: int, rng: np.random.Generator) -> Message:
+    """A well-formed answer of uniform residues from `session` (a malicious decryptor)."""
+    lay = session.layout
+    p = np.array(lay.ring.primes, dtype=np.uint64).reshape(-1, 1)
+    junk = rng.integers(0, 2**31, (lay.n_ct, lay.ring.size, lay.ring.n), dtype=np.uint64) % p
+    return Message(DECRYPT_STAGE, framing.header(tl.KIND_ANSWER, session.public.key_id, round_) + lay.pack(junk))

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from _deploy_helpers import expected_sums, metrics, provision, run_inprocess, server_state
+from _he_harness import garbage_answer
 from securefed.protocols.base import Message
-from securefed.protocols.he import framing
-from securefed.protocols.he.threshold import layout as tl
 from securefed.protocols.he.threshold.party import DECRYPT_STAGE
 
 PARTIES = ("p0", "p1", "p2", "p3")  # t = 3, quorum 4: the first decryptor set is all four
@@ -26,12 +25,7 @@ def _garbage_answers(ctx, pid, session):
     class Liar:
         def handle(self, msg: Message) -> Message | None:
             reply = session.handle(msg)
-            if msg.stage != DECRYPT_STAGE:
-                return reply
-            lay = session.layout
-            p = np.array(lay.ring.primes, dtype=np.uint64).reshape(-1, 1)
-            junk = rng.integers(0, 2**31, (lay.n_ct, lay.ring.size, lay.ring.n), dtype=np.uint64) % p
-            return Message(DECRYPT_STAGE, framing.header(tl.KIND_ANSWER, session.public.key_id, ctx.round) + lay.pack(junk))
+            return garbage_answer(session, ctx.round, rng) if msg.stage == DECRYPT_STAGE else reply
     return Liar()
 
 
