@@ -103,7 +103,7 @@ class ThresholdServer:
         need = tl.contributors_floor(self.config, self.public.threshold)
         if len(ids) < need:
             raise ProtocolAbort(f"{len(ids)} parties contributed, threshold he needs {need} (min_contributors, t)")
-        self._ids, self._stage = tuple(ids), "sign"
+        self._ids, self._stage = tuple(sorted(ids)), "sign"
         body = self._head(tl.KIND_SIGN) + framing.encode_ids(self._ids)
         return {pid: Message(SIGN_STAGE, body) for pid in self.ctx.party_ids}
 
