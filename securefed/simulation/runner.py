@@ -130,6 +130,12 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
             metrics.update(protocol=cfg.aggregation.protocol, contributors=0, aborted=str(e) or "protocol abort",
                            train_loss=sum(losses.values()) / len(losses), **world.privacy.close_round())
             return server, clients, metrics
+        excluded = tuple(vsum.stats.get("excluded", ()))
+        if excluded:  # e.g. threshold he: a decryptor whose answers did not decode (the round finished without it)
+            say = getattr(progress, "note", None)
+            if say is not None:
+                say(f"round {r + 1}: {cfg.aggregation.protocol} left out {', '.join(excluded)}: its answers did not decode")
+            metrics["excluded"] = list(excluded)
         vsum = world.privacy.finish_round(vsum)  # central noise / distributed decoding, before the server step
         server = world.algorithm.server_update(server, to_aggregate(vsum, world.layout))
         contributors = vsum.contributors
@@ -158,13 +164,12 @@ def _protocol_floor(cfg: RootConfig, n: int) -> str:
         except ValueError as e:
             return f"{e} ({n} admitted)"
     if agg.protocol == "he":
-        need = agg.he.min_contributors
-        if agg.he.mode == "threshold":
-            from securefed.protocols.he.tkeys import threshold_for  # t of the roster must decrypt
+        from securefed.protocols.he import check_round_size  # t decryptors, a signing quorum, min_contributors
 
-            need = max(need, threshold_for(cfg.parties, agg.he.threshold_fraction))
-        if n < need:
-            return f"he needs >= {need} parties to decrypt, {n} admitted"
+        try:
+            check_round_size(agg.he, cfg.parties, n)
+        except ValueError as e:
+            return f"{e} ({n} admitted)"
     return ""
 
 

@@ -105,7 +105,8 @@ def test_reported_epsilon_matches_independent_accountant(mechanism, accountant, 
     extra = {"distributed_over_plain": True} if (mechanism, protocol) == ("user-distributed", "plain") else {}
     rounds = 3 if protocol == "he" else 5
     noise = {"noise_multiplier": 1.2} if mechanism == "example" else {}  # (solving 6 parties' z is slow)
-    root = _root(protocol, mechanism, parties=6, count=4, rounds=rounds, target_epsilon=6.0, accountant=accountant,
+    count = 5 if protocol == "he" else 4  # threshold he: a quorum of 5 of the 6 key holders signs each round
+    root = _root(protocol, mechanism, parties=6, count=count, rounds=rounds, target_epsilon=6.0, accountant=accountant,
                  update_clip_norm=0.5, **extra, **noise)
     eng, rows = _drive(root)
     _assert_agrees(eng, rows)
