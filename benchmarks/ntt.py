@@ -6,9 +6,11 @@
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.ntt --out ntt.json   # also the rows as JSON
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.ntt --party 8388608  # + one party's encryption
 
-Rows: one forward and one inverse transform of a ring element (L = 7 primes x N words), one
-ciphertext of rlwe.encrypt (2 forward + 1 inverse transforms and the pointwise products), and the
-server's decode (crt.decode_digits, non-strict so both paths do every step) per ciphertext, each the
+Rows: one forward and one inverse transform of a ring element (L = 7 primes x N words); per
+ciphertext, a threshold party's encryption (scheme.encrypt_each: a_tau from AES-CTR reduced mod p,
+its product with s, 1 inverse transform, noise and message), a decryptor's answer among 10
+(scheme.answer_each: the same plus flooding and 9 pairwise masks, each reduced mod p), and the
+server's decode (crt.decode_digits, non-strict so both paths do every step); each the
 median of interleaved repetitions (numpy, compiled, numpy, ...: load on the shared machine falls
 on both alike). Then the kernels' first-call cost in fresh processes: with an empty on-disk cache
 (compile) and with the cache filled (load), as a fresh CI process pays it. With --party M: one
@@ -32,6 +34,7 @@ import numpy as np
 
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.protocols.he import HE, HEConfig, crt, rlwe
+from securefed.protocols.he.threshold import scheme
 from securefed.protocols.he.ring import PRIMES_8192, Ring
 
 _FIRST_CALL = """
@@ -149,12 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         _side_by_side("inverse", {k: (lambda r=r, b=bufs[k]: r._plan.inverse(b)) for k, r in
                                   (("numpy", slow), ("compiled", fast))}, reps),
     ]
-    a = rlwe.crs(fast, b"benchmarks.ntt")
-    _, b = rlwe.keygen_share(fast, a, os.urandom)
+    s_ntt, seed = fast.uniform(os.urandom), os.urandom(32)
     msg = fast.uniform(os.urandom, (n_ct,))
-    rows.append(_side_by_side("encrypt/ciphertext", {k: (lambda r=r: rlwe.encrypt(r, a, b, msg, os.urandom))
-                                                     for k, r in (("numpy", slow), ("compiled", fast))},
-                              max(3, reps // 8), n_ct))
+    masks = [(i % 2 == 0, os.urandom(32)) for i in range(9)]  # a decryptor among 10
+
+    def encrypt(r: Ring) -> None:
+        scheme.encrypt_each(r, s_ntt, seed, n_ct, lambda c: msg[c], os.urandom, lambda c, x: None)
+
+    def answer(r: Ring) -> None:
+        scheme.answer_each(r, seed, n_ct, s_ntt, 70, os.urandom, masks, lambda c, x: None)
+    for name, fn in (("encrypt/ciphertext", encrypt), ("answer/ciphertext", answer)):
+        rows.append(_side_by_side(name, {k: (lambda r=r: fn(r)) for k, r in (("numpy", slow), ("compiled", fast))},
+                                  max(3, reps // 8), n_ct))
     res = (rng.integers(0, 2**63, (fast.size, n_ct * fast.n), dtype=np.uint64) % fast._p)
     decoded = {}
 

@@ -235,6 +235,25 @@ def add_to(acc, x, p):
                 a[j] = min(v, v - pl)
 
 
+
+@_jit
+def mod_words(raw, p, c, cq, pinv, out):
+    """out = raw mod p for 64-bit words (raw % p, without a 64-bit division): x = hi 2^32 + lo,
+    t = hi (2^32 mod p) by Shoup (c, cq) in [0, 2p), y = t + lo < 2^34 = x mod p, then q = y / p
+    in float64 (exact input, off by at most one) and one correction each way."""
+    K, L, n = raw.shape
+    for k in range(K):
+        for l in range(L):
+            pl, cl, cql, inv, s, o = np.int64(p[l]), c[l], cq[l], pinv[l], raw[k, l], out[k, l]
+            for j in range(n):
+                x = s[j]
+                hi = x >> _S32
+                t = hi * cl - ((hi * cql) >> _S32) * np.uint64(pl)
+                y = np.int64(t + (x & _M32))
+                r = y - np.int64(np.float64(y) * inv) * pl
+                r = r + pl if r < 0 else r
+                o[j] = r - pl if r >= pl else r
+
 # -- crt.py's decode, a chunk of coefficients at a time -----------------------------------------
 # The same steps on the same 8 x 32-bit limbs (two's complement mod 2^256, uint64 words) as crt.py's
 # numpy passes: Garner, Horner, centre, round, the noise check, balanced digits; each step one loop

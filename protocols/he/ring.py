@@ -10,7 +10,7 @@ Representation: a ring element is an array (..., L, N) uint64 of residues, one r
 "NTT form" is the negacyclic number-theoretic transform of each row (pointwise products there are
 ring products). Every prime is < 2**31, so a product of two residues fits in uint64.
 
-The hot pointwise operations (mul_fixed, reduce, from_small, add_to) and the NTT run as numba
+The hot pointwise operations (mul_fixed, reduce, from_small, add_to, mod_p) and the NTT run as numba
 kernels (kernels.py: the same operations in the same words, fused into one loop) for operands of
 the usual (..., L, N) C-contiguous shapes, and as the numpy passes below otherwise or without numba.
 
@@ -256,7 +256,24 @@ class Ring:
         """Uniform residues (*lead, L, N): 64 random bits reduced mod p (bias < 2^-33)."""
         count = int(np.prod(lead, dtype=np.int64)) * self.size * self.n
         raw = np.frombuffer(rng(8 * count), dtype="<u8").reshape(*lead, self.size, self.n)
-        return raw % self._p
+        return self.mod_p(raw)
+
+    def mod_p(self, raw: np.ndarray) -> np.ndarray:
+        """raw % p for 64-bit words (..., L, W), one prime per row of L (a division per word in
+        numpy; kernels.mod_words needs none)."""
+        if self._k is None or raw.dtype != np.uint64 or raw.ndim < 2 or raw.shape[-2] != self.size or raw.size == 0:
+            return raw % self._p
+        x = np.ascontiguousarray(raw)
+        out = np.empty(x.shape, np.uint64)
+        shape = (-1, self.size, x.shape[-1])
+        self._k.mod_words(x.reshape(shape), self._p1, *self._mod_consts, out.reshape(shape))
+        return out
+
+    @cached_property
+    def _mod_consts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """kernels.mod_words's 2^32 mod p (L,), its Shoup companions, and 1/p in float64."""
+        c = np.array([(1 << 32) % p for p in self.primes], dtype=np.uint64)
+        return c, shoup_companion(c, self._p1), 1.0 / self._p1.astype(np.float64)
 
 
 def sample_ternary(rng: ByteSource, shape: tuple[int, ...]) -> np.ndarray:
@@ -292,4 +309,4 @@ def shake_residues(ring: Ring, seed: bytes, shape: tuple[int, ...]) -> np.ndarra
     *lead, width = shape
     count = int(np.prod(lead, dtype=np.int64)) * ring.size * width
     raw = np.frombuffer(hashlib.shake_256(seed).digest(8 * count), dtype="<u8")
-    return raw.reshape(*lead, ring.size, width) % ring._p
+    return ring.mod_p(raw.reshape(*lead, ring.size, width))

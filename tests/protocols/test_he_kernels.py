@@ -1,6 +1,6 @@
 """The compiled kernels (protocols/he/kernels.py) against the numpy passes they replace: equal
 words on random inputs for every prime and every ring degree in use (N = 8192 and the tests' small
-N), for the NTT and for ring.py's pointwise mul_fixed / reduce / from_small / add_to, the
+N), for the NTT and for ring.py's pointwise mul_fixed / reduce / from_small / add_to / mod_p, the
 compiled path actually taken when numba is installed (a core dependency), and the numpy fallback
 (one log line) when it cannot be imported or SECUREFED_HE_KERNELS=numpy asks for it. The SEAL
 known-answer and interop tests (test_he_ring.py) run on the compiled path."""
@@ -132,6 +132,14 @@ def test_compiled_pointwise_operations_equal_the_numpy_passes(monkeypatch, n):
     for xs in (small, small[0]):
         got, want = fast.from_small(xs), slow.from_small(xs)
         assert got.dtype == want.dtype == np.uint32 and np.array_equal(got, want)
+    words = rng.integers(0, 2**64, shape, dtype=np.uint64, endpoint=False)  # any 64-bit words
+    words[0, :, :4] = [0, 2**64 - 1, 2**32, 2**32 - 1]
+    words[0, :, 4] = p[:, 0] * np.uint64(2**32)
+    words[0, :, 5] = (np.uint64(2**64 - 1) // p[:, 0]) * p[:, 0]  # the largest multiple of p
+    for ws in (words, words[0], np.frombuffer(words.tobytes(), "<u8").reshape(shape)):  # also read-only
+        got, want = fast.mod_p(ws), slow.mod_p(ws)
+        assert np.array_equal(got, want) and np.array_equal(want, ws % p)
+    assert np.array_equal(fast.mod_p(words[:, :, :5]), words[:, :, :5] % p)  # rows of another width
     for dtype in (np.uint32, np.uint64):
         acc, x = below(1, np.uint64), below(1, dtype)
         a, b = acc.copy(), acc.copy()
