@@ -202,6 +202,7 @@ def simulate(
         clients = {p: world.algorithm.init_client(world.initial_adapter) for p in world.party_ids}
         start, history = 0, []
         metrics_path.unlink(missing_ok=True)
+    heldout = None  # the last evaluation of this process: which rows, how many, the figures (model card)
     t0 = time.perf_counter()
     with RunProgress(console, out / "run.log", cfg.rounds) as progress, \
             round_writer(cfg.output.tensorboard, out / "tensorboard") as board, \
@@ -215,7 +216,10 @@ def simulate(
             server, clients, metrics = run_one_round(world, r, server, clients, progress, party_task, backend)
             if (r + 1) % cfg.evaluation.every == 0 or r + 1 == cfg.rounds:
                 progress.update(party_task, description=f"round {r + 1}: evaluating")
-                metrics.update(_evaluate(world, server, clients))
+                scored = _evaluate(world, server, clients)
+                metrics.update(scored)
+                heldout = {"round": r + 1, "split": world.evalset.split, "rows": len(world.evalset.examples),
+                           "metrics": scored}
             metrics["seconds"] = time.perf_counter() - t_round
             progress.round_done(metrics)
             board(metrics)
@@ -238,5 +242,7 @@ def simulate(
         "seconds_this_run": time.perf_counter() - t0, "first": history[0] if history else None,
         "final": history[-1] if history else None,
     }
+    if heldout is not None:
+        summary["heldout"] = heldout
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
