@@ -133,7 +133,8 @@ def write_gguf(model: Any, model_dir: Path, out_file: Path, qtype: str = "f16",
                                     or config.get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
     writer.add_vocab_size(config["vocab_size"])
-    writer.add_file_type({"f32": 0, "f16": 1, "bf16": 32}.get(qtype, int(getattr(gguf.LlamaFileType, f"MOSTLY_{qtype.upper()}"))))
+    writer.add_file_type(int(gguf.LlamaFileType.ALL_F32 if qtype == "f32" else
+                             getattr(gguf.LlamaFileType, f"MOSTLY_{qtype.upper()}")))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
     tokens, types = _tokens(model_dir, config["vocab_size"])
