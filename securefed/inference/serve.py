@@ -5,7 +5,7 @@
                                     "stream"?}: a chat.completion (or server-sent chunks with "stream")
 
 A small threaded HTTP server from the standard library; requests are answered one generation at a time
-(one model, one lock). Bad requests get a 400 with an OpenAI-style error body, never a dead server.
+(one model, one lock); a request's max_tokens is capped at the server's. Bad requests get a 400 with an OpenAI-style error body, never a dead server.
 It listens on 127.0.0.1 unless told otherwise: it has no authentication.
 """
 
@@ -30,7 +30,8 @@ class BadRequest(ValueError):
 
 
 def parse_request(body: bytes, default_max_tokens: int) -> dict[str, Any]:
-    """The generation arguments of a chat-completions request; BadRequest naming the bad field."""
+    """The generation arguments of a chat-completions request; BadRequest naming the bad field. The
+    server's max_tokens is the default and the cap: a larger request is cut (finish_reason "length")."""
     try:
         req = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -50,7 +51,7 @@ def parse_request(body: bytes, default_max_tokens: int) -> dict[str, Any]:
         value = default if value is None else value
         if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
             raise BadRequest(f"'{key}' must be a number in [{lo}, {hi}]")
-        out[key] = value
+        out[key] = min(value, default_max_tokens) if key == "max_tokens" else value
     seed = req.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise BadRequest("'seed' must be an integer")
