@@ -112,8 +112,11 @@ def model_card(run: RunRecord, *, base_name: str, license_: str | None, merged: 
     rounds_done = run.metrics[-1]["round"] if run.metrics else cfg.rounds
     body = [
         f"# {run.path.name}: {cfg.algorithm.name} over {cfg.parties} parties (securefed)", "",
-        f"A LoRA adapter for `{base_name}` trained by federated learning with securefed {version}: no party's data "
-        "and no single party's update left its owner in the clear (see the protocol below).", "",
+        f"A LoRA adapter for `{base_name}` trained by federated learning with securefed {version}: no party's "
+        "training data left its owner; " + ("the server saw each party's update in the clear (protocol `plain`)."
+                                            if cfg.aggregation.protocol == "plain" else
+                                            "the server saw only sums of the parties' updates (see the protocol below)."),
+        "",
         "## Federation", "",
         f"- FL algorithm: `{cfg.algorithm.name}`",
         f"- protocol: `{cfg.aggregation.protocol}`: {THREAT_LINE[_protocol_key(cfg)]}",
