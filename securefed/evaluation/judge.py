@@ -35,6 +35,10 @@ PAIR_PROMPT = (
     "[Answer B]\n{b}\n[End of answer B]"
 )
 RATING = re.compile(r"\[\[\s*(-?\d+(?:\.\d+)?)\s*\]\]|Rating:\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+# what small judges write instead of the requested form ("the rating is 4", "7/10", "8 out of 10"); tried
+# only when the requested form is absent
+LOOSE_RATING = re.compile(r"\brat(?:ing|e it|ed)\s+(?:is\s+|of\s+|at\s+)?(-?\d+(?:\.\d+)?)(?!\s*%)|"
+                          r"\b(-?\d+(?:\.\d+)?)\s*(?:/|out of)\s*10\b", re.IGNORECASE)
 VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 
 
@@ -89,8 +93,9 @@ class JudgeClient:
 
 
 def parse_rating(reply: str) -> float:
-    """The judge's 1-10 rating (the last one given); JudgeFailure no_score / out_of_range."""
-    found = RATING.findall(reply)
+    """The judge's 1-10 rating (the last one given; the requested form first, then the loose ones);
+    JudgeFailure no_score / out_of_range."""
+    found = RATING.findall(reply) or LOOSE_RATING.findall(reply)
     if not found:
         raise JudgeFailure("no_score", "no 'Rating: [[N]]' in the reply")
     value = float(next(v for v in found[-1] if v))

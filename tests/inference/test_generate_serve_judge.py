@@ -121,6 +121,8 @@ def test_bad_judge_replies_are_counted_never_fatal(server_url, run, tmp_path):
 def test_verdict_parsing():
     assert parse_rating("Clear and right.\nRating: [[7]]") == 7
     assert parse_rating("Rating: 4") == 4 and parse_rating("first [[2]] then, on reflection, [[9]]") == 9
+    assert parse_rating("Polite and clear, and the rating is 4.") == 4 and parse_rating("I give it 7/10") == 7
+    assert parse_rating("8 out of 10, [[6]]") == 6  # the requested form wins over a loose one
     for reply, kind in (("Great answer!", "no_score"), ("Rating: [[11]]", "out_of_range"), ("[[0]]", "out_of_range")):
         with pytest.raises(JudgeFailure) as e:
             parse_rating(reply)
