@@ -72,6 +72,22 @@ def _tokens(model_dir: Path, vocab_size: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
+def _pre_tokenizer(model_dir: Path) -> str:
+    """llama.cpp's name for how text is split before BPE. GPT-2's regex (a bare ByteLevel pre-tokenizer,
+    the tiny model's) is "gpt-2"; llama.cpp's converter recognises other tokenizers by hashing them
+    against its own table, which the gguf package does not ship, so those are written as "gpt-2" with
+    a warning (transformers' GGUF loader does not read this field; llama.cpp would split differently)."""
+    import warnings
+
+    spec = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    pre = spec.get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    warnings.warn(f"GGUF export: pre-tokenizer {pre.get('type')!r} written as llama.cpp's 'gpt-2'; "
+                  "llama.cpp may split some text differently than transformers", stacklevel=3)
+    return "gpt-2"
+
+
 def _tensors(state: dict[str, Any], config: dict[str, Any], arch: str) -> Iterable[tuple[str, np.ndarray]]:
     gguf = _gguf()
     n_layers = config["num_hidden_layers"]
@@ -139,7 +155,7 @@ def write_gguf(model: Any, model_dir: Path, out_file: Path, qtype: str = "f16",
 
     tokens, types = _tokens(model_dir, config["vocab_size"])
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(str(source.get("tokenizer.ggml.pre", "gpt-2")))
+    writer.add_tokenizer_pre(str(source.get("tokenizer.ggml.pre") or _pre_tokenizer(model_dir)))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
