@@ -132,3 +132,13 @@ def test_verdict_parsing():
         parse_verdict("both fine")
     assert reference_check("The answer is 102.", "102") and not reference_check("1020", "102")
     assert reference_check("It's Thursday", "thursday")
+
+
+def test_chat_streams_replies_and_resets(run, loaded):
+    res = CliRunner().invoke(app, ["chat", str(run), "--max-new-tokens", "4", "--device", "cpu"],
+                             input="hello\n/reset\nhello\n/exit\n")
+    assert res.exit_code == 0, res.output
+    want, _ = generate_reply(loaded.model, loaded.tokenizer, [{"role": "user", "content": "hello"}], max_new_tokens=4,
+                             device=loaded.device)
+    replies = [line.replace("> ", "") for line in res.stdout.splitlines() if line.replace("> ", "").strip()]
+    assert replies == [want, want]  # after /reset the first turn again: the same greedy reply
