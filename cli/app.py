@@ -228,8 +228,7 @@ def server(
         rounds = load_federation(federation / "federation.json").rounds
         with _round_progress(rounds, "coordinator", federation) as advance:
             summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind,
-                                 on_round=lambda record: advance(f"round {record['round'] + 1}: "
-                                                                 f"{len(record['contributors'])} contributors"))
+                                 on_round=lambda record: advance(_round_text(record)))
     except (UserError, RoundFailed) as e:
         _fail(str(e))
     Console().print(f"federation finished: {summary.rounds_completed} rounds; adapter in {federation / 'adapter'}")
@@ -285,6 +284,14 @@ def status(
     except (UserError, TransportError) as e:
         _fail(str(e))
     Console().print_json(json.dumps(info))
+
+
+def _round_text(record: dict) -> str:
+    """The coordinator's run.log line of a finished round; names a party the protocol left out."""
+    text = f"round {record['round'] + 1}: {len(record['contributors'])} contributors"
+    if record.get("excluded"):
+        text += f"; left out {', '.join(record['excluded'])} (its answers did not decode)"
+    return text
 
 
 @contextlib.contextmanager

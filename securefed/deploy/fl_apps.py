@@ -50,6 +50,7 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
     """Kits for a federation that trains `cfg` with these apps (`securefed provision`): the protocol
     and its settings come from `cfg.aggregation`, and the whole config travels in app.config.
     requests: party id -> its `securefed keygen` request folder (None: make every party's keys here)."""
+    deployment_config(cfg)  # refuse what no deployed app would run (secret Poisson selection) before any kit
     settings: dict[str, Any] = {
         "port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(parties),
         "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,

@@ -31,7 +31,7 @@ def evaluate_adapter(
 ) -> dict[str, float]:
     set_adapter_state(model, params)
     loss = eval_loss(model, evalset.batches, device)
-    out = {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
+    out = {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0)), "eval_rows": float(len(evalset.examples))}
     if evalset.labels:
         prompts = [e.prompt for e in evalset.examples]
         special = all(needs_special_tokens(tokenizer, p) for p in prompts)  # chat-rendered prompts hold BOS
