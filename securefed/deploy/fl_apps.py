@@ -80,9 +80,11 @@ def _protocol_config(cfg: RootConfig) -> Any:
 def message_bound(cfg: RootConfig) -> int:
     """Max message size sized from the adapter instead of a flat 512 MiB: the global payload (params
     and a control variate, fp32) with 3x headroom plus 16 MiB for metadata. plain and secagg replies
-    are at most 1.0x fp32 of the same vectors, so they always fit."""
-    model, _, _ = _model(cfg)
-    m = FlatLayout.of(get_adapter_state(model)).size
+    are at most 1.0x fp32 of the same vectors, so they always fit. Sized from the base's config and
+    the LoRA shapes (models.sizing): provisioning reads no weights."""
+    from securefed.models.sizing import adapter_numel
+
+    m = adapter_numel(cfg.model, cfg.lora)
     return (16 << 20) + 3 * (2 * 4 * m)
 
 

@@ -23,7 +23,8 @@ import numpy as np
 from securefed.privacy import distributed
 from securefed.privacy.accounting import Spend, check_budget, epsilon, example_sample_rate, resolve_noise_multiplier
 from securefed.privacy.config import PrivacyConfig
-from securefed.privacy.rng import poisson_sample, secure_generator, secure_normal, secure_uniforms
+from securefed.privacy.csprng import secure_generator
+from securefed.privacy.rng import poisson_sample, secure_normal, secure_uniforms
 from securefed.privacy.sensitivity import SafeEncoding, is_power_of_two, weight_bound
 from securefed.privacy.user_level import add_central_noise, user_level_input
 from securefed.protocols.base import PartyInput, VectorSum

@@ -22,6 +22,7 @@ class EvalSet:
     examples: tuple[Example, ...]
     batches: tuple[Mapping[str, torch.Tensor], ...]  # tokenized, for the loss
     labels: tuple[str, ...] | None  # set for labelled tasks
+    split: str = "eval"  # which held-out split the rows come from: "test" or "eval"
 
 
 def evaluate_adapter(

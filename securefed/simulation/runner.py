@@ -211,6 +211,7 @@ def simulate(
         clients = {p: world.algorithm.init_client(world.initial_adapter) for p in world.party_ids}
         start, history = 0, []
         metrics_path.unlink(missing_ok=True)
+    heldout = None  # the last evaluation of this process: which rows, how many, the figures (model card)
     t0 = time.perf_counter()
     timed = not world.privacy.amplified  # secret draw: a round's duration would tell how many trained
     with RunProgress(console, out / "run.log", cfg.rounds, timed=timed) as progress, \
@@ -229,7 +230,10 @@ def simulate(
             metrics = world.privacy.public_metrics(metrics)  # secret draw: only what does not depend on it
             if (r + 1) % cfg.evaluation.every == 0 or r + 1 == cfg.rounds:
                 progress.update(party_task, description=f"round {r + 1}: evaluating")
-                metrics.update(_evaluate(world, server, clients))
+                scored = _evaluate(world, server, clients)
+                metrics.update(scored)
+                heldout = {"round": r + 1, "split": world.evalset.split, "rows": len(world.evalset.examples),
+                           "metrics": scored}
             if timed:
                 metrics["seconds"] = time.perf_counter() - t_round
             progress.round_done(metrics)
@@ -252,6 +256,8 @@ def simulate(
         "party_sizes": world.party_weights, "skipped_rows": world.skipped_rows,
         "first": history[0] if history else None, "final": history[-1] if history else None,
     }
+    if heldout is not None:
+        summary["heldout"] = heldout
     if timed:
         summary["seconds_this_run"] = time.perf_counter() - t0
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

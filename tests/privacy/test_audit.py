@@ -280,7 +280,7 @@ def test_modulus_too_small_for_clip_and_dimension():
 
 def test_distributed_randomness_is_aes_ctr():
     from securefed.privacy.csprng import AesCtrUniforms, skellam
-    from securefed.privacy.rng import secure_generator
+    from securefed.privacy.csprng import secure_generator
 
     a, b = secure_generator(), secure_generator()
     assert isinstance(a, AesCtrUniforms) and not np.array_equal(a.random(8), b.random(8))
