@@ -12,11 +12,15 @@ few numpy passes per limb:
     balanced digits        d = ((V + h) mod 2^b) - h, V = (V + h) >> b, k times (h = 2^(b-1))
 
 the same operations as the Python-integer version, so the same results (tests compare both).
+With numba and reduced residues, kernels.crt_digits runs these steps on the same limbs a chunk at a
+time, fused (no array per step; tested equal); these numpy passes are the reference and fallback.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from securefed.protocols.he.ntt import compiled_kernels
 
 NLIMBS = 8
 _MASK = np.uint64(0xFFFFFFFF)
@@ -108,6 +112,17 @@ def decode_digits(primes: tuple[int, ...], residues: np.ndarray, value_bits: int
     digits = np.empty((k, m), dtype=np.int64)
     half, hb = 1 << (delta_bits - 1), 1 << (value_bits - 1)
     bound = int(noise_bound)  # residuals are integers: |r| > noise_bound iff |r| > floor(noise_bound)
+    kernels, p = compiled_kernels(), np.array(primes, dtype=np.uint64)
+    if kernels is not None and np.all(residues < p[:, None]):  # the kernel's Garner needs reduced residues
+        q = 1
+        for pi in primes:
+            q *= pi
+        limbs = [np.array(_const(c), dtype=np.uint64) for c in (q // 2, -q, half, hb, half + bound, half - bound)]
+        garner = np.array([[pow(pj, -1, pi) if j < i else 0 for j, pj in enumerate(primes)]
+                           for i, pi in enumerate(primes)], dtype=np.uint64)  # p_j^-1 mod p_i
+        ok = kernels.crt_digits(residues, p, garner, (garner << np.uint64(32)) // p[:, None], *limbs[:4],
+                                strict and bound < half, *limbs[4:], strict, delta_bits, value_bits, digits)
+        return digits if ok else None
     for start in range(0, m, _CHUNK):
         stop = min(m, start + _CHUNK)
         rounded = _add_const(_centered(primes, residues[:, start:stop]), half)

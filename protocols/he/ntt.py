@@ -14,13 +14,24 @@ numpy's inner loops run over a few contiguous words only (several times slower p
 N = B * S, the first log B stages pair coordinates in different blocks of S and run on the
 natural (L, B, S) layout (inner runs >= S); the last log S stages pair coordinates inside a block
 and run on the transposed (L, S, B) layout (inner runs >= B), with the twiddles regathered to it.
+
+These passes are the reference: `NTTPlan` runs kernels.py's compiled loops over the same
+layouts and twiddles (several times faster, bit-identical, tested) unless numba cannot be
+imported, which one log line says, or SECUREFED_HE_KERNELS=numpy asks for the passes (a benchmark's
+baseline, or a platform where numba misbehaves).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import logging
+import os
 import threading
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _U32 = np.uint64(32)
 
@@ -30,12 +41,29 @@ def shoup_companion(w: np.ndarray, p: np.ndarray) -> np.ndarray:
     return (w.astype(np.uint64) << _U32) // p
 
 
+def compiled_kernels():
+    """kernels.py's module, or None: SECUREFED_HE_KERNELS=numpy, or numba cannot be imported."""
+    return None if os.environ.get("SECUREFED_HE_KERNELS", "").lower() == "numpy" else _import_kernels()
+
+
+@functools.cache
+def _import_kernels():
+    """kernels.py's module, or None (logged once) when numba cannot be imported."""
+    try:
+        return importlib.import_module(".kernels", __package__)  # beside this file, wherever it moves
+    except Exception as exc:  # no numba wheel for this platform, or no writable kernel cache
+        log.warning("he: compiled ring kernels unavailable (%s: %s); the NTT, products and decode run as "
+                    "numpy passes, several times slower", type(exc).__name__, exc)
+        return None
+
+
 class NTTPlan:
     """Twiddles of every stage in the layout its stage runs on, and per-thread scratch buffers."""
 
     def __init__(self, primes: tuple[int, ...], n: int, zeta: np.ndarray, zeta_inv: np.ndarray,
-                 n_inv: np.ndarray) -> None:
-        """zeta[l, k] = psi_l^bitrev(k), zeta_inv the same for psi^-1, n_inv (L, 1) = N^-1 mod p."""
+                 n_inv: np.ndarray, compiled: bool = True) -> None:
+        """zeta[l, k] = psi_l^bitrev(k), zeta_inv the same for psi^-1, n_inv (L, 1) = N^-1 mod p.
+        compiled=False: always the numpy passes (the reference the kernels are tested against)."""
         L, log_n = len(primes), n.bit_length() - 1
         p = np.array(primes, dtype=np.uint64).reshape(L, 1)
         self.size, self.n, self.p = L, n, p
@@ -67,6 +95,37 @@ class NTTPlan:
         self._p64 = {d: p.reshape((L,) + (1,) * (d - 1)) for d in (2, 3, 4)}
         self._p32 = {d: v.astype(np.uint32) for d, v in self._p64.items()}
         self._local = threading.local()
+        self._kernels = compiled_kernels() if compiled else None
+        if self._kernels is not None:
+            self._kernel_tables(zeta, zeta_inv, p)
+
+    def _kernel_tables(self, zeta: np.ndarray, zeta_inv: np.ndarray, p: np.ndarray) -> None:
+        """The kernels' operands: the natural stages' twiddles flat (L, N) as zeta and zeta_inv are
+        (the inverse's w[:, 1] times N^-1 when a natural stage runs last), the transposed stages'
+        concatenated (L, N - B), companions beside each, all uint32; p and N^-1 as int64 (L,)."""
+        L = self.size
+
+        def u32(pair):
+            return tuple(np.ascontiguousarray(a.reshape(L, -1), dtype=np.uint32) for a in pair)
+
+        def flat(stages, which):
+            return u32(tuple(np.concatenate([s[which][i].reshape(L, -1) for s in stages], axis=1)
+                             if stages else np.zeros((L, 0), np.uint64) for i in (0, 1)))
+
+        inv = np.array(zeta_inv, dtype=np.uint64)
+        if self._natural:
+            inv[:, 1] = self._natural[0][3][0][:, 0, 0]
+        self._k_fwd = u32((zeta, shoup_companion(np.asarray(zeta, np.uint64), p))) + flat(self._transposed, 2)
+        self._k_inv = u32((inv, shoup_companion(inv, p))) + flat(self._transposed, 3)
+        self._k_p = p.reshape(L).astype(np.int64)
+        self._k_n_inv = tuple(a.reshape(L).astype(np.int64) for a in self._n_inv)
+
+    def _transpose_buffer(self) -> np.ndarray:
+        """Per thread: the kernels' (S, B) uint32 scratch for one prime's row."""
+        t = getattr(self._local, "tr", None)
+        if t is None:
+            t = self._local.tr = np.empty((self.block, self.blocks), np.uint32)
+        return t
 
     def _scratch(self) -> tuple[np.ndarray, ...]:
         """Per thread: three uint64 and two uint32 half-element buffers, one uint32 element."""
@@ -120,6 +179,17 @@ class NTTPlan:
 
     def forward(self, x: np.ndarray) -> None:
         """In place on one element (L, N) uint32 of reduced residues -> NTT form, reduced."""
+        if self._kernels is None:
+            return self._forward_numpy(x)
+        self._kernels.forward(x, self._transpose_buffer(), *self._k_fwd, self._k_p)
+
+    def inverse(self, x: np.ndarray) -> None:
+        """In place on one element (L, N) uint32 in NTT form, reduced -> coefficients, reduced."""
+        if self._kernels is None:
+            return self._inverse_numpy(x)
+        self._kernels.inverse(x, self._transpose_buffer(), *self._k_inv, self._k_p, *self._k_n_inv)
+
+    def _forward_numpy(self, x: np.ndarray) -> None:
         L, B, S = self.size, self.blocks, self.block
         bufs = self._scratch()
         for m, half, w, _ in self._natural:
@@ -132,8 +202,7 @@ class NTTPlan:
             self._ct(v[:, :, 0], v[:, :, 1], w, (L, g, h, B), bufs)
         np.copyto(x.reshape(L, B, S), tr.transpose(0, 2, 1))
 
-    def inverse(self, x: np.ndarray) -> None:
-        """In place on one element (L, N) uint32 in NTT form, reduced -> coefficients, reduced."""
+    def _inverse_numpy(self, x: np.ndarray) -> None:
         L, B, S = self.size, self.blocks, self.block
         bufs = self._scratch()
         tr = bufs[5].reshape(L, S, B)

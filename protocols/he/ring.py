@@ -10,6 +10,10 @@ Representation: a ring element is an array (..., L, N) uint64 of residues, one r
 "NTT form" is the negacyclic number-theoretic transform of each row (pointwise products there are
 ring products). Every prime is < 2**31, so a product of two residues fits in uint64.
 
+The hot pointwise operations (mul_fixed, reduce, from_small, add_to, mod_p) and the NTT run as numba
+kernels (kernels.py: the same operations in the same words, fused into one loop) for operands of
+the usual (..., L, N) C-contiguous shapes, and as the numpy passes below otherwise or without numba.
+
 Randomness enters only through `rng(n) -> n bytes` (os.urandom in production, a test stream in
 tests); samplers turn bytes into ternary, centered-binomial, bounded-uniform and mod-p values.
 """
@@ -23,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from securefed.protocols.he.ntt import _U32, NTTPlan, shoup_companion
+from securefed.protocols.he.ntt import _U32, NTTPlan, compiled_kernels, shoup_companion
 
 ByteSource = Callable[[int], bytes]
 
@@ -82,6 +86,21 @@ class Ring:
         return np.array(self.primes, dtype=np.uint64).reshape(-1, 1)  # (L, 1)
 
     @cached_property
+    def _k(self):
+        """kernels.py, or None (no numba, or SECUREFED_HE_KERNELS=numpy)."""
+        return compiled_kernels()
+
+    def _fits(self, *arrays: np.ndarray) -> bool:
+        """All C-contiguous uint32/uint64 (..., L, N) arrays, and the kernels loaded."""
+        return self._k is not None and all(
+            a.flags.c_contiguous and a.ndim >= 2 and a.shape[-2:] == (self.size, self.n)
+            and a.dtype in (np.uint32, np.uint64) for a in arrays)
+
+    @cached_property
+    def _p1(self) -> np.ndarray:
+        return np.ascontiguousarray(self._p[:, 0])  # (L,) uint64, the kernels' p
+
+    @cached_property
     def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """zeta[l, k] = psi_l^bitrev(k) (psi a primitive 2N-th root), the same for psi^-1, and
         N^-1 mod p (L, 1)."""
@@ -112,6 +131,9 @@ class Ring:
         temporary of the batch's size (fresh ~100 MB arrays cost more than the additions)."""
         if acc.dtype != np.uint64:
             raise TypeError("add_to accumulates in uint64 (sums of residues need 32 bits and a carry)")
+        if acc.shape == x.shape and self._fits(acc, x) and not np.may_share_memory(acc, x):
+            self._k.add_to(acc.reshape(-1, self.size, self.n), x.reshape(-1, self.size, self.n), self._p1)
+            return
         t = np.empty((self.size, self.n), dtype=np.uint64)
         for a, b in zip(acc.reshape(-1, self.size, self.n), x.reshape(-1, self.size, self.n)):
             np.add(a, b, out=a)
@@ -139,6 +161,11 @@ class Ring:
         """x * w mod p for x (..., L, N) < 2^32 without a division, result in [0, 2p): `fixed`'s
         q = floor(x * w' / 2^32) underestimates x*w/p by less than 2, and r = x*w - q*p is exact
         mod 2^64 (Shoup's multiplication)."""
+        if self._fits(x, *w) and all(a.ndim == 2 and a.dtype == np.uint64 for a in w):
+            out = np.empty(x.shape, np.uint64)
+            L, n = self.size, self.n
+            self._k.mul_shoup(x.reshape(-1, L, n), w[0], w[1], self._p1, out.reshape(-1, L, n))
+            return out
         q = x * w[1]
         q >>= _U32
         q *= self._p
@@ -149,6 +176,15 @@ class Ring:
     def reduce(self, x: np.ndarray, below: int = 2, out: np.ndarray | None = None) -> np.ndarray:
         """x (..., L, N) < below * p (below a power of two) -> [0, p), into `out` (default: x)."""
         out = x if out is None else out
+        if below in (2, 4, 8) and out.shape == x.shape and self._fits(x, out):
+            L, n, m32, m64 = self.size, self.n, np.uint64(0xFFFFFFFF), np.uint64(2**64 - 1)
+            tm, om = (m32 if a.dtype == np.uint32 else m64 for a in (x, out))
+            if out is x:
+                self._k.reduce_in_place(x.reshape(-1, L, n), self._p1, below, tm)
+                return out
+            if not np.may_share_memory(x, out):  # (other overlaps: numpy's passes, below)
+                self._k.reduce_below(x.reshape(-1, L, n), out.reshape(-1, L, n), self._p1, below, tm, om)
+                return out
         t = np.empty_like(x)
         while below > 1:
             below //= 2
@@ -190,6 +226,10 @@ class Ring:
     def from_small(self, x: np.ndarray) -> np.ndarray:
         """Signed integers |x| < p (..., N) -> residues (..., L, N) as uint32, without a division:
         x + p (mod 2^32) lies in (0, 2p), one conditional subtraction reduces it."""
+        if self._k is not None and x.dtype == np.int64 and x.flags.c_contiguous and x.ndim >= 1 and x.shape[-1] == self.n:
+            out = np.empty((*x.shape[:-1], self.size, self.n), np.uint32)
+            self._k.from_small(x.reshape(-1, self.n), self._p1, out.reshape(-1, self.size, self.n))
+            return out
         p = self._p.astype(np.uint32)
         r = x[..., None, :].astype(np.uint32) + p
         return np.minimum(r, r - p, out=r)
@@ -216,7 +256,24 @@ class Ring:
         """Uniform residues (*lead, L, N): 64 random bits reduced mod p (bias < 2^-33)."""
         count = int(np.prod(lead, dtype=np.int64)) * self.size * self.n
         raw = np.frombuffer(rng(8 * count), dtype="<u8").reshape(*lead, self.size, self.n)
-        return raw % self._p
+        return self.mod_p(raw)
+
+    def mod_p(self, raw: np.ndarray) -> np.ndarray:
+        """raw % p for 64-bit words (..., L, W), one prime per row of L (a division per word in
+        numpy; kernels.mod_words needs none)."""
+        if self._k is None or raw.dtype != np.uint64 or raw.ndim < 2 or raw.shape[-2] != self.size or raw.size == 0:
+            return raw % self._p
+        x = np.ascontiguousarray(raw)
+        out = np.empty(x.shape, np.uint64)
+        shape = (-1, self.size, x.shape[-1])
+        self._k.mod_words(x.reshape(shape), self._p1, *self._mod_consts, out.reshape(shape))
+        return out
+
+    @cached_property
+    def _mod_consts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """kernels.mod_words's 2^32 mod p (L,), its Shoup companions, and 1/p in float64."""
+        c = np.array([(1 << 32) % p for p in self.primes], dtype=np.uint64)
+        return c, shoup_companion(c, self._p1), 1.0 / self._p1.astype(np.float64)
 
 
 def sample_ternary(rng: ByteSource, shape: tuple[int, ...]) -> np.ndarray:
@@ -252,4 +309,4 @@ def shake_residues(ring: Ring, seed: bytes, shape: tuple[int, ...]) -> np.ndarra
     *lead, width = shape
     count = int(np.prod(lead, dtype=np.int64)) * ring.size * width
     raw = np.frombuffer(hashlib.shake_256(seed).digest(8 * count), dtype="<u8")
-    return raw.reshape(*lead, ring.size, width) % ring._p
+    return ring.mod_p(raw.reshape(*lead, ring.size, width))
