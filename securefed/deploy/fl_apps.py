@@ -127,6 +127,9 @@ class FLServerApp:
     def __init__(self, fed: FederationConfig, out_dir: Path | None = None) -> None:
         self.fed = fed
         self.cfg = federation_root_config(fed)
+        if self.cfg.aggregation.robust.rule != "mean":  # the coordinator applies sums; robust rules need rows
+            raise ConfigError(f"aggregation.robust.rule={self.cfg.aggregation.robust.rule!r} runs in simulations "
+                              "only: a deployment's coordinator applies the protocol's sum")
         self.model, _, _ = _model(self.cfg)
         initial = get_adapter_state(self.model)
         self.layout = FlatLayout.of(initial)
