@@ -101,9 +101,11 @@ class SumOutOfRange(RoundSpent):
     result must not be applied."""
 
 
-def check_sum(result: VectorSum, ctx: RoundContext) -> VectorSum:
+def check_sum(result: VectorSum, ctx: RoundContext, bound: Any = None) -> VectorSum:
     """Raises SumOutOfRange unless `result` is a sum honest parties of `ctx` could produce:
-    contributors selected and unique, 0 < total weight <= max_weight x contributors, finite values."""
+    contributors selected and unique, 0 < total weight <= max_weight x contributors, finite values,
+    and, given a `bound` (securefed.robust.bounds.InputBound: the parties' clipping), within what
+    clipped inputs can sum to in L-infinity and L2 (`bound.check(result)` raises SumOutOfRange)."""
     n = len(result.contributors)
     if n == 0 or len(set(result.contributors)) != n or not set(result.contributors) <= set(ctx.party_ids):
         raise SumOutOfRange("decoded sum: contributors are not a subset of the selection")
@@ -115,6 +117,8 @@ def check_sum(result: VectorSum, ctx: RoundContext) -> VectorSum:
     if ctx.has_control != (result.control_sum is not None) or (
             result.control_sum is not None and not np.all(np.isfinite(result.control_sum))):
         raise SumOutOfRange("decoded sum: control sum missing, unexpected or non-finite")
+    if bound is not None:
+        bound.check(result)
     return result
 
 

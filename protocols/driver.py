@@ -32,14 +32,16 @@ def run_round(
     server_material: Any,
     party_material: Mapping[str, Any],
     drop_at: Mapping[str, str] | None = None,
+    server: Any = None,
 ) -> tuple[VectorSum, RoundTraffic]:
     """Run one round in process. `drop_at[pid] = stage` makes pid silent from that stage on.
+    `server`: a server session the caller made (to read more than the sum from it afterwards).
 
     A party whose session raises ProtocolError (it received something bad) is treated as dropped,
     exactly as over the network. Raises ProtocolAbort if the server cannot finish.
     """
     drop_at = dict(drop_at or {})
-    server = protocol.server(ctx, server_material)
+    server = protocol.server(ctx, server_material) if server is None else server
     parties = {pid: protocol.party(ctx, pid, inputs[pid], party_material[pid]) for pid in inputs}
     traffic = RoundTraffic({pid: 0 for pid in ctx.party_ids}, {pid: 0 for pid in ctx.party_ids})
     dropped: set[str] = {pid for pid in ctx.party_ids if pid not in parties}

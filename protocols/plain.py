@@ -51,10 +51,24 @@ class PlainParty:
         return Message(STAGE, _WEIGHT.pack(float(self.data.weight)) + vector)
 
 
+@dataclass(frozen=True)
+class StackedUpdates:
+    """The round's individual updates, which only this protocol's server ever holds (secagg and he
+    show sums only): the input of a Byzantine-robust rule (securefed.robust.stacked), which turns it
+    into a VectorSum before the algorithm's Aggregate is built."""
+
+    deltas: np.ndarray  # (n, m) float64, unweighted delta_i
+    controls: np.ndarray | None  # (n, m) float64 control deltas (SCAFFOLD) or None
+    weights: np.ndarray  # (n,) float64 w_i
+    contributors: tuple[str, ...]  # row order
+
+
 @dataclass
 class PlainServer:
     ctx: RoundContext
+    keep_updates: bool = False  # keep every row for stacked(): only a robust rule asks (n x m memory)
     _result: VectorSum | None = field(default=None, init=False)
+    _rows: list[tuple[np.ndarray, float]] = field(default_factory=list, init=False)
 
     @property
     def done(self) -> bool:
@@ -78,6 +92,8 @@ class PlainServer:
                 v = unpack_vector(msg.payload[_WEIGHT.size :], _length(self.ctx))
             except ProtocolError:
                 continue  # treated as dropped
+            if self.keep_updates:
+                self._rows.append((v, w))
             total[:m] += w * v[:m]  # float64 sum of w_i * delta_i
             total[m:] += v[m:]  # control deltas are summed unweighted
             total_weight += w
@@ -93,6 +109,14 @@ class PlainServer:
             raise ProtocolAbort("round not finished")
         return self._result
 
+    def stacked(self) -> StackedUpdates:
+        if self._result is None or not self.keep_updates:
+            raise ProtocolAbort("round not finished, or updates were not kept")
+        m = self.ctx.vector_len
+        rows = np.stack([v for v, _ in self._rows]).astype(np.float64)  # (n, m or 2m)
+        controls = rows[:, m:] if self.ctx.has_control else None
+        return StackedUpdates(rows[:, :m], controls, np.array([w for _, w in self._rows]), self._result.contributors)
+
 
 class Plain:
     name = "plain"
@@ -106,8 +130,8 @@ class Plain:
     def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> PlainParty:
         return PlainParty(ctx, party_id, data)
 
-    def server(self, ctx: RoundContext, material: Any) -> PlainServer:
-        return PlainServer(ctx)
+    def server(self, ctx: RoundContext, material: Any, keep_updates: bool = False) -> PlainServer:
+        return PlainServer(ctx, keep_updates)
 
 
 register("plain", Plain)

@@ -19,6 +19,7 @@ from securefed.data.config import DataConfig
 from securefed.errors import ConfigError
 from securefed.models.config import LoraConfig, ModelConfig
 from securefed.privacy.config import PrivacyConfig, check_compatible
+from securefed.robust.config import BoundConfig, RobustConfig, check_robust
 from securefed.simulation.backends.config import SimulationConfig
 from securefed.training.config import TrainingConfig
 
@@ -40,6 +41,8 @@ class AggregationConfig(BaseModel):
     protocol: Literal["plain", "secagg", "he"] = "plain"
     secagg: _SECTIONS["secagg"] = Field(default_factory=_SECTIONS["secagg"])  # type: ignore[valid-type]
     he: _SECTIONS["he"] = Field(default_factory=_SECTIONS["he"])  # type: ignore[valid-type]
+    bound: BoundConfig = Field(default_factory=BoundConfig)  # party-side clip every decoded sum is checked against
+    robust: RobustConfig = Field(default_factory=RobustConfig)  # Byzantine-robust rule (plain only)
 
     def section(self) -> Any:
         return getattr(self, self.protocol, None)
@@ -147,6 +150,7 @@ class RootConfig(BaseModel):
             # only when drawn), and the Ray pool reports which parties its actors trained
             raise ValueError("privacy.sampling_amplification needs a federated algorithm (not 'local') and "
                              "simulation.backend='inprocess': the secret draw would show in the run's files")
+        check_robust(self)
         return self
 
     def to_json(self) -> str:

@@ -210,7 +210,9 @@ class Coordinator:
             # A server session that cannot go on (or cannot serve this selection) is an abort of
             # this attempt, not a crash of the federation.
             raise ProtocolAbort(f"protocol failed: {type(e).__name__}") from None
-        check_sum(result, ctx)  # a party's out-of-range encoding stops here, before the app
+        # a party's out-of-range encoding or unclipped update stops here, before the app (optional app
+        # hook `sum_bound`: the parties' clipping, securefed.robust.bounds.InputBound)
+        check_sum(result, ctx, getattr(self.app, "sum_bound", None))
         self.phase = "applying"
         try:
             return result, self.app.apply(r, result)

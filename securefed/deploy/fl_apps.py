@@ -29,6 +29,7 @@ from securefed.models.adapter import get_adapter_state, save_adapter
 from securefed.data.chat import render_loaded
 from securefed.models.loading import attach_lora, fit_max_length, load_base
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
+from securefed.robust.bounds import input_bound, party_clip
 from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
 from securefed.training.schedule import round_lr
 from securefed.training.tasks import task_functions
@@ -126,6 +127,9 @@ class FLServerApp:
     def __init__(self, fed: FederationConfig, out_dir: Path | None = None) -> None:
         self.fed = fed
         self.cfg = federation_root_config(fed)
+        if self.cfg.aggregation.robust.rule != "mean":  # the coordinator applies sums; robust rules need rows
+            raise ConfigError(f"aggregation.robust.rule={self.cfg.aggregation.robust.rule!r} runs in simulations "
+                              "only: a deployment's coordinator applies the protocol's sum")
         self.model, _, _ = _model(self.cfg)
         initial = get_adapter_state(self.model)
         self.layout = FlatLayout.of(initial)
@@ -137,6 +141,7 @@ class FLServerApp:
         self.max_weight = int(fed.app.get("max_weight", DEFAULT_MAX_WEIGHT))
         self.out_dir = out_dir
         self.privacy = ServerPrivacy(self.cfg, self.party_ids, self.layout.size)
+        self.sum_bound = input_bound(self.cfg)  # the coordinator rejects sums clipped parties cannot produce
 
     def select(self, round: int, available: tuple[str, ...]) -> tuple[str, ...]:
         s = self.cfg.sampling
@@ -225,7 +230,7 @@ class FLClientApp:
         self.state = result.client_state
         self._save_state()
         weight = self.cfg.algorithm.party_weight(min(len(self.data), ctx.max_weight))  # 1 when uniform
-        plain = party_input(result, FlatLayout.of(groups["params"]), weight)
+        plain = party_input(result, FlatLayout.of(groups["params"]), weight, party_clip(self.cfg))
         return self.privacy.protect(round, ctx, plain)  # user-level DP: clip (+ distributed noise share)
 
     def receive_final(self, payload: bytes) -> None:

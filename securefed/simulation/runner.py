@@ -23,7 +23,9 @@ from securefed.errors import UserError
 from securefed.models.adapter import save_adapter
 from securefed.progress import RunProgress, collect_warnings
 from securefed.reporting.tensorboard import round_writer
-from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext
+from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext, SumOutOfRange, check_sum
+from securefed.robust.bounds import input_bound, party_clip
+from securefed.robust.stacked import run_robust_round
 from securefed.protocols.driver import run_round
 from securefed.atomic import atomic_write_text
 from securefed.simulation.backends import open_backend
@@ -31,7 +33,7 @@ from securefed.privacy.sensitivity import weight_bound
 from securefed.simulation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.simulation.report import print_partition
 from securefed.simulation.evaluate import mean_metrics
-from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
+from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate, train_party, train_party_dp
 from securefed.simulation.world import World, build_world
 from securefed.training.schedule import round_lr
 
@@ -98,7 +100,8 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
         if not secret:
             progress.update(task, description=f"round {r + 1}: {pid} training")
         result = _train_party(world, pid, r, lr, server, clients[pid])
-        plain_input = party_input(result, world.layout, cfg.algorithm.party_weight(world.party_weights[pid]))
+        plain_input = party_input(result, world.layout, cfg.algorithm.party_weight(world.party_weights[pid]),
+                                  party_clip(cfg))
         # user-level DP: clip the whole update (+ distributed noise share); otherwise unchanged
         inputs[pid] = world.privacy.party_input(plain_input.delta, plain_input.control_delta, plain_input.weight)
         pending[pid] = result.client_state
@@ -119,16 +122,25 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
         try:
             if too_few:
                 raise ProtocolAbort(too_few)
-            vsum, traffic = (remote.aggregate(ctx) if remote else
-                             run_round(world.protocol, ctx, inputs, world.server_material, world.party_material))
+            # a sum clipped parties cannot produce (a malicious party) is rejected before anything uses it
+            if cfg.aggregation.robust.rule != "mean":  # plain only (config): a robust rule over the rows
+                vsum, traffic = run_robust_round(world.protocol, ctx, inputs, world.server_material,
+                                                 world.party_material, cfg.aggregation.robust,
+                                                 derive_seed(cfg.seed, "robust", r), input_bound(cfg))
+            else:
+                vsum, traffic = (remote.aggregate(ctx) if remote else
+                                 run_round(world.protocol, ctx, inputs, world.server_material, world.party_material))
+                vsum = check_sum(vsum, ctx, input_bound(cfg))
         except ProtocolAbort as e:
             # Nothing was released: the global model and every client state stay as they were (a
             # deployment would retry; a simulation moves on so a long run is not lost to one round).
+            what = "rejected" if isinstance(e, SumOutOfRange) else "aborted"
             say = getattr(progress, "note", None)  # RunProgress; a plain rich Progress has no log
             if say is not None:
-                say(f"round {r + 1}: aborted by the {cfg.aggregation.protocol} protocol ({e}); model unchanged")
-            metrics.update(protocol=cfg.aggregation.protocol, contributors=0, aborted=str(e) or "protocol abort",
+                say(f"round {r + 1}: {what} by the {cfg.aggregation.protocol} protocol ({e}); model unchanged")
+            metrics.update(protocol=cfg.aggregation.protocol, contributors=0,
                            train_loss=sum(losses.values()) / len(losses), **world.privacy.close_round())
+            metrics[what] = str(e) or "protocol abort"
             return server, clients, metrics
         excluded = tuple(vsum.stats.get("excluded", ()))
         if excluded:  # e.g. threshold he: a decryptor whose answers did not decode (the round finished without it)

@@ -61,9 +61,12 @@ def train_party_dp(task: Any, model: Any, pad_id: int, items: Sequence[Any], cfg
                           task=task.dp_task)
 
 
-def party_input(result: LocalResult, layout: FlatLayout, weight: float) -> PartyInput:
+def party_input(result: LocalResult, layout: FlatLayout, weight: float, clip: Any = None) -> PartyInput:
+    """The flat protocol input; `clip` (securefed.robust.bounds.InputBound, from party_clip(cfg)) is
+    the party's own clipping, which lets the server reject sums past it."""
     control = None if result.control_delta is None else layout.flatten(result.control_delta)
-    return PartyInput(layout.flatten(result.delta), control, float(weight))
+    data = PartyInput(layout.flatten(result.delta), control, float(weight))
+    return data if clip is None else clip.apply(data)
 
 
 def to_aggregate(vsum: VectorSum, layout: FlatLayout) -> Aggregate:
