@@ -7,6 +7,7 @@ Payloads are safetensors bytes (tensors + string metadata), never pickle.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -199,6 +200,12 @@ class FLClientApp:
         self.state = self._load_state() or self.algorithm.init_client(initial)
         self.privacy = PartyPrivacy(self.cfg, [p.id for p in fed.parties], party_id, len(self.data),
                                     FlatLayout.of(initial).size, self.kit_dir / "state")
+        # (round, SHA-256 of the global payload) -> the training result of its first attempt, and
+        # (that, selection) -> the input sent. A retried attempt of the round reuses them: threshold
+        # `he` accepts one input per round (a party that trained again, or drew a fresh distributed-DP
+        # share, would be refused), DP is not spent twice, the client state moves once.
+        self._trained: tuple[int, bytes, Any] | None = None
+        self._sent: tuple[tuple[Any, ...], PartyInput] | None = None
 
     def _load_state(self) -> ClientState | None:
         if not self.state_path.exists():
@@ -218,6 +225,21 @@ class FLClientApp:
 
     def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
         groups, meta = unpack_tensors(global_payload)
+        digest = hashlib.sha256(global_payload).digest()
+        if self._trained is not None and self._trained[:2] == (round, digest):
+            result = self._trained[2]  # a retry of this round, same global model: the same update
+        else:
+            result = self._train(round, groups, meta)
+            self._trained = (round, digest, result)
+        key = (round, digest, ctx.party_ids, ctx.max_weight)
+        if self._sent is not None and self._sent[0] == key:
+            return self._sent[1]  # the same selection too: the same input (the same noise share)
+        weight = self.cfg.algorithm.party_weight(min(len(self.data), ctx.max_weight))  # 1 when uniform
+        plain = party_input(result, FlatLayout.of(groups["params"]), weight, party_clip(self.cfg))
+        self._sent = (key, self.privacy.protect(round, ctx, plain))  # user-level DP: clip (+ distributed noise share)
+        return self._sent[1]
+
+    def _train(self, round: int, groups: dict[str, Any], meta: dict[str, str]) -> Any:
         cctx = ClientContext(global_params=groups["params"], server_control=groups.get("control"))
         args = (self.task, self.model, self.tokenizer.pad_token_id, self.data, self.cfg, round, self.party_id,
                 float(meta["lr"]), self.algorithm, cctx, self.state, self.device)
@@ -229,9 +251,7 @@ class FLClientApp:
             result = train_party(*args)
         self.state = result.client_state
         self._save_state()
-        weight = self.cfg.algorithm.party_weight(min(len(self.data), ctx.max_weight))  # 1 when uniform
-        plain = party_input(result, FlatLayout.of(groups["params"]), weight, party_clip(self.cfg))
-        return self.privacy.protect(round, ctx, plain)  # user-level DP: clip (+ distributed noise share)
+        return result
 
     def receive_final(self, payload: bytes) -> None:
         groups, _ = unpack_tensors(payload)

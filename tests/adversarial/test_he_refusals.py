@@ -101,11 +101,13 @@ def test_replayed_request_and_second_upload_under_one_a_tau(fed):
     assert refuses(new.parties["a"], msg)  # the old header
     relabel = Message(DECRYPT_STAGE, new.head(tl.KIND_TDECRYPT) + msg.payload[len(new.head(tl.KIND_TDECRYPT)) :])
     assert refuses(new.parties["a"], relabel)  # the signatures bind round 6 (and a signed nothing yet)
-    # a new session of round 7, attempt 0, the same nonce: the same a_tau; the ledger refuses
-    again = Session(fed, 7, seed=2)
+    # a new session of round 7, attempt 0, the same nonce and input: the same a_tau; the ledger refuses
+    again = Session(fed, 7, seed=1)
     assert refuses(again.parties["a"], Message(INPUT_STAGE, again.head(tl.KIND_TINPUT) + again.nonce))
-    fresh = Session(fed, 7, seed=2, nonce=b"\x09" * tl.NONCE_LEN)  # a fresh nonce names a fresh a_tau
+    fresh = Session(fed, 7, seed=1, nonce=b"\x09" * tl.NONCE_LEN)  # a fresh nonce names a fresh a_tau
     assert fresh.upload("a").shape[0] == fresh.lay.n_ct
+    other = Session(fed, 7, seed=2, nonce=b"\x0a" * tl.NONCE_LEN)  # but only for the round's one input
+    assert refuses(other.parties["a"], Message(INPUT_STAGE, other.head(tl.KIND_TINPUT) + other.nonce))
 
 
 # -- key generation ------------------------------------------------------------------------------

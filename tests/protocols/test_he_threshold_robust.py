@@ -41,7 +41,11 @@ def test_ledger_on_disk_survives_a_restart_and_bounds_the_round(tmp_path):
         led.claim_encryption(2, b"tau-1")  # never two uploads under one a_tau
     led.claim_signature(2, b"C")
     led.claim_answer(2, b"C", limit=2)
+    dither = led.pin_input(2, b"m" * 32, b"\x01" * 32)
     again = ThresholdLedger(path, max_rounds=5)  # a restarted party
+    assert again.pin_input(2, b"m" * 32, b"\x02" * 32) == dither  # the same input: the same dither
+    with pytest.raises(ProtocolError):
+        again.pin_input(2, b"m'" + b"m" * 30, b"\x02" * 32)  # one input per round, across restarts
     with pytest.raises(ProtocolError):
         again.claim_encryption(2, b"tau-1")
     with pytest.raises(ProtocolError):
@@ -58,6 +62,7 @@ def test_ledger_on_disk_survives_a_restart_and_bounds_the_round(tmp_path):
         again.begin(5)  # nor past the configured rounds
     again.begin(3)
     again.claim_signature(3, b"C'")  # a new round starts clean
+    assert again.pin_input(3, b"m'" + b"m" * 30, b"\x03" * 32) == b"\x03" * 32
     assert scheme.answers_per_round(10) >= 10 + 1  # a first set and every leave-one-out set
 
 

@@ -7,7 +7,11 @@ Per round (the latest begun; older rounds are refused, as are rounds past the co
 - the one contributor set C it signed: two decrypted sums of the round over different sets could
   differ by one party's update; a quorum of such signatures makes C unique per round;
 - how many decryption answers it gave (only for the C it signed): the flooding is sized for
-  scheme.answers_per_round answers.
+  scheme.answers_per_round answers;
+- the input it uploads this round: a SHA-256 digest of its first upload's input and the seed of that
+  upload's stochastic-rounding dither. A later attempt may upload the same input only (same dither:
+  the same encoded integers, so every decryption of the round's C is the same sum); two different
+  inputs decrypted at two taus would give the server the difference of this party's updates.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class ThresholdLedger:
         self.max_rounds = max_rounds
         self._lock = threading.Lock()
         self.latest, self.encrypted, self.signed, self.answers = -1, [], None, 0
+        self.pinned: list[str] | None = None  # [input digest hex, dither seed hex] of this round
         if self.path is not None and self.path.exists():
             try:
                 d = json.loads(self.path.read_text())
@@ -41,6 +46,9 @@ class ThresholdLedger:
                 self.signed, self.answers = d["signed"], int(d["answers"])
                 if self.signed is not None and not isinstance(self.signed, str):
                     raise ValueError("signed")
+                self.pinned = d.get("pinned")  # absent in ledgers written before the pin: none yet
+                if self.pinned is not None and (len(self.pinned) != 2 or len(bytes.fromhex(self.pinned[1])) != 32):
+                    raise ValueError("pinned")
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
                 raise ConfigError(f"{self.path}: unreadable round ledger ({e})") from None
 
@@ -52,6 +60,7 @@ class ThresholdLedger:
                 raise ProtocolError("round already used")
             if round_ > self.latest:
                 self.latest, self.encrypted, self.signed, self.answers = round_, [], None, 0
+                self.pinned = None
                 self._save()
 
     def claim_encryption(self, round_: int, seed: bytes) -> None:
@@ -61,6 +70,17 @@ class ThresholdLedger:
                 raise ProtocolError("encryption round already used")
             self.encrypted.append(tag)
             self._save()
+
+    def pin_input(self, round_: int, digest: bytes, fresh_seed: bytes) -> bytes:
+        """-> the dither seed of this round's input. The first call of a round records (digest,
+        fresh_seed) on disk; later calls must bring the same digest (any attempt, after restarts)."""
+        with self._lock:
+            if round_ != self.latest or (self.pinned is not None and self.pinned[0] != digest.hex()):
+                raise ProtocolError("another input was uploaded this round")
+            if self.pinned is None:
+                self.pinned = [digest.hex(), fresh_seed.hex()]
+                self._save()
+            return bytes.fromhex(self.pinned[1])
 
     def claim_signature(self, round_: int, c_hash: bytes) -> None:
         with self._lock:
@@ -81,4 +101,4 @@ class ThresholdLedger:
         if self.path is not None:
             atomic_write_text(self.path, json.dumps(
                 {"format": _FORMAT, "latest_round": self.latest, "encrypted": self.encrypted,
-                 "signed": self.signed, "answers": self.answers}) + "\n")
+                 "signed": self.signed, "answers": self.answers, "pinned": self.pinned}) + "\n")

@@ -1,7 +1,9 @@
 """Party side of threshold `he` (key-homomorphic: threshold/scheme.py). Three stages:
 
 - he/input: the server's nonce names tau = (key, federation, round, attempt, nonce); the party
-  derives a_tau itself and uploads c0 = a_tau*s_i + e_i + Delta*m_i, once per tau (ledger);
+  derives a_tau itself and uploads c0 = a_tau*s_i + e_i + Delta*m_i, once per tau (ledger), and one
+  m_i per round (ledger: SHA-256 of the input and its dither seed, pinned by the first upload; a
+  retry re-encodes the same input to the same integers, a different one is refused);
 - he/sign: it signs (key, federation, round, C) for one contributor set C per round (ledger):
   C sorted, within the round's parties, at least max(min_contributors, t) of them;
 - he/decrypt: it answers a_tau * lambda_j^D * sum_{i in C} share_j(s_i) + flooding + its zero
@@ -13,13 +15,16 @@
 No element that anyone else chose meets key material: the server chooses C, D and the nonce,
 never a ring element. Anything else raises ProtocolError (the one opaque error).
 
-Randomness: each stage's bulk draws (dither, encryption noise, flooding) come from an AES-256-CTR
-stream keyed with 32 bytes of the caller's rng (os.urandom by default), as secagg's dither does.
+Randomness: each stage's bulk draws (encryption noise, flooding) come from an AES-256-CTR stream
+keyed with 32 bytes of the caller's rng (os.urandom by default), as secagg's dither does; the dither
+comes from the round's pinned seed (32 bytes of the rng at the round's first upload).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature
@@ -34,6 +39,7 @@ from securefed.protocols.he.threshold import scheme
 from securefed.protocols.he.threshold.keys import ThresholdPartyMaterial
 from securefed.protocols.he.threshold.ledger import ThresholdLedger
 from securefed.protocols.secagg.primitives import prg_reader
+from securefed.protocols.wire import pack_vector
 
 INPUT_STAGE, SIGN_STAGE, DECRYPT_STAGE = "he/input", "he/sign", "he/decrypt"
 
@@ -70,8 +76,12 @@ class ThresholdParty:
         r.end()
         seed = scheme.round_seed(self.public.key_id, self.ctx.federation_id, self.ctx.round, self.ctx.attempt, nonce)
         lay, ring = self.layout, self.layout.ring
-        bulk = prg_reader(self.rng(32))  # dither and e
-        ints = lay.codec.encode(self.data.delta, self.data.control_delta, self.data.weight, bulk)  # Z_2^b
+        # One input per round, on disk before anything leaves: a retry (new attempt, new a_tau) with a
+        # different input would let the server subtract two decryptions of C (threat-model.md).
+        dither = self.ledger.pin_input(self.ctx.round, input_digest(self.data), self.rng(32))
+        bulk = prg_reader(self.rng(32))  # e
+        ints = lay.codec.encode(self.data.delta, self.data.control_delta, self.data.weight,
+                                prg_reader(dither))  # Z_2^b, the same integers in every attempt
         n_ct, msg_of = rlwe.message_of(ring, ints, lay.codec.bits, lay.k, lay.budget.delta_bits)
         parts = [b""] * n_ct
 
@@ -135,3 +145,12 @@ class ThresholdParty:
         flood = prg_reader(self.rng(32))  # 12 bytes per coefficient
         scheme.answer_each(ring, self._seed, lay.n_ct, w, lay.budget.flood_bits, flood, masks, emit)
         return Message(DECRYPT_STAGE, b"".join([framing.header(tl.KIND_ANSWER, pub.key_id, self.ctx.round), *parts]))
+
+
+def input_digest(data: PartyInput) -> bytes:
+    """SHA-256 of exactly what the party encodes: delta, control (or none) and weight."""
+    h = hashlib.sha256(b"securefed-he-threshold-input-v1")
+    for v in (data.delta, data.control_delta):
+        h.update(b"\x00" if v is None else b"\x01" + pack_vector(v, "<f8"))
+    h.update(struct.pack("<d", float(data.weight)))
+    return h.digest()

@@ -1,0 +1,89 @@
+"""Threshold `he`: cross-attempt differencing. The server retries a round (attempt 1: a fresh nonce,
+so a fresh a_tau) and gets the same contributor set C decrypted twice. If the target honest party's
+input changed between the attempts (the server handed it another global model, or it retrained with
+fresh randomness) while the colluders repeat theirs, the two sums differ by the target's change
+m_a - m_a' (plus stochastic-rounding coins of the others): the server isolates one party's update
+difference. The party pins its round's input (ledger: SHA-256 of the input and the dither seed of
+its first upload) and refuses another; the same input again re-encodes to the same integers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _he_harness import IDS, M, Session, federation
+from securefed.protocols.base import PartyInput, ProtocolError
+from securefed.protocols.he.threshold import layout as tl
+from securefed.protocols.he.threshold.ledger import ThresholdLedger
+
+COLLUDERS = ("d", "e")  # t - 1 = 2
+DECRYPTORS = ("a", "b", "d")
+
+
+@pytest.fixture(scope="module")
+def fed():
+    return federation()
+
+
+def _inputs(seed: int) -> dict[str, PartyInput]:
+    rng = np.random.default_rng(seed)
+    return {p: PartyInput((rng.standard_normal(M) * 0.2).astype(np.float32), None, float(rng.integers(1, 17)))
+            for p in IDS}
+
+
+def _decrypt(s: Session) -> np.ndarray:
+    """One full attempt as the server runs it: every upload, C = everyone signed by everyone (the
+    colluders run the party code too: they only repeat their inputs), one decryptor set.
+    -> the decrypted sum's integers of the delta part, (M,) centered mod 2^bits."""
+    c0 = {p: s.upload(p) for p in IDS}
+    sigs = {p: s.sign(p, IDS) for p in IDS}
+    total = c0["a"].copy()
+    for p in IDS[1:]:
+        s.ring.add_to(total, c0[p])
+    for p in DECRYPTORS:
+        total = s.ring.sub(total, s.answer(p, s.decrypt_msg(IDS, sigs, DECRYPTORS)))
+    return _centered(s, s.digits(total)[:M])
+
+
+def _centered(s: Session, v: np.ndarray) -> np.ndarray:
+    half = 1 << (s.lay.codec.bits - 1)
+    return (v.astype(np.int64) + half) % (2 * half) - half
+
+
+def _units(s: Session, d: PartyInput) -> np.ndarray:
+    return d.delta.astype(np.float64) * d.weight / s.lay.codec.step
+
+
+@pytest.mark.parametrize("weakened", [True, False])
+def test_two_attempts_with_a_changed_input_isolate_the_change(fed, weakened, monkeypatch):
+    if weakened:  # the variant without the pin (test-only): fresh dither, any input in any attempt
+        monkeypatch.setattr(ThresholdLedger, "pin_input", lambda self, round_, digest, fresh: fresh)
+    round_ = 1 if weakened else 2
+    first = _inputs(7)
+    second = dict(first, a=_inputs(8)["a"])  # only the target's input changes; colluders repeat theirs
+    v1 = _decrypt(Session(fed, round_, inputs=first, attempt=0, nonce=b"\x01" * tl.NONCE_LEN))
+    s2 = Session(fed, round_, inputs=second, attempt=1, nonce=b"\x02" * tl.NONCE_LEN)
+    truth = _units(s2, second["a"]) - _units(s2, first["a"])
+    if weakened:
+        got = _centered(s2, _decrypt(s2) - v1)  # V_C(tau1) - V_C(tau2)
+        # each party's rounding coin moves its value by < 1 unit: 5 parties, < 5 units off
+        assert np.max(np.abs(got - truth)) < 5
+        assert np.corrcoef(got, truth)[0, 1] > 0.999 and np.std(truth) > 100
+    else:
+        with pytest.raises(ProtocolError):
+            s2.upload("a")  # another input this round: refused before anything is encrypted
+        for p in IDS[1:]:
+            s2.upload(p)  # the others' retry (same inputs) goes on
+
+
+def test_an_honest_retry_with_the_same_input_decrypts_to_the_same_sum(fed):
+    """Same inputs in both attempts: every party uploads again under the fresh a_tau, and the two
+    decrypted sums are equal integer for integer (the dither is pinned), so two decryptions of the
+    round reveal nothing that one does not."""
+    inputs = _inputs(9)
+    v1 = _decrypt(Session(fed, 3, inputs=inputs, attempt=0, nonce=b"\x03" * tl.NONCE_LEN))
+    s2 = Session(fed, 3, inputs=inputs, attempt=1, nonce=b"\x04" * tl.NONCE_LEN)
+    v2 = _decrypt(s2)
+    assert np.array_equal(v1, v2)
+    assert np.max(np.abs(v1 - sum(_units(s2, d) for d in inputs.values()))) < len(IDS)
