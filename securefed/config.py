@@ -69,6 +69,34 @@ def parties_per_round(n: int, count: int | None, fraction: float | None) -> int:
     return n if count is None and fraction is None else (count if count is not None else max(1, round(fraction * n)))
 
 
+SECAGG_MIN_PARTIES = 3  # with 2, each party learns the other's update from the sum and its own
+
+
+def protocol_floor(cfg: "RootConfig", n: int) -> str:
+    """Why a round of n parties cannot finish under cfg's protocol ('' when it can). The config
+    refuses settings whose every round would fail this; the runner asks it again per round (DP budget
+    stops can leave fewer parties). Asks the protocol's own sizing rules rather than restating them."""
+    agg = cfg.aggregation
+    if agg.protocol == "secagg":
+        if n < SECAGG_MIN_PARTIES:
+            return f"secagg needs >= {SECAGG_MIN_PARTIES} parties a round (with 2, each learns the other's update)"
+        try:
+            agg.secagg.resolve(n)
+        except ValueError as e:
+            return f"aggregation.secagg: {e}"
+    if agg.protocol == "he":
+        need, why = agg.he.min_contributors, "aggregation.he.min_contributors"
+        if agg.he.mode == "threshold":
+            from securefed.protocols.he.tkeys import threshold_for  # t of the roster must decrypt
+
+            t = threshold_for(cfg.parties, agg.he.threshold_fraction)
+            if t > need:
+                need, why = t, f"t={t} of {cfg.parties} to decrypt"
+        if n < need:
+            return f"he needs >= {need} parties a round ({why})"
+    return ""
+
+
 class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -142,6 +170,12 @@ class RootConfig(BaseModel):
             if selected < t:
                 raise ValueError(f"sampling selects {selected} parties a round but aggregation.he needs t={t} "
                                  f"of {self.parties} to decrypt: lower aggregation.he.threshold_fraction or sample more")
+        selected = self.sampling.per_round(self.parties)
+        too_few = protocol_floor(self, selected)
+        if too_few:  # every round would train, then abort: refuse before any training
+            size = f"parties = {self.parties}" if selected == self.parties else \
+                f"sampling selects {selected} of {self.parties} parties a round"
+            raise ValueError(f"{too_few}, but {size}: add parties, sample more or use protocol 'plain'")
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
                          self.algorithm.name == "scaffold")
@@ -158,10 +192,11 @@ def _format_errors(err: ValidationError) -> str:
         if hint is not None:
             lines.append(hint)
             continue
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        loc = ".".join(str(p) for p in e["loc"])
         got = e.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{loc}: {e['msg']}{shown}")
+        msg = e["msg"].removeprefix("Value error, ")  # a cross-section check names its own fields
+        lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
     return "; ".join(lines)
 
 

@@ -19,7 +19,7 @@ from securefed import algorithms
 from securefed.aggregate import FlatLayout
 from securefed.atomic import atomic_write_bytes
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
-from securefed.config import RootConfig, from_dict
+from securefed.config import RootConfig, from_dict, protocol_floor
 from securefed.deploy.fl_privacy import PartyPrivacy, ServerPrivacy, deployment_config
 from securefed.deploy.keygen import keygen_finish, keygen_party
 from securefed.deploy.provision import FederationPaths, provision_federation
@@ -50,6 +50,7 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
     """Kits for a federation that trains `cfg` with these apps (`securefed provision`): the protocol
     and its settings come from `cfg.aggregation`, and the whole config travels in app.config.
     requests: party id -> its `securefed keygen` request folder (None: make every party's keys here)."""
+    cfg = check_deployable(cfg, len(parties), min_parties or len(parties))
     settings: dict[str, Any] = {
         "port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(parties),
         "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,
@@ -58,6 +59,19 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
         settings["max_message_bytes"] = message_bound(cfg)
     return provision_federation(
         out_dir, list(parties), server_host, cfg.aggregation.protocol, _protocol_config(cfg), settings, requests)
+
+
+def check_deployable(cfg: RootConfig, n: int, min_parties: int) -> RootConfig:
+    """`cfg` for a federation of these n parties, refused before any kit is written when a round could
+    only abort: every config check runs again on the real party count (sampling, the protocol's
+    minimum), and the quorum a round may start with must be enough for the protocol."""
+    if not 1 <= min_parties <= n:
+        raise ConfigError(f"--min-parties {min_parties}: must be between 1 and the {n} parties")
+    cfg = from_dict({**cfg.model_dump(mode="json"), "parties": n})
+    too_few = protocol_floor(cfg, min(min_parties, cfg.sampling.per_round(n)))
+    if too_few:
+        raise ConfigError(f"--min-parties {min_parties}: a round may start with that many, but {too_few}")
+    return cfg
 
 
 def keygen_fl_party(out_dir: str | Path, party_id: str, cfg: RootConfig) -> Path:

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
-from securefed.config import RootConfig
+from securefed.config import RootConfig, protocol_floor
 from securefed.errors import UserError
 from securefed.models.adapter import save_adapter
 from securefed.progress import RunProgress, collect_warnings
@@ -111,7 +111,8 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
         progress.update(task, description=f"round {r + 1}: {cfg.aggregation.protocol} aggregation")
         ctx = RoundContext(cfg.federation_id, r, selected, world.layout.size, world.algorithm.uses_control,
                            weight_bound(world.party_weights.values()))
-        too_few = _protocol_floor(cfg, len(selected))
+        too_few = protocol_floor(cfg, len(selected))
+        too_few = too_few and f"{too_few}, {len(selected)} admitted"
         try:
             if too_few:
                 raise ProtocolAbort(too_few)
@@ -141,27 +142,6 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     metrics.update(world.privacy.close_round())
     metrics.update(remote.metrics() if remote else {})
     return server, clients, metrics
-
-
-def _protocol_floor(cfg: RootConfig, n: int) -> str:
-    """Why a round of n selected parties cannot run under the configured protocol ('' when it can):
-    DP budget stops can leave fewer parties than the protocol's minimum. Asks the protocol's own
-    sizing rules rather than restating them."""
-    agg = cfg.aggregation
-    if agg.protocol == "secagg":
-        try:
-            agg.secagg.resolve(n)
-        except ValueError as e:
-            return f"{e} ({n} admitted)"
-    if agg.protocol == "he":
-        need = agg.he.min_contributors
-        if agg.he.mode == "threshold":
-            from securefed.protocols.he.tkeys import threshold_for  # t of the roster must decrypt
-
-            need = max(need, threshold_for(cfg.parties, agg.he.threshold_fraction))
-        if n < need:
-            return f"he needs >= {need} parties to decrypt, {n} admitted"
-    return ""
 
 
 def _truncate_metrics(path: Path, completed: int) -> list[dict]:
