@@ -80,14 +80,16 @@ def simulate(
 
 @app.command("eval")
 def eval_(
-    model: str = typer.Option("default", "--model", "-m", help="base model: 'default', local dir or hub id"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="base model: 'default' (the default), "
+                                        "local dir or hub id"),
     adapter: Optional[Path] = typer.Option(None, "--adapter", "-a", help="PEFT adapter dir (e.g. runs/x/adapter)"),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="classification, multiple_choice, math, code, "
                                        "harmlessness, preference, perplexity"),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="JSONL/JSON/CSV rows"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write eval_<task>.json and eval.md here"),
-    limit: Optional[int] = typer.Option(None, help="first N rows only"),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    limit: Optional[int] = typer.Option(None, help="first N rows only (with --run: at most N held-out rows, "
+                                        "the run's own seeded sample)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default 8 (with --run: the run's)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     option: List[str] = typer.Option([], "--option", help="task option key=value (repeatable), "
                                      "e.g. text_field=Headline"),
@@ -104,10 +106,17 @@ def eval_(
         try:
             if split not in ("auto", "test", "eval"):
                 raise UserError(f"--split {split!r}: choose auto, test or eval")
-            held = evaluate_run(run, adapter, split, None if device == "auto" else device)
+            given = [name for name, v in (("--data", data), ("--model", model), ("--option", option)) if v]
+            if given:
+                raise UserError(f"{', '.join(given)}: with --run the run's own data and model are scored; "
+                                "drop them, or leave out --run to score a file")
+            held = evaluate_run(run, adapter, split, None if device == "auto" else device, limit=limit, task=task,
+                                batch_size=batch_size, out_dir=out)
         except UserError as e:
             _fail(str(e))
         Console().print_json(json.dumps(held))
+        if out is not None:
+            err.print(f"wrote {out / 'eval_heldout.json'} and a line in {out / 'eval.md'}", highlight=False)
         return
     if task is None or data is None:
         _fail("give --task and --data (or --run DIR to score a run on its held-out split)")
@@ -122,11 +131,15 @@ def eval_(
         for item in option:
             key, value = parse_override(item)
             options[".".join(key)] = value
-        base, tokenizer, _ = load_base(ModelConfig(name_or_path=model, device=device))  # type: ignore[arg-type]
+        base, tokenizer, _ = load_base(ModelConfig(name_or_path=model or "default", device=device))  # type: ignore[arg-type]
         net = load_adapter(base, adapter) if adapter is not None else base
-        result = evaluate(task, net, tokenizer, data, out_dir=out, limit=limit, batch_size=batch_size, **options)
+        result = evaluate(task, net, tokenizer, data, out_dir=out, limit=limit, batch_size=batch_size or 8, **options)
     except UserError as e:
         _fail(str(e))
+    if result["preset"]:
+        err.print(f"data preset {result['preset']!r} (inferred from the columns of {data.name}): "
+                  f"text_field={result['options']['text_field']!r}, label_field={result['options']['label_field']!r}",
+                  highlight=False)
     Console().print_json(json.dumps(result["metrics"]))
     Console().print(result["summary"], highlight=False)
 
