@@ -164,6 +164,7 @@ def provision(
     from securefed.config import load_config
     from securefed.deploy.fl_apps import provision_fl_federation
     from securefed.deploy.keygen import request_party
+    from securefed.deploy.provision import KeygenPhasePending
 
     try:
         cfg = load_config(config, set_)
@@ -171,9 +172,19 @@ def provision(
         if bool(request) == local_keys:
             raise UserError("give each party's --request folder (made by `securefed keygen` on its machine), "
                             "or --local-keys to make every party's keys here (testing only)")
-        requests = {request_party(d): d for d in request} if request else None
+        requests = None
+        if request:
+            requests = {}
+            for folder in request:
+                pid = request_party(folder)
+                if pid in requests:
+                    raise UserError(f"--request {folder} and {requests[pid]} are both party {pid!r}'s request")
+                requests[pid] = folder
         paths = provision_fl_federation(out, ids, server_host, cfg, port=port, max_weight=max_weight,
                                         min_parties=min_parties, requests=requests)
+    except KeygenPhasePending as e:
+        Console().print(str(e), highlight=False, soft_wrap=True)
+        raise typer.Exit(code=0)
     except (UserError, ValueError) as e:
         _fail(str(e))
     Console().print(f"federation {paths.config.federation_id} written to {out}: hand each party its folder "
@@ -199,7 +210,12 @@ def keygen(
         req = keygen_fl_finish(out, finish, cfg) if finish is not None else keygen_fl_party(out, party, cfg)
     except (UserError, ValueError) as e:
         _fail(str(e))
-    Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator")
+    if finish is not None:
+        Console().print(f"{party}: phase 2 done from {finish}; hand {req} to the operator again (now with its "
+                        "phase-2 public bytes), who runs the same provision command again", highlight=False)
+    else:
+        Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator; when the kit "
+                        f"{party}/ comes back, copy its files into {out}", highlight=False)
 
 
 @app.command()
@@ -238,8 +254,10 @@ def client(
 
     _logging()
     try:
+        from securefed.deploy.kit import check_party_kit_copied
         from securefed.deploy.settings import load_federation
 
+        check_party_kit_copied(kit)
         rounds = load_federation(kit / "federation.json").rounds
         apps: list[FLClientApp] = []
 
