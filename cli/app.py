@@ -234,11 +234,26 @@ def server(
         rounds = load_federation(federation / "federation.json").rounds
         with _round_progress(rounds, "coordinator", federation) as advance:
             summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind,
-                                 on_round=lambda record: advance(f"round {record['round'] + 1}: "
-                                                                 f"{len(record['contributors'])} contributors"))
+                                 on_round=lambda record: advance(_server_round_line(record)))
     except (UserError, RoundFailed) as e:
         _fail(str(e))
-    Console().print(f"federation finished: {summary.rounds_completed} rounds; adapter in {federation / 'adapter'}")
+    Console().print(f"federation finished: {summary.rounds_completed} rounds; adapter in {federation / 'adapter'}; "
+                    f"per-round metrics in {federation / 'metrics.jsonl'} (securefed report {federation} --out DIR)",
+                    highlight=False)
+
+
+def _server_round_line(record: dict) -> str:
+    """'round 2: 3 contributors, train loss 1.234, held-out accuracy 0.61 (model after round 1)'."""
+    app_metrics = record.get("app") or {}
+    line = f"round {record['round'] + 1}: {len(record['contributors'])} contributors"
+    if "train_loss" in app_metrics:
+        line += f", train loss {app_metrics['train_loss']:.4g}"
+    heldout = app_metrics.get("heldout") or {}
+    shown = [f"{k.replace('_', ' ')} {heldout[k]:.4g}" for k in ("eval_loss", "accuracy", "macro_f1",
+                                                                   "preference_accuracy") if k in heldout]
+    if shown:
+        line += f", held-out {', '.join(shown)} (model after round {heldout['model_round']})"
+    return line
 
 
 @app.command()
@@ -254,7 +269,7 @@ def client(
 
     _logging()
     try:
-        from securefed.deploy.kit import check_party_kit_copied
+        from securefed.deploy.kit import check_party_kit_copied, load_party_kit
         from securefed.deploy.settings import load_federation
 
         check_party_kit_copied(kit)
@@ -265,8 +280,18 @@ def client(
             apps.append(FLClientApp(fed, pid, data, kit))
             return apps[-1]
 
-        with _round_progress(rounds, kit.name, kit) as advance:
-            summary = run_client(kit, make_app, address=address, on_round=lambda r: advance(f"round {r + 1} aggregated"))
+        def line(r: int) -> str:  # this party's own values: its data, its machine, its log
+            own = apps[-1].last_report if apps and apps[-1].last_report.get("round") == r else {}
+            text = f"round {r + 1} aggregated"
+            if "train_loss" in own:
+                text += f"; my train loss {own['train_loss']:.4g}"
+            held = own.get("heldout") or {}
+            text += "".join(f", my held-out {k.replace('_', ' ')} {held[k]:.4g}" for k in
+                            ("eval_loss", "accuracy", "macro_f1", "preference_accuracy") if k in held)
+            return text
+
+        with _round_progress(rounds, load_party_kit(kit).role, kit) as advance:  # the party id, not the folder
+            summary = run_client(kit, make_app, address=address, on_round=lambda r: advance(line(r)))
     except (UserError, TransportError) as e:
         _fail(str(e))
     dp = ""
@@ -280,16 +305,23 @@ def client(
 @app.command()
 def status(
     federation: Path = typer.Option(..., "--federation", "-f", help="the server folder or a party kit"),
-    address: Optional[str] = typer.Option(None),
+    address: Optional[str] = typer.Option(None, help="coordinator address host:port (default: the one in "
+                                          "federation.json)"),
 ) -> None:
-    """Show the coordinator's round, connected parties and bytes moved."""
+    """Show the coordinator's round, connected parties, bytes moved and the last round's aggregated
+    metrics; when no coordinator answers (finished or down), what the folder's own files say."""
     import json
 
-    from securefed.deploy.status import fetch_status
+    from securefed.deploy.status import fetch_status, read_status
     from securefed.transport.client import TransportError
 
     try:
-        info = fetch_status(federation, address=address)
+        try:
+            info = fetch_status(federation, address=address)
+        except TransportError as e:
+            if e.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                raise
+            info = read_status(federation, "no answer from " + (address or "the address in federation.json"))
     except (UserError, TransportError) as e:
         _fail(str(e))
     Console().print_json(json.dumps(info))

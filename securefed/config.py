@@ -106,6 +106,10 @@ class EvaluationConfig(BaseModel):
     max_new_tokens: int = Field(4, ge=1, description="tokens generated when scoring a labelled task")
     # auto: the held-out TEST split (data.test_fraction) when there is one, else the eval split
     split: Literal["auto", "test", "eval"] = "auto"
+    # A deployment: each party's training loss and held-out metrics of the global model travel, as
+    # weighted sums, inside the protected vector (securefed/deploy/round_report.py). They are not
+    # covered by DP, so "auto" turns them off under a DP mechanism; "on" accepts that release.
+    party_metrics: Literal["auto", "on", "off"] = "auto"
 
 
 class DPOConfig(BaseModel):
@@ -176,6 +180,9 @@ class RootConfig(BaseModel):
             size = f"parties = {self.parties}" if selected == self.parties else \
                 f"sampling selects {selected} of {self.parties} parties a round"
             raise ValueError(f"{too_few}, but {size}: add parties, sample more or use protocol 'plain'")
+        if self.evaluation.party_metrics == "on" and self.privacy.mechanism == "user-distributed":
+            raise ValueError("evaluation.party_metrics 'on' cannot ride user-distributed DP's integer carrier; "
+                             "use 'auto' or 'off'")
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
                          self.algorithm.name == "scaffold")

@@ -9,7 +9,8 @@ from then on; one that answers NOREPLY (its session returned None) is not, exact
 the round is retried up to max_round_retries times. After each completed round the app state is
 checkpointed atomically; a restarted coordinator resumes after the last completed round.
 
-Only sizes, counts and durations are logged or written to metrics: never a payload.
+Only sizes, counts and durations are logged or written to metrics: never a payload. The server folder doubles as a
+run directory (run_record.py: metrics.jsonl of aggregates, summary.json) for `report` and `status`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from securefed.deploy.apps import ServerApp, ServerAppFactory
 from securefed.deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.deploy.kit import load_server_kit
 from securefed.deploy.provision import OPERATOR_NAME
+from securefed.deploy.run_record import RunRecord
 from securefed.deploy.settings import FederationConfig
 from securefed.deploy.wire import encode_round_end, encode_round_start
 from securefed.errors import ConfigError
@@ -66,13 +68,15 @@ class ServerSummary:
 
 class Coordinator:
     def __init__(self, fed: FederationConfig, hub: Hub, app: ServerApp, protocol: Any, material: Any,
-                 state_dir: Path, on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 state_dir: Path, on_round: Callable[[dict[str, Any]], None] | None = None,
+                 run_dir: Path | None = None) -> None:
         self.fed, self.hub, self.app = fed, hub, app
         self.on_round = on_round  # progress display: called with each completed round's record
         self.protocol, self.material = protocol, material
         self.checkpoint_path = state_dir / "checkpoint.bin"
         self.metrics_path = state_dir / "metrics.jsonl"
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.run = RunRecord(run_dir, fed) if run_dir is not None else None  # report/status-readable rows
         self.round = -1
         self.attempt = 0
         self.phase = "starting"
@@ -88,12 +92,17 @@ class Coordinator:
             "rounds_completed": self.completed, "connected": sorted(self.hub.connected()),
             "bytes_in": sum(bytes_in.values()), "bytes_out": sum(bytes_out.values()),
             "rejected_streams": self.hub.rejected, "refused_certificates": self.hub.refused, "stale_messages": self.hub.stale,
+            # aggregates only (run_record.py): what the global model already tells every party, and less
+            **({"last_round_metrics": rows[-1]} if self.run is not None and (rows := self.run.rows()) else {}),
         }
 
     def run(self) -> ServerSummary:
         cp = load_checkpoint(self.checkpoint_path, self.fed.federation_id)
         first = 0
         self._drop_metrics_after(-1 if cp is None else cp.last_round)
+        if self.run is not None:
+            self.run.start(-1 if cp is None else cp.last_round)
+        t0 = time.monotonic()
         if cp is not None:
             self.app.load_state(cp.state)
             first = cp.last_round + 1
@@ -105,6 +114,9 @@ class Coordinator:
         self.hub.finish(self.app.global_payload(self.fed.rounds))
         self.hub.wait_farewell(set(self.fed.party_ids), self.fed.timeouts.linger_s)
         self.phase = "finished"
+        if self.run is not None:
+            self.run.finish({"rounds_completed": self.completed, "seconds_this_run": time.monotonic() - t0,
+                             "resumed_after": None if cp is None else cp.last_round + 1})
         _log.info(kv("finished", rounds=self.completed))
         return ServerSummary(self.fed.federation_id, self.completed, None if cp is None else cp.last_round,
                              self.checkpoint_path, self.metrics_path)
@@ -125,6 +137,8 @@ class Coordinator:
                 # round is skipped (nothing applied), not retried.
                 record.update(status="rejected", reason=str(e)[:200])
                 self._end(self._live, r, attempt, "aborted", record, before, t0)
+                if self.run is not None:
+                    self.run.add(record)
                 save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
                 self.completed = r + 1
                 _log.warning(kv("round_rejected", round=r, attempt=attempt, reason=str(e)[:200]))
@@ -138,6 +152,8 @@ class Coordinator:
             # The round's metrics line goes first, then the checkpoint: a crash between the two leaves
             # a line past the checkpoint, which a restart drops (_drop_metrics_after) before redoing it.
             self._record(record, before, t0)
+            if self.run is not None:
+                self.run.add(record)
             save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
             self.completed = r + 1
             self._send_round_end(self._live, r, attempt, "ok")
@@ -292,7 +308,7 @@ def run_server(
         limits=fed.limits,
     )
     coordinator = Coordinator(fed, hub, app, protocol, material,
-                              Path(state_dir) if state_dir else kit.dir / "state", on_round)
+                              Path(state_dir) if state_dir else kit.dir / "state", on_round, run_dir=kit.dir)
     hub.status_provider = coordinator.status
     # Each open party stream holds one worker for its lifetime; the spare ones serve Status and
     # reconnects that overlap a not-yet-noticed dead stream.

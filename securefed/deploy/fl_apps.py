@@ -20,6 +20,7 @@ from securefed.aggregate import FlatLayout
 from securefed.atomic import atomic_write_bytes
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
 from securefed.config import RootConfig, from_dict, protocol_floor
+from securefed.deploy import round_report
 from securefed.deploy.fl_privacy import PartyPrivacy, ServerPrivacy, deployment_config
 from securefed.deploy.keygen import keygen_finish, keygen_party
 from securefed.deploy.provision import FederationPaths, provision_federation
@@ -30,6 +31,7 @@ from securefed.data.chat import render_loaded
 from securefed.models.loading import attach_lora, fit_max_length, load_base
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
 from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
+from securefed.simulation.world import build_evalset
 from securefed.training.schedule import round_lr
 from securefed.training.tasks import task_functions
 
@@ -124,6 +126,17 @@ def _metadata(blob: bytes) -> dict[str, str]:
     return header.get("__metadata__", {})
 
 
+def heldout_set(task: Any, data: Any, tokenizer: Any, cfg: RootConfig, max_length: int) -> Any:
+    """A party's scored held-out rows (TEST, else its eval share), or None when it has none or does not
+    report metrics."""
+    if not round_report.enabled(cfg):
+        return None
+    try:
+        return build_evalset(task, data, tokenizer, cfg, max_length)
+    except ConfigError:  # no held-out rows on this party: it reports its training loss only
+        return None
+
+
 def _model(cfg: RootConfig):
     base, tokenizer, device = load_base(cfg.model)
     # same seed on every machine: same initial adapter
@@ -156,8 +169,10 @@ class FLServerApp:
         return self.privacy.admit(round, live)  # user-level DP: parties whose budget is spent sit out
 
     def round_context(self, round: int, selected: tuple[str, ...]) -> RoundContext:
-        return RoundContext(self.fed.federation_id, round, tuple(sorted(selected)), self.layout.size,
-                            self.algorithm.uses_control, self.max_weight)
+        # The protected vector: the update, then the parties' report coordinates (round_report.py).
+        return RoundContext(self.fed.federation_id, round, tuple(sorted(selected)),
+                            self.layout.size + round_report.width(self.cfg), self.algorithm.uses_control,
+                            self.max_weight)
 
     def global_payload(self, round: int) -> bytes:
         lr = round_lr(min(round, self.cfg.rounds - 1), self.cfg.rounds, self.cfg.training.lr,
@@ -166,11 +181,16 @@ class FLServerApp:
                             {"round": round, "lr": lr, "final": round >= self.cfg.rounds})
 
     def apply(self, round: int, result: VectorSum) -> dict[str, Any]:
-        noised, dp_metrics = self.privacy.finish(round, result)  # central noise / distributed decoding
+        update, report = round_report.split(self.cfg, result, self.layout.size)  # sums only, as the update
+        noised, dp_metrics = self.privacy.finish(round, update)  # central noise / distributed decoding
         self.state = self.algorithm.server_update(self.state, to_aggregate(noised, self.layout))
         if self.out_dir is not None and round + 1 >= self.cfg.rounds:
             save_adapter(self.model, self.state.params, self.out_dir / "adapter", self.cfg.to_json())
-        return {"contributors": len(result.contributors), "total_weight": result.total_weight, **dp_metrics}
+        heldout = {k: report.pop(k) for k in list(report) if k != "train_loss"}
+        if heldout:  # scored on the global model the parties received: the one after `round` rounds
+            report["heldout"] = {"model_round": round, **heldout}
+        return {"contributors": len(result.contributors), "total_weight": result.total_weight, **report,
+                **dp_metrics}
 
     def state_bytes(self) -> bytes:
         s = self.state
@@ -191,14 +211,19 @@ class FLClientApp:
     def __init__(self, fed: FederationConfig, party_id: str, data_source: str, kit_dir: Path) -> None:
         self.fed, self.party_id, self.kit_dir = fed, party_id, Path(kit_dir)
         cfg = federation_root_config(fed)
-        data_cfg = cfg.data.model_copy(update={"source": data_source, "eval_fraction": 0.0, "max_examples": None})
+        # Held-out rows are carved (eval_fraction, as in the simulation) only when metrics are reported.
+        eval_fraction = cfg.data.eval_fraction if round_report.enabled(cfg) else 0.0
+        data_cfg = cfg.data.model_copy(update={"source": data_source, "eval_fraction": eval_fraction,
+                                               "max_examples": None})
         self.cfg = cfg.model_copy(update={"data": data_cfg})
         self.model, self.tokenizer, self.device = _model(self.cfg)
         self.task = task_functions(self.cfg)  # SFT or DPO
         data = render_loaded(self.task.load(self.cfg.data, seed=self.cfg.seed), self.tokenizer,
                              self.cfg.data.prompt_style)  # TEST rows (data.test_fraction) stay out of train
-        self.data = self.task.tokenize(self.tokenizer, data.train,
-                                       fit_max_length(self.model, self.cfg.training.max_length))
+        max_length = fit_max_length(self.model, self.cfg.training.max_length)
+        self.data = self.task.tokenize(self.tokenizer, data.train, max_length)
+        self.evalset = heldout_set(self.task, data, self.tokenizer, self.cfg, max_length)
+        self.last_report: dict[str, Any] = {}  # this party's own values of the last round, for its log
         self.algorithm = algorithms.create(self.cfg.algorithm, len(fed.parties))
         self.state_path = self.kit_dir / "state" / "client_state.safetensors"
         initial = get_adapter_state(self.model)
@@ -224,6 +249,11 @@ class FLClientApp:
 
     def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
         groups, meta = unpack_tensors(global_payload)
+        heldout = None
+        if round_report.width(self.cfg) and self.evalset is not None and round_report.evaluates(self.cfg, round):
+            ev = self.cfg.evaluation  # the global model as received, on rows this party never trains on
+            heldout = self.task.evaluate(self.model, self.tokenizer, groups["params"], self.evalset, self.device,
+                                         ev.batch_size, ev.max_new_tokens)
         cctx = ClientContext(global_params=groups["params"], server_control=groups.get("control"))
         args = (self.task, self.model, self.tokenizer.pad_token_id, self.data, self.cfg, round, self.party_id,
                 float(meta["lr"]), self.algorithm, cctx, self.state, self.device)
@@ -237,7 +267,12 @@ class FLClientApp:
         self._save_state()
         weight = self.cfg.algorithm.party_weight(min(len(self.data), ctx.max_weight))  # 1 when uniform
         plain = party_input(result, FlatLayout.of(groups["params"]), weight)
-        return self.privacy.protect(round, ctx, plain)  # user-level DP: clip (+ distributed noise share)
+        protected = self.privacy.protect(round, ctx, plain)  # user-level DP: clip (+ distributed noise share)
+        self.last_report = {"round": round, "train_loss": result.train_loss,
+                            **({"heldout": heldout} if heldout else {})}
+        if not round_report.width(self.cfg):
+            return protected
+        return round_report.append(protected, round_report.encode(self.cfg, result.train_loss, heldout))
 
     def receive_final(self, payload: bytes) -> None:
         groups, _ = unpack_tensors(payload)
