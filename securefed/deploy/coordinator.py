@@ -76,7 +76,7 @@ class Coordinator:
         self.checkpoint_path = state_dir / "checkpoint.bin"
         self.metrics_path = state_dir / "metrics.jsonl"
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.run = RunRecord(run_dir, fed) if run_dir is not None else None  # report/status-readable rows
+        self.run_record = RunRecord(run_dir, fed) if run_dir is not None else None  # report/status-readable rows
         self.round = -1
         self.attempt = 0
         self.phase = "starting"
@@ -93,15 +93,15 @@ class Coordinator:
             "bytes_in": sum(bytes_in.values()), "bytes_out": sum(bytes_out.values()),
             "rejected_streams": self.hub.rejected, "refused_certificates": self.hub.refused, "stale_messages": self.hub.stale,
             # aggregates only (run_record.py): what the global model already tells every party, and less
-            **({"last_round_metrics": rows[-1]} if self.run is not None and (rows := self.run.rows()) else {}),
+            **({"last_round_metrics": rows[-1]} if self.run_record is not None and (rows := self.run_record.rows()) else {}),
         }
 
     def run(self) -> ServerSummary:
         cp = load_checkpoint(self.checkpoint_path, self.fed.federation_id)
         first = 0
         self._drop_metrics_after(-1 if cp is None else cp.last_round)
-        if self.run is not None:
-            self.run.start(-1 if cp is None else cp.last_round)
+        if self.run_record is not None:
+            self.run_record.start(-1 if cp is None else cp.last_round)
         t0 = time.monotonic()
         if cp is not None:
             self.app.load_state(cp.state)
@@ -114,8 +114,8 @@ class Coordinator:
         self.hub.finish(self.app.global_payload(self.fed.rounds))
         self.hub.wait_farewell(set(self.fed.party_ids), self.fed.timeouts.linger_s)
         self.phase = "finished"
-        if self.run is not None:
-            self.run.finish({"rounds_completed": self.completed, "seconds_this_run": time.monotonic() - t0,
+        if self.run_record is not None:
+            self.run_record.finish({"rounds_completed": self.completed, "seconds_this_run": time.monotonic() - t0,
                              "resumed_after": None if cp is None else cp.last_round + 1})
         _log.info(kv("finished", rounds=self.completed))
         return ServerSummary(self.fed.federation_id, self.completed, None if cp is None else cp.last_round,
@@ -137,8 +137,8 @@ class Coordinator:
                 # round is skipped (nothing applied), not retried.
                 record.update(status="rejected", reason=str(e)[:200])
                 self._end(self._live, r, attempt, "aborted", record, before, t0)
-                if self.run is not None:
-                    self.run.add(record)
+                if self.run_record is not None:
+                    self.run_record.add(record)
                 save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
                 self.completed = r + 1
                 _log.warning(kv("round_rejected", round=r, attempt=attempt, reason=str(e)[:200]))
@@ -152,8 +152,8 @@ class Coordinator:
             # The round's metrics line goes first, then the checkpoint: a crash between the two leaves
             # a line past the checkpoint, which a restart drops (_drop_metrics_after) before redoing it.
             self._record(record, before, t0)
-            if self.run is not None:
-                self.run.add(record)
+            if self.run_record is not None:
+                self.run_record.add(record)
             save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
             self.completed = r + 1
             self._send_round_end(self._live, r, attempt, "ok")
