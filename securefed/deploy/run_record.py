@@ -50,7 +50,7 @@ class RunRecord:
     def add(self, record: dict[str, Any]) -> dict[str, Any]:
         """One finished round of the coordinator (its transport record) -> its run row (returned)."""
         app = dict(record.get("app") or {})
-        heldout = app.pop("heldout", None)
+        heldout = dict(app.pop("heldout", None) or {})  # a copy: the record goes on to the progress display
         selected = record.get("selected") or []
         row: dict[str, Any] = {
             "round": record["round"] + 1, "algorithm": self.fed.algorithm, "protocol": self.fed.protocol,
