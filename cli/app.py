@@ -18,8 +18,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            Console().print(f"securefed {version('securefed')}", highlight=False)
+        except PackageNotFoundError:  # pragma: no cover - run from a source tree that is not installed
+            Console().print("securefed (not installed: no version metadata)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _quiet_libraries() -> None:
+def _quiet_libraries(
+    _show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit"),
+) -> None:
     """Our own progress bars and tables say what happens; silence third-party bars and deprecations."""
     import logging
     import warnings
@@ -72,10 +86,31 @@ def simulate(
         else:
             cfg = load_config(config, set_)
             out_dir = out or Path("runs") / f"{cfg.algorithm.name}-{cfg.aggregation.protocol}"
-        summary = run(cfg, out_dir, resume=resume is not None, console=err)
+        try:
+            summary = run(cfg, out_dir, resume=resume is not None, console=err)
+        except KeyboardInterrupt:
+            _interrupted(out_dir)
     except UserError as e:
         _fail(str(e))
     print_summary(summary, out_dir, Console())
+
+
+def _interrupted(out_dir: Path) -> None:
+    """Ctrl-C during a simulation: say whether (and how) it can go on. Checkpoints are written whole
+    after each round (atomic), so the last completed round is always resumable."""
+    import json
+
+    latest = out_dir / "checkpoints" / "LATEST"
+    if latest.is_file():
+        done = ""
+        with contextlib.suppress(OSError, ValueError):
+            rows = (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+            done = f" after round {json.loads(rows[-1])['round']}" if rows else ""
+        err.print(f"interrupted; resume with: securefed simulate --resume {out_dir} (continues{done})", highlight=False)
+    else:
+        err.print("interrupted before the first round finished: nothing to resume; run the command again",
+                  highlight=False)
+    raise typer.Exit(code=130)
 
 
 @app.command("eval")
@@ -232,7 +267,9 @@ def server(
         from securefed.deploy.settings import load_federation
 
         rounds = load_federation(federation / "federation.json").rounds
-        with _round_progress(rounds, "coordinator", federation) as advance:
+        with _round_progress(rounds, "coordinator", federation) as advance, \
+                _on_interrupt(f"interrupted; the checkpoint after the last completed round is in {federation / 'state'}: "
+                              f"run `securefed server --federation {federation}` again to go on from there"):
             summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind,
                                  on_round=lambda record: advance(_server_round_line(record)))
     except (UserError, RoundFailed) as e:
@@ -290,7 +327,9 @@ def client(
                             ("eval_loss", "accuracy", "macro_f1", "preference_accuracy") if k in held)
             return text
 
-        with _round_progress(rounds, load_party_kit(kit).role, kit) as advance:  # the party id, not the folder
+        with _round_progress(rounds, load_party_kit(kit).role, kit) as advance, \
+                _on_interrupt("interrupted; run the same `securefed client` command again: the party reconnects "
+                              "and rejoins at the coordinator's current round"):  # the party id, not the folder
             summary = run_client(kit, make_app, address=address, on_round=lambda r: advance(line(r)))
     except (UserError, TransportError) as e:
         _fail(str(e))
@@ -325,6 +364,15 @@ def status(
     except (UserError, TransportError) as e:
         _fail(str(e))
     Console().print_json(json.dumps(info))
+
+
+@contextlib.contextmanager
+def _on_interrupt(message: str):
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(message, highlight=False)
+        raise typer.Exit(code=130) from None
 
 
 @contextlib.contextmanager

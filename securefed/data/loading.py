@@ -33,6 +33,7 @@ class _Prepared:
     raw: RawRows
     preset_name: str
     converter: RowConverter
+    inferred: bool = False  # preset_name came from the columns, not from data.preset
 
 
 def load_examples(cfg: DataConfig, seed: int) -> LoadedData:
@@ -60,6 +61,7 @@ def load_examples(cfg: DataConfig, seed: int) -> LoadedData:
         task="classification" if is_labelled else "instruction",
         partition_keys=tuple(pairs[i][1] for i in train_idx),
         test=tuple(pairs[i][0] for i in test_idx),
+        inferred_preset=prepared.preset_name if prepared.inferred else None,
     )
 
 
@@ -90,6 +92,7 @@ def load_preferences(cfg: DataConfig, seed: int) -> LoadedPreferences:
         eval=tuple(pairs[i] for i in eval_idx),
         skipped=skipped,
         test=tuple(pairs[i] for i in test_idx),
+        inferred_preset=prepared.preset_name if prepared.inferred else None,
     )
 
 
@@ -127,7 +130,8 @@ def _prepare(cfg: DataConfig) -> _Prepared:
     labels = _labels(cfg, preset, name, columns, raw)
     partition_column = cfg.partition.column
     converter = RowConverter(preset, columns, cfg.template, labels, partition_column)
-    return _Prepared(raw=raw, preset_name=name, converter=converter)
+    inferred = cfg.preset is None and not (cfg.source == "default" and cfg.format == "auto")
+    return _Prepared(raw=raw, preset_name=name, converter=converter, inferred=inferred)
 
 
 def _first_columns(raw: RawRows) -> list[str]:

@@ -9,6 +9,8 @@ from then on; one that answers NOREPLY (its session returned None) is not, exact
 the round is retried up to max_round_retries times. After each completed round the app state is
 checkpointed atomically; a restarted coordinator resumes after the last completed round.
 
+Rounds are 0-based in code, on the wire and in the transport log state/metrics.jsonl; every line a
+person reads (logs, console, status, the run rows) counts them from 1, as the simulation does.
 Only sizes, counts and durations are logged or written to metrics: never a payload. The server folder doubles as a
 run directory (run_record.py: metrics.jsonl of aggregates, summary.json) for `report` and `status`.
 """
@@ -88,7 +90,8 @@ class Coordinator:
         bytes_in, bytes_out = self.hub.traffic()
         return {
             "federation_id": self.fed.federation_id, "protocol": self.fed.protocol, "phase": self.phase,
-            "round": self.round, "attempt": self.attempt, "rounds": self.fed.rounds,
+            # 1-based as on the console and in the logs: the round in progress (0: none started yet)
+            "round": self.round + 1, "attempt": self.attempt, "rounds": self.fed.rounds,
             "rounds_completed": self.completed, "connected": sorted(self.hub.connected()),
             "bytes_in": sum(bytes_in.values()), "bytes_out": sum(bytes_out.values()),
             "rejected_streams": self.hub.rejected, "refused_certificates": self.hub.refused, "stale_messages": self.hub.stale,
@@ -107,7 +110,7 @@ class Coordinator:
             self.app.load_state(cp.state)
             first = cp.last_round + 1
             self.completed = first
-            _log.info(kv("resumed", last_completed_round=cp.last_round))
+            _log.info(kv("resumed", rounds_done=cp.last_round + 1))
         for r in range(first, self.fed.rounds):
             self._round_with_retries(r)
         self.phase = "finishing"
@@ -141,12 +144,12 @@ class Coordinator:
                     self.run_record.add(record)
                 save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
                 self.completed = r + 1
-                _log.warning(kv("round_rejected", round=r, attempt=attempt, reason=str(e)[:200]))
+                _log.warning(kv("round_rejected", round=r + 1, attempt=attempt, reason=str(e)[:200]))
                 return
             except ProtocolAbort as e:
                 record.update(status="aborted", reason=str(e)[:200])
                 self._end(self._live, r, attempt, "aborted", record, before, t0)
-                _log.warning(kv("round_aborted", round=r, attempt=attempt, reason=str(e)[:200]))
+                _log.warning(kv("round_aborted", round=r + 1, attempt=attempt, reason=str(e)[:200]))
                 continue
             record.update(status="ok", contributors=list(result.contributors), app=app_metrics)
             # The round's metrics line goes first, then the checkpoint: a crash between the two leaves
@@ -157,7 +160,7 @@ class Coordinator:
             save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
             self.completed = r + 1
             self._send_round_end(self._live, r, attempt, "ok")
-            _log.info(kv("round_done", round=r, attempt=attempt, contributors=len(result.contributors),
+            _log.info(kv("round_done", round=r + 1, attempt=attempt, contributors=len(result.contributors),
                          seconds=round(record["durations"]["total_s"], 3)))
             if self.on_round is not None:
                 self.on_round(record)

@@ -189,8 +189,9 @@ class FLServerApp:
         heldout = {k: report.pop(k) for k in list(report) if k != "train_loss"}
         if heldout:  # scored on the global model the parties received: the one after `round` rounds
             report["heldout"] = {"model_round": round, **heldout}
+        fp32 = 4 * self.layout.size * (2 if self.algorithm.uses_control else 1)  # the update in the clear
         return {"contributors": len(result.contributors), "total_weight": result.total_weight, **report,
-                **dp_metrics}
+                "fp32_bytes_per_party": fp32, **dp_metrics}
 
     def state_bytes(self) -> bytes:
         s = self.state

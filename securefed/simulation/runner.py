@@ -167,6 +167,10 @@ def simulate(
         raise UserError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     with collect_warnings(console) as notes:  # e.g. skipped malformed rows, said on the console now
         world = build_world(cfg)
+    if world.inferred_preset:
+        notes.append(f"data: {cfg.data.source} read as preset {world.inferred_preset!r} (inferred from its "
+                     "columns; set data.preset to choose another)")
+        console.print(notes[-1], highlight=False, soft_wrap=True)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", cfg.to_json())
     atomic_write_text(out / "partition.json", json.dumps(dataclasses.asdict(world.partition_report), indent=2))

@@ -85,8 +85,8 @@ def test_real_processes_match_in_process(tmp_path, small_overrides, protocol, ro
     overrides = fl_overrides(small_overrides, f"rounds={rounds}", f"aggregation.protocol={protocol}")
     fed_dir, data, tails = _run_real_federation(tmp_path, overrides)
     # Not terminals: a line per round on stdout, and the same in each side's run.log
-    assert f"coordinator round {rounds}: 3 contributors (elapsed " in tails["server"]
-    assert f"coordinator round {rounds}: 3 contributors" in (fed_dir / "server" / "run.log").read_text()
+    assert f"coordinator round {rounds}: 3 contributors, train loss " in tails["server"]
+    assert f"coordinator round {rounds}: 3 contributors, train loss " in (fed_dir / "server" / "run.log").read_text()
     assert all(f"{p} round {rounds} aggregated" in (tmp_path / "machines" / p / "run.log").read_text() for p in PARTIES)
     final = load_file(str(fed_dir / "server" / "adapter" / "adapter_model.safetensors"))
     reference = _in_process_reference(fed_dir, data, rounds=rounds)
