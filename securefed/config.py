@@ -126,13 +126,17 @@ class OutputConfig(BaseModel):
 
     save_every_round: bool = False  # keep OUT/rounds/round-N/adapter for every round
     tensorboard: bool = False  # OUT/tensorboard event files, written each round (needs securefed[tensorboard])
+    mlflow: bool = False  # MLflow params + per-round metrics (needs securefed[mlflow])
+    mlflow_uri: str | None = None  # tracking URI; None: a file store in OUT/mlruns (no server)
+    mlflow_experiment: str = Field("securefed", min_length=1)
 
     @model_validator(mode="after")
-    def _tensorboard_installed(self) -> "OutputConfig":
-        from securefed.reporting.tensorboard import missing
+    def _trackers_installed(self) -> "OutputConfig":
+        from securefed.reporting import mlflow_log, tensorboard
 
-        if self.tensorboard and missing():
-            raise ValueError(missing())
+        for on, missing in ((self.tensorboard, tensorboard.missing), (self.mlflow, mlflow_log.missing)):
+            if on and missing():
+                raise ValueError(missing())
         return self
 
 

@@ -22,6 +22,7 @@ from securefed.config import RootConfig, protocol_floor
 from securefed.errors import UserError
 from securefed.models.adapter import save_adapter
 from securefed.progress import RunProgress, collect_warnings
+from securefed.reporting.mlflow_log import mlflow_writer
 from securefed.reporting.tensorboard import round_writer
 from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext
 from securefed.protocols.driver import run_round
@@ -189,6 +190,7 @@ def simulate(
     t0 = time.perf_counter()
     with RunProgress(console, out / "run.log", cfg.rounds) as progress, \
             round_writer(cfg.output.tensorboard, out / "tensorboard") as board, \
+            mlflow_writer(cfg, out, resume) as track, \
             open_backend(world) as backend:
         for note in notes:
             progress.write_log(note)  # the console saw them already; the log file gets them too
@@ -203,6 +205,7 @@ def simulate(
             metrics["seconds"] = time.perf_counter() - t_round
             progress.round_done(metrics)
             board(metrics)
+            track(metrics)
             history.append(metrics)
             with metrics_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(metrics) + "\n")
