@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -46,7 +47,12 @@ def mlflow_writer(cfg: Any, out_dir: Path, resume: bool = False) -> Iterator[Cal
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    uri = cfg.output.mlflow_uri or (Path(out_dir).resolve() / "mlruns").as_uri()
+    uri = cfg.output.mlflow_uri
+    if uri is None:
+        # Our default: a file store beside the run (no server, no database). MLflow 3 keeps that backend
+        # in maintenance mode and refuses it unless told this is wanted.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        uri = (Path(out_dir).resolve() / "mlruns").as_uri()
     client = MlflowClient(tracking_uri=uri)
     id_file = Path(out_dir) / "mlflow_run_id"
     if resume and id_file.is_file():

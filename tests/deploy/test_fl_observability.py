@@ -89,7 +89,9 @@ def test_run_record_places_heldout_metrics_on_the_model_they_scored(tmp_path, sm
                 "app": {"contributors": 3, "total_weight": 9.0, "train_loss": loss, "dp_epsilon": {"x": 1.0},
                         "heldout": {"model_round": r, "eval_loss": loss + 1, "accuracy": acc}}}
 
-    run.add(record(0, 2.0, 0.3))
+    first = record(0, 2.0, 0.3)
+    run.add(first)
+    assert first["app"]["heldout"]["model_round"] == 0  # the progress line reads the record after
     run.add(record(1, 1.5, 0.6))
     rows = run.rows()
     assert [r["round"] for r in rows] == [0, 1, 2]
