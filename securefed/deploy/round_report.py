@@ -6,9 +6,10 @@ held-out metrics of the global model it received (its own eval/TEST rows, never 
 They travel inside the same masked (secagg) or encrypted (he) vector as the update, so the server
 learns exactly what it learns of the update: the weighted SUM over the round's contributors,
 
-    sum_i w_i * [1, e_i, e_i*eval_loss_i, e_i*accuracy_i, ...]     (w_i: the weight the update carries)
+    sum_i w_i * [train_loss_i, e_i, e_i*eval_loss_i, a_i, a_i*accuracy_i, ...]   (LAYOUT order)
 
-and from it weighted means over the contributors (e_i = 1 for a party that evaluated this round).
+(w_i: the weight the update carries; e_i, a_i: 1 for a party that reported that group this round),
+and from it weighted means over the contributors, and over those that reported each group.
 It never sees one party's value unless the protocol is `plain`, which shows it each party's whole
 update anyway. A malicious party can spoil the reported means of a round (as it can the update),
 not read anyone else's. Values are put in [0, clip] (the protocol's per-coordinate bound; losses
