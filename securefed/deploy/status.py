@@ -27,8 +27,8 @@ def read_status(folder: str | Path, unreachable: str) -> dict[str, Any]:
     fed = load_federation(d / "federation.json")
     info: dict[str, Any] = {"coordinator": f"not reachable ({unreachable})", "federation_id": fed.federation_id,
                             "protocol": fed.protocol, "rounds": fed.rounds}
-    cp = load_checkpoint(d / "state" / "checkpoint.bin", fed.federation_id)
-    if cp is not None or (d / "state").is_dir():
+    if (d / "operator.pem").is_file():  # the server folder (a party kit has no operator certificate)
+        cp = load_checkpoint(d / "state" / "checkpoint.bin", fed.federation_id)
         info["rounds_completed"] = 0 if cp is None else cp.last_round + 1
         info["finished"] = (d / SUMMARY).is_file()
         rows = RunRecord(d, fed).rows()

@@ -103,3 +103,19 @@ def test_run_record_places_heldout_metrics_on_the_model_they_scored(tmp_path, sm
     run.start(0)
     assert [r["round"] for r in run.rows()] == [0, 1] and "accuracy" not in run.rows()[1]
     assert json.loads((paths.server_dir / "config.json").read_text())["rounds"] == fed.rounds
+
+
+def test_status_without_a_coordinator_reads_the_folder(tmp_path, small_overrides):
+    from typer.testing import CliRunner
+
+    from securefed.cli.app import app
+
+    paths = provision_fl(tmp_path / "fed", fl_overrides(small_overrides))
+    res = CliRunner().invoke(app, ["status", "--federation", str(paths.server_dir)])  # nobody listens
+    assert res.exit_code == 0, res.output
+    server = json.loads(res.stdout)
+    assert "not reachable" in server["coordinator"] and server["rounds_completed"] == 0 and not server["finished"]
+    assert "UNAVAILABLE" not in res.output or "not reachable" in res.output
+    res = CliRunner().invoke(app, ["status", "--federation", str(paths.party_dirs[PARTIES[0]])])
+    party = json.loads(res.stdout)
+    assert res.exit_code == 0 and party["final_adapter"] is False and "rounds_completed" not in party
