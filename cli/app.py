@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from securefed.cli.lines import heldout_text, server_round_line
 from securefed.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -18,8 +19,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            Console().print(f"securefed {version('securefed')}", highlight=False)
+        except PackageNotFoundError:  # pragma: no cover - run from a source tree that is not installed
+            Console().print("securefed (not installed: no version metadata)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _quiet_libraries() -> None:
+def _quiet_libraries(
+    _show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit"),
+) -> None:
     """Our own progress bars and tables say what happens; silence third-party bars and deprecations."""
     import logging
     import warnings
@@ -72,22 +87,45 @@ def simulate(
         else:
             cfg = load_config(config, set_)
             out_dir = out or Path("runs") / f"{cfg.algorithm.name}-{cfg.aggregation.protocol}"
-        summary = run(cfg, out_dir, resume=resume is not None, console=err)
+        try:
+            summary = run(cfg, out_dir, resume=resume is not None, console=err)
+        except KeyboardInterrupt:
+            _interrupted(out_dir)
     except UserError as e:
         _fail(str(e))
     print_summary(summary, out_dir, Console())
 
 
+def _interrupted(out_dir: Path) -> None:
+    """Ctrl-C during a simulation: say whether (and how) it can go on. Checkpoints are written whole
+    after each round (atomic), so the last completed round is always resumable."""
+    import json
+
+    latest = out_dir / "checkpoints" / "LATEST"
+    if latest.is_file():
+        done = ""
+        with contextlib.suppress(OSError, ValueError):
+            rows = (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+            done = f" after round {json.loads(rows[-1])['round']}" if rows else ""
+        err.print(f"interrupted; resume with: securefed simulate --resume {out_dir} (continues{done})", highlight=False)
+    else:
+        err.print("interrupted before the first round finished: nothing to resume; run the command again",
+                  highlight=False)
+    raise typer.Exit(code=130)
+
+
 @app.command("eval")
 def eval_(
-    model: str = typer.Option("default", "--model", "-m", help="base model: 'default', local dir or hub id"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="base model: 'default' (the default), "
+                                        "local dir or hub id"),
     adapter: Optional[Path] = typer.Option(None, "--adapter", "-a", help="PEFT adapter dir (e.g. runs/x/adapter)"),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="classification, multiple_choice, math, code, "
                                        "harmlessness, preference, perplexity"),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="JSONL/JSON/CSV rows"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write eval_<task>.json and eval.md here"),
-    limit: Optional[int] = typer.Option(None, help="first N rows only"),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    limit: Optional[int] = typer.Option(None, help="first N rows only (with --run: at most N held-out rows, "
+                                        "the run's own seeded sample)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default 8 (with --run: the run's)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     option: List[str] = typer.Option([], "--option", help="task option key=value (repeatable), "
                                      "e.g. text_field=Headline"),
@@ -127,10 +165,17 @@ def eval_(
         try:
             if split not in ("auto", "test", "eval"):
                 raise UserError(f"--split {split!r}: choose auto, test or eval")
-            held = evaluate_run(run, adapter, split, None if device == "auto" else device)
+            given = [name for name, v in (("--data", data), ("--model", model), ("--option", option)) if v]
+            if given:
+                raise UserError(f"{', '.join(given)}: with --run the run's own data and model are scored; "
+                                "drop them, or leave out --run to score a file")
+            held = evaluate_run(run, adapter, split, None if device == "auto" else device, limit=limit, task=task,
+                                batch_size=batch_size, out_dir=out)
         except UserError as e:
             _fail(str(e))
         Console().print_json(json.dumps(held))
+        if out is not None:
+            err.print(f"wrote {out / 'eval_heldout.json'} and a line in {out / 'eval.md'}", highlight=False)
         return
     if task is None or data is None:
         _fail("give --task and --data (or --run DIR to score a run on its held-out split)")
@@ -145,11 +190,15 @@ def eval_(
         for item in option:
             key, value = parse_override(item)
             options[".".join(key)] = value
-        base, tokenizer, _ = load_base(ModelConfig(name_or_path=model, device=device))  # type: ignore[arg-type]
+        base, tokenizer, _ = load_base(ModelConfig(name_or_path=model or "default", device=device))  # type: ignore[arg-type]
         net = load_adapter(base, adapter) if adapter is not None else base
-        result = evaluate(task, net, tokenizer, data, out_dir=out, limit=limit, batch_size=batch_size, **options)
+        result = evaluate(task, net, tokenizer, data, out_dir=out, limit=limit, batch_size=batch_size or 8, **options)
     except UserError as e:
         _fail(str(e))
+    if result["preset"]:
+        err.print(f"data preset {result['preset']!r} (inferred from the columns of {data.name}): "
+                  f"text_field={result['options']['text_field']!r}, label_field={result['options']['label_field']!r}",
+                  highlight=False)
     Console().print_json(json.dumps(result["metrics"]))
     Console().print(result["summary"], highlight=False)
 
@@ -174,6 +223,7 @@ def provision(
     from securefed.config import load_config
     from securefed.deploy.fl_apps import provision_fl_federation
     from securefed.deploy.keygen import request_party
+    from securefed.deploy.provision import KeygenPhasePending
 
     try:
         cfg = load_config(config, set_)
@@ -181,9 +231,19 @@ def provision(
         if bool(request) == local_keys:
             raise UserError("give each party's --request folder (made by `securefed keygen` on its machine), "
                             "or --local-keys to make every party's keys here (testing only)")
-        requests = {request_party(d): d for d in request} if request else None
+        requests = None
+        if request:
+            requests = {}
+            for folder in request:
+                pid = request_party(folder)
+                if pid in requests:
+                    raise UserError(f"--request {folder} and {requests[pid]} are both party {pid!r}'s request")
+                requests[pid] = folder
         paths = provision_fl_federation(out, ids, server_host, cfg, port=port, max_weight=max_weight,
                                         min_parties=min_parties, requests=requests)
+    except KeygenPhasePending as e:
+        Console().print(str(e), highlight=False, soft_wrap=True)
+        raise typer.Exit(code=0)
     except (UserError, ValueError) as e:
         _fail(str(e))
     Console().print(f"federation {paths.config.federation_id} written to {out}: hand each party its folder "
@@ -209,7 +269,12 @@ def keygen(
         req = keygen_fl_finish(out, finish, cfg) if finish is not None else keygen_fl_party(out, party, cfg)
     except (UserError, ValueError) as e:
         _fail(str(e))
-    Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator")
+    if finish is not None:
+        Console().print(f"{party}: phase 2 done from {finish}; hand {req} to the operator again (now with its "
+                        "phase-2 public bytes), who runs the same provision command again", highlight=False)
+    else:
+        Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator; when the kit "
+                        f"{party}/ comes back, copy its files into {out}", highlight=False)
 
 
 @app.command()
@@ -226,12 +291,16 @@ def server(
         from securefed.deploy.settings import load_federation
 
         rounds = load_federation(federation / "federation.json").rounds
-        with _round_progress(rounds, "coordinator", federation) as advance:
+        with _round_progress(rounds, "coordinator", federation) as advance, \
+                _on_interrupt(f"interrupted; the checkpoint after the last completed round is in {federation / 'state'}: "
+                              f"run `securefed server --federation {federation}` again to go on from there"):
             summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind,
-                                 on_round=lambda record: advance(_round_text(record)))
+                                 on_round=lambda record: advance(server_round_line(record)))
     except (UserError, RoundFailed) as e:
         _fail(str(e))
-    Console().print(f"federation finished: {summary.rounds_completed} rounds; adapter in {federation / 'adapter'}")
+    Console().print(f"federation finished: {summary.rounds_completed} rounds; adapter in {federation / 'adapter'}; "
+                    f"per-round metrics in {federation / 'metrics.jsonl'} (securefed report {federation} --out DIR)",
+                    highlight=False)
 
 
 @app.command()
@@ -247,8 +316,10 @@ def client(
 
     _logging()
     try:
+        from securefed.deploy.kit import check_party_kit_copied, load_party_kit
         from securefed.deploy.settings import load_federation
 
+        check_party_kit_copied(kit)
         rounds = load_federation(kit / "federation.json").rounds
         apps: list[FLClientApp] = []
 
@@ -256,42 +327,62 @@ def client(
             apps.append(FLClientApp(fed, pid, data, kit))
             return apps[-1]
 
-        with _round_progress(rounds, kit.name, kit) as advance:
-            summary = run_client(kit, make_app, address=address, on_round=lambda r: advance(f"round {r + 1} aggregated"))
+        def line(r: int) -> str:  # this party's own values: its data, its machine, its log
+            own = apps[-1].last_report if apps and apps[-1].last_report.get("round") == r else {}
+            text = f"round {r + 1} aggregated"
+            if "train_loss" in own:
+                text += f"; my train loss {own['train_loss']:.4g}"
+            text += "".join(f", my held-out {item}" for item in heldout_text(own.get("heldout") or {}))
+            return text
+
+        with _round_progress(rounds, load_party_kit(kit).role, kit) as advance, \
+                _on_interrupt("interrupted; run the same `securefed client` command again: the party reconnects "
+                              "and rejoins at the coordinator's current round"):  # the party id, not the folder
+            summary = run_client(kit, make_app, address=address, on_round=lambda r: advance(line(r)))
     except (UserError, TransportError) as e:
         _fail(str(e))
     dp = ""
     if apps and apps[-1].privacy.example:
         p = apps[-1].cfg.privacy
         dp = f"; example-level DP epsilon {apps[-1].privacy.epsilon():.3g} (delta {p.target_delta:g})"
+    shown = heldout_text(apps[-1].final_heldout if apps else {})
+    mine = f"; final model on my held-out rows: {', '.join(shown)}" if shown else ""
     Console().print(f"{summary.party_id}: {summary.rounds_completed} rounds; final adapter in "
-                    f"{kit / 'final-adapter'}{dp}")
+                    f"{kit / 'final-adapter'}{dp}{mine}")
 
 
 @app.command()
 def status(
     federation: Path = typer.Option(..., "--federation", "-f", help="the server folder or a party kit"),
-    address: Optional[str] = typer.Option(None),
+    address: Optional[str] = typer.Option(None, help="coordinator address host:port (default: the one in "
+                                          "federation.json)"),
 ) -> None:
-    """Show the coordinator's round, connected parties and bytes moved."""
+    """Show the coordinator's round, connected parties, bytes moved and the last round's aggregated
+    metrics; when no coordinator answers (finished or down), what the folder's own files say."""
     import json
 
-    from securefed.deploy.status import fetch_status
+    from securefed.deploy.status import fetch_status, read_status
     from securefed.transport.client import TransportError
 
     try:
-        info = fetch_status(federation, address=address)
+        try:
+            info = fetch_status(federation, address=address)
+        except TransportError as e:
+            if e.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                raise
+            info = read_status(federation, "no answer from " + (address or "the address in federation.json"))
     except (UserError, TransportError) as e:
         _fail(str(e))
     Console().print_json(json.dumps(info))
 
 
-def _round_text(record: dict) -> str:
-    """The coordinator's run.log line of a finished round; names a party the protocol left out."""
-    text = f"round {record['round'] + 1}: {len(record['contributors'])} contributors"
-    if record.get("excluded"):
-        text += f"; left out {', '.join(record['excluded'])} (its answers did not decode)"
-    return text
+@contextlib.contextmanager
+def _on_interrupt(message: str):
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(message, highlight=False)
+        raise typer.Exit(code=130) from None
 
 
 @contextlib.contextmanager
@@ -344,8 +435,10 @@ def make_tiny_model(
 
 
 from securefed.cli import export as _export  # noqa: E402  (export, generate, chat, serve)
+from securefed.cli.init import init  # noqa: E402  (a command in its own module)
 
 _export.register(app, _fail, err)
+app.command()(init)
 
 
 def main() -> None:

@@ -72,6 +72,31 @@ def parties_per_round(n: int, count: int | None, fraction: float | None) -> int:
     return n if count is None and fraction is None else (count if count is not None else max(1, round(fraction * n)))
 
 
+SECAGG_MIN_PARTIES = 3  # with 2, each party learns the other's update from the sum and its own
+
+
+def protocol_floor(cfg: "RootConfig", n: int) -> str:
+    """Why a round of n parties cannot finish under cfg's protocol ('' when it can). The config
+    refuses settings whose every round would fail this; the runner asks it again per round (DP budget
+    stops can leave fewer parties). Asks the protocol's own sizing rules rather than restating them."""
+    agg = cfg.aggregation
+    if agg.protocol == "secagg":
+        if n < SECAGG_MIN_PARTIES:
+            return f"secagg needs >= {SECAGG_MIN_PARTIES} parties a round (with 2, each learns the other's update)"
+        try:
+            agg.secagg.resolve(n)
+        except ValueError as e:
+            return f"aggregation.secagg: {e}"
+    if agg.protocol == "he":
+        from securefed.protocols.he import check_round_size  # threshold: t decryptors, a signing quorum
+
+        try:
+            check_round_size(agg.he, cfg.parties, n)
+        except ValueError as e:
+            return str(e)
+    return ""
+
+
 class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -81,6 +106,10 @@ class EvaluationConfig(BaseModel):
     max_new_tokens: int = Field(4, ge=1, description="tokens generated when scoring a labelled task")
     # auto: the held-out TEST split (data.test_fraction) when there is one, else the eval split
     split: Literal["auto", "test", "eval"] = "auto"
+    # A deployment: each party's training loss and held-out metrics of the global model travel, as
+    # weighted sums, inside the protected vector (securefed/deploy/round_report.py). They are not
+    # covered by DP, so "auto" turns them off under a DP mechanism; "on" accepts that release.
+    party_metrics: Literal["auto", "on", "off"] = "auto"
 
 
 class DPOConfig(BaseModel):
@@ -97,13 +126,17 @@ class OutputConfig(BaseModel):
 
     save_every_round: bool = False  # keep OUT/rounds/round-N/adapter for every round
     tensorboard: bool = False  # OUT/tensorboard event files, written each round (needs securefed[tensorboard])
+    mlflow: bool = False  # MLflow params + per-round metrics (needs securefed[mlflow])
+    mlflow_uri: str | None = None  # tracking URI; None: a file store in OUT/mlruns (no server)
+    mlflow_experiment: str = Field("securefed", min_length=1)
 
     @model_validator(mode="after")
-    def _tensorboard_installed(self) -> "OutputConfig":
-        from securefed.reporting.tensorboard import missing
+    def _trackers_installed(self) -> "OutputConfig":
+        from securefed.reporting import mlflow_log, tensorboard
 
-        if self.tensorboard and missing():
-            raise ValueError(missing())
+        for on, missing in ((self.tensorboard, tensorboard.missing), (self.mlflow, mlflow_log.missing)):
+            if on and missing():
+                raise ValueError(missing())
         return self
 
 
@@ -137,10 +170,15 @@ class RootConfig(BaseModel):
             # which needs per-row gradients (hooks); ghost clipping only has per-row norms.
             raise ValueError("privacy.grad_sample_mode: 'ghost' cannot clip a DPO pair; use 'hooks' or 'auto' "
                              "(task 'dpo' with privacy.mechanism 'example' runs in hooks mode)")
-        if self.aggregation.protocol == "he":
-            from securefed.protocols.he import check_round_size  # threshold: t decryptors, a signing quorum
-
-            check_round_size(self.aggregation.he, self.parties, self.sampling.per_round(self.parties))
+        selected = self.sampling.per_round(self.parties)
+        too_few = protocol_floor(self, selected)
+        if too_few:  # every round would train, then abort: refuse before any training
+            size = f"parties = {self.parties}" if selected == self.parties else \
+                f"sampling selects {selected} of {self.parties} parties a round"
+            raise ValueError(f"{too_few}, but {size}: add parties, sample more or use protocol 'plain'")
+        if self.evaluation.party_metrics == "on" and self.privacy.mechanism == "user-distributed":
+            raise ValueError("evaluation.party_metrics 'on' cannot ride user-distributed DP's integer carrier; "
+                             "use 'auto' or 'off'")
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
                          self.algorithm.name == "scaffold")
@@ -164,10 +202,11 @@ def _format_errors(err: ValidationError) -> str:
         if hint is not None:
             lines.append(hint)
             continue
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        loc = ".".join(str(p) for p in e["loc"])
         got = e.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{loc}: {e['msg']}{shown}")
+        msg = e["msg"].removeprefix("Value error, ")  # a cross-section check names its own fields
+        lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
     return "; ".join(lines)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from securefed.data.config import DataConfig
 from securefed.data.convert import Malformed, RowConverter
 from securefed.data.default import default_rows
-from securefed.data.presets import PREFERENCE_KINDS, TEMPLATE_FIELDS, Preset, get_preset, infer_preset
+from securefed.data.presets import PREFERENCE_KINDS, ROLES, TEMPLATE_FIELDS, Preset, get_preset, infer_preset
 from securefed.data.readers import RawRows, read_rows, resolve_format
 from securefed.data.templates import check_template, fill
 from securefed.data.types import LoadedData, LoadedPreferences, PreferenceExample
@@ -33,6 +33,7 @@ class _Prepared:
     raw: RawRows
     preset_name: str
     converter: RowConverter
+    inferred: bool = False  # preset_name came from the columns, not from data.preset
 
 
 def load_examples(cfg: DataConfig, seed: int) -> LoadedData:
@@ -60,6 +61,7 @@ def load_examples(cfg: DataConfig, seed: int) -> LoadedData:
         task="classification" if is_labelled else "instruction",
         partition_keys=tuple(pairs[i][1] for i in train_idx),
         test=tuple(pairs[i][0] for i in test_idx),
+        inferred_preset=prepared.preset_name if prepared.inferred else None,
     )
 
 
@@ -90,6 +92,7 @@ def load_preferences(cfg: DataConfig, seed: int) -> LoadedPreferences:
         eval=tuple(pairs[i] for i in eval_idx),
         skipped=skipped,
         test=tuple(pairs[i] for i in test_idx),
+        inferred_preset=prepared.preset_name if prepared.inferred else None,
     )
 
 
@@ -123,10 +126,12 @@ def _prepare(cfg: DataConfig) -> _Prepared:
         if preset.kind not in TEMPLATE_FIELDS:
             raise ConfigError(f"data.template: preset {name!r} ({preset.kind} data) takes no template")
         check_template(cfg.template, TEMPLATE_FIELDS[preset.kind])
+    _check_columns(preset, columns, cfg.fields, raw, name)
     labels = _labels(cfg, preset, name, columns, raw)
     partition_column = cfg.partition.column
     converter = RowConverter(preset, columns, cfg.template, labels, partition_column)
-    return _Prepared(raw=raw, preset_name=name, converter=converter)
+    inferred = cfg.preset is None and not (cfg.source == "default" and cfg.format == "auto")
+    return _Prepared(raw=raw, preset_name=name, converter=converter, inferred=inferred)
 
 
 def _first_columns(raw: RawRows) -> list[str]:
@@ -134,6 +139,23 @@ def _first_columns(raw: RawRows) -> list[str]:
         if isinstance(row, Mapping):
             return [str(k) for k in row]
     raise DataError(f"{raw.origin}: no readable rows")
+
+
+def _check_columns(preset: Preset, columns: Mapping[str, str], overrides: Mapping[str, str], raw: RawRows,
+                   name: str) -> None:
+    """A role column that no row has is a setting to fix, not a row to skip: name the role and list the
+    columns the data has (skip_malformed would skip every row)."""
+    present: dict[str, None] = {}
+    for _, row in raw.rows:
+        if isinstance(row, Mapping):
+            present.update(dict.fromkeys(map(str, row)))
+    if not present:
+        return  # rows without named fields: each row's own error says so
+    required, _ = ROLES[preset.kind]
+    for role, column in columns.items():
+        if column not in present and (role in required or role in overrides):
+            raise ConfigError(f"data.fields.{role}: no column {column!r} in {raw.origin} (preset {name!r}); "
+                              f"its columns: {', '.join(present)}; set data.fields.{role} to one of them")
 
 
 def _labels(

@@ -57,6 +57,7 @@ class LoadedData:
     task: TaskKind
     partition_keys: tuple[str | None, ...]
     test: tuple[Example, ...] = ()  # the held-out TEST split (data.test_fraction): never trained on
+    inferred_preset: str | None = None  # the preset read from the file's columns (data.preset unset)
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,4 @@ class LoadedPreferences:
     eval: tuple[PreferenceExample, ...]
     skipped: int
     test: tuple[PreferenceExample, ...] = ()  # held-out TEST pairs (data.test_fraction)
+    inferred_preset: str | None = None  # the preset read from the file's columns (data.preset unset)

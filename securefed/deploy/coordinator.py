@@ -9,7 +9,10 @@ from then on; one that answers NOREPLY (its session returned None) is not, exact
 the round is retried up to max_round_retries times. After each completed round the app state is
 checkpointed atomically; a restarted coordinator resumes after the last completed round.
 
-Only sizes, counts and durations are logged or written to metrics: never a payload.
+Rounds are 0-based in code, on the wire and in the transport log state/metrics.jsonl; every line a
+person reads (logs, console, status, the run rows) counts them from 1, as the simulation does.
+Only sizes, counts and durations are logged or written to metrics: never a payload. The server folder doubles as a
+run directory (run_record.py: metrics.jsonl of aggregates, summary.json) for `report` and `status`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from securefed.deploy.apps import ServerApp, ServerAppFactory
 from securefed.deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.deploy.kit import load_server_kit
 from securefed.deploy.provision import OPERATOR_NAME
+from securefed.deploy.run_record import RunRecord
 from securefed.deploy.settings import FederationConfig
 from securefed.deploy.wire import encode_round_end, encode_round_start
 from securefed.errors import ConfigError
@@ -66,13 +70,15 @@ class ServerSummary:
 
 class Coordinator:
     def __init__(self, fed: FederationConfig, hub: Hub, app: ServerApp, protocol: Any, material: Any,
-                 state_dir: Path, on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 state_dir: Path, on_round: Callable[[dict[str, Any]], None] | None = None,
+                 run_dir: Path | None = None) -> None:
         self.fed, self.hub, self.app = fed, hub, app
         self.on_round = on_round  # progress display: called with each completed round's record
         self.protocol, self.material = protocol, material
         self.checkpoint_path = state_dir / "checkpoint.bin"
         self.metrics_path = state_dir / "metrics.jsonl"
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.run_record = RunRecord(run_dir, fed) if run_dir is not None else None  # report/status-readable rows
         self.round = -1
         self.attempt = 0
         self.phase = "starting"
@@ -84,27 +90,36 @@ class Coordinator:
         bytes_in, bytes_out = self.hub.traffic()
         return {
             "federation_id": self.fed.federation_id, "protocol": self.fed.protocol, "phase": self.phase,
-            "round": self.round, "attempt": self.attempt, "rounds": self.fed.rounds,
+            # 1-based as on the console and in the logs: the round in progress (0: none started yet)
+            "round": self.round + 1, "attempt": self.attempt, "rounds": self.fed.rounds,
             "rounds_completed": self.completed, "connected": sorted(self.hub.connected()),
             "bytes_in": sum(bytes_in.values()), "bytes_out": sum(bytes_out.values()),
             "rejected_streams": self.hub.rejected, "refused_certificates": self.hub.refused, "stale_messages": self.hub.stale,
+            # aggregates only (run_record.py): what the global model already tells every party, and less
+            **({"last_round_metrics": rows[-1]} if self.run_record is not None and (rows := self.run_record.rows()) else {}),
         }
 
     def run(self) -> ServerSummary:
         cp = load_checkpoint(self.checkpoint_path, self.fed.federation_id)
         first = 0
         self._drop_metrics_after(-1 if cp is None else cp.last_round)
+        if self.run_record is not None:
+            self.run_record.start(-1 if cp is None else cp.last_round)
+        t0 = time.monotonic()
         if cp is not None:
             self.app.load_state(cp.state)
             first = cp.last_round + 1
             self.completed = first
-            _log.info(kv("resumed", last_completed_round=cp.last_round))
+            _log.info(kv("resumed", rounds_done=cp.last_round + 1))
         for r in range(first, self.fed.rounds):
             self._round_with_retries(r)
         self.phase = "finishing"
         self.hub.finish(self.app.global_payload(self.fed.rounds))
         self.hub.wait_farewell(set(self.fed.party_ids), self.fed.timeouts.linger_s)
         self.phase = "finished"
+        if self.run_record is not None:
+            self.run_record.finish({"rounds_completed": self.completed, "seconds_this_run": time.monotonic() - t0,
+                             "resumed_after": None if cp is None else cp.last_round + 1})
         _log.info(kv("finished", rounds=self.completed))
         return ServerSummary(self.fed.federation_id, self.completed, None if cp is None else cp.last_round,
                              self.checkpoint_path, self.metrics_path)
@@ -125,14 +140,16 @@ class Coordinator:
                 # round is skipped (nothing applied), not retried.
                 record.update(status="rejected", reason=str(e)[:200])
                 self._end(self._live, r, attempt, "aborted", record, before, t0)
+                if self.run_record is not None:
+                    self.run_record.add(record)
                 save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
                 self.completed = r + 1
-                _log.warning(kv("round_rejected", round=r, attempt=attempt, reason=str(e)[:200]))
+                _log.warning(kv("round_rejected", round=r + 1, attempt=attempt, reason=str(e)[:200]))
                 return
             except ProtocolAbort as e:
                 record.update(status="aborted", reason=str(e)[:200])
                 self._end(self._live, r, attempt, "aborted", record, before, t0)
-                _log.warning(kv("round_aborted", round=r, attempt=attempt, reason=str(e)[:200]))
+                _log.warning(kv("round_aborted", round=r + 1, attempt=attempt, reason=str(e)[:200]))
                 continue
             record.update(status="ok", contributors=list(result.contributors), app=app_metrics)
             excluded = list(result.stats.get("excluded", ()))
@@ -143,10 +160,12 @@ class Coordinator:
             # The round's metrics line goes first, then the checkpoint: a crash between the two leaves
             # a line past the checkpoint, which a restart drops (_drop_metrics_after) before redoing it.
             self._record(record, before, t0)
+            if self.run_record is not None:
+                self.run_record.add(record)
             save_checkpoint(self.checkpoint_path, Checkpoint(self.fed.federation_id, r, self.app.state_bytes()))
             self.completed = r + 1
             self._send_round_end(self._live, r, attempt, "ok")
-            _log.info(kv("round_done", round=r, attempt=attempt, contributors=len(result.contributors),
+            _log.info(kv("round_done", round=r + 1, attempt=attempt, contributors=len(result.contributors),
                          seconds=round(record["durations"]["total_s"], 3)))
             if self.on_round is not None:
                 self.on_round(record)
@@ -299,7 +318,7 @@ def run_server(
         limits=fed.limits,
     )
     coordinator = Coordinator(fed, hub, app, protocol, material,
-                              Path(state_dir) if state_dir else kit.dir / "state", on_round)
+                              Path(state_dir) if state_dir else kit.dir / "state", on_round, run_dir=kit.dir)
     hub.status_provider = coordinator.status
     # Each open party stream holds one worker for its lifetime; the spare ones serve Status and
     # reconnects that overlap a not-yet-noticed dead stream.

@@ -20,7 +20,8 @@ from securefed import algorithms
 from securefed.aggregate import FlatLayout
 from securefed.atomic import atomic_write_bytes
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
-from securefed.config import RootConfig, from_dict
+from securefed.config import RootConfig, from_dict, protocol_floor
+from securefed.deploy import round_report
 from securefed.deploy.fl_privacy import PartyPrivacy, ServerPrivacy, deployment_config
 from securefed.deploy.keygen import keygen_finish, keygen_party
 from securefed.deploy.provision import FederationPaths, provision_federation
@@ -32,6 +33,7 @@ from securefed.models.loading import attach_lora, fit_max_length, load_base
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
 from securefed.robust.bounds import input_bound, party_clip
 from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
+from securefed.simulation.world import build_evalset
 from securefed.training.schedule import round_lr
 from securefed.training.tasks import task_functions
 
@@ -53,6 +55,7 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
     and its settings come from `cfg.aggregation`, and the whole config travels in app.config.
     requests: party id -> its `securefed keygen` request folder (None: make every party's keys here)."""
     deployment_config(cfg)  # refuse what no deployed app would run (secret Poisson selection) before any kit
+    cfg = check_deployable(cfg, len(parties), min_parties or len(parties))
     settings: dict[str, Any] = {
         "port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(parties),
         "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,
@@ -61,6 +64,19 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
         settings["max_message_bytes"] = message_bound(cfg)
     return provision_federation(
         out_dir, list(parties), server_host, cfg.aggregation.protocol, _protocol_config(cfg), settings, requests)
+
+
+def check_deployable(cfg: RootConfig, n: int, min_parties: int) -> RootConfig:
+    """`cfg` for a federation of these n parties, refused before any kit is written when a round could
+    only abort: every config check runs again on the real party count (sampling, the protocol's
+    minimum), and the quorum a round may start with must be enough for the protocol."""
+    if not 1 <= min_parties <= n:
+        raise ConfigError(f"--min-parties {min_parties}: must be between 1 and the {n} parties")
+    cfg = from_dict({**cfg.model_dump(mode="json"), "parties": n})
+    too_few = protocol_floor(cfg, min(min_parties, cfg.sampling.per_round(n)))
+    if too_few:
+        raise ConfigError(f"--min-parties {min_parties}: a round may start with that many, but {too_few}")
+    return cfg
 
 
 def keygen_fl_party(out_dir: str | Path, party_id: str, cfg: RootConfig) -> Path:
@@ -115,6 +131,17 @@ def _metadata(blob: bytes) -> dict[str, str]:
     return header.get("__metadata__", {})
 
 
+def heldout_set(task: Any, data: Any, tokenizer: Any, cfg: RootConfig, max_length: int) -> Any:
+    """A party's scored held-out rows (TEST, else its eval share), or None when it has none or does not
+    report metrics."""
+    if not round_report.enabled(cfg):
+        return None
+    try:
+        return build_evalset(task, data, tokenizer, cfg, max_length)
+    except ConfigError:  # no held-out rows on this party: it reports its training loss only
+        return None
+
+
 def _model(cfg: RootConfig):
     base, tokenizer, device = load_base(cfg.model)
     # same seed on every machine: same initial adapter
@@ -151,8 +178,10 @@ class FLServerApp:
         return self.privacy.admit(round, live)  # user-level DP: parties whose budget is spent sit out
 
     def round_context(self, round: int, selected: tuple[str, ...]) -> RoundContext:
-        return RoundContext(self.fed.federation_id, round, tuple(sorted(selected)), self.layout.size,
-                            self.algorithm.uses_control, self.max_weight)
+        # The protected vector: the update, then the parties' report coordinates (round_report.py).
+        return RoundContext(self.fed.federation_id, round, tuple(sorted(selected)),
+                            self.layout.size + round_report.width(self.cfg), self.algorithm.uses_control,
+                            self.max_weight)
 
     def global_payload(self, round: int) -> bytes:
         lr = round_lr(min(round, self.cfg.rounds - 1), self.cfg.rounds, self.cfg.training.lr,
@@ -161,11 +190,17 @@ class FLServerApp:
                             {"round": round, "lr": lr, "final": round >= self.cfg.rounds})
 
     def apply(self, round: int, result: VectorSum) -> dict[str, Any]:
-        noised, dp_metrics = self.privacy.finish(round, result)  # central noise / distributed decoding
+        update, report = round_report.split(self.cfg, result, self.layout.size)  # sums only, as the update
+        noised, dp_metrics = self.privacy.finish(round, update)  # central noise / distributed decoding
         self.state = self.algorithm.server_update(self.state, to_aggregate(noised, self.layout))
         if self.out_dir is not None and round + 1 >= self.cfg.rounds:
             save_adapter(self.model, self.state.params, self.out_dir / "adapter", self.cfg.to_json())
-        return {"contributors": len(result.contributors), "total_weight": result.total_weight, **dp_metrics}
+        heldout = {k: report.pop(k) for k in list(report) if k != "train_loss"}
+        if heldout:  # scored on the global model the parties received: the one after `round` rounds
+            report["heldout"] = {"model_round": round, **heldout}
+        fp32 = 4 * self.layout.size * (2 if self.algorithm.uses_control else 1)  # the update in the clear
+        return {"contributors": len(result.contributors), "total_weight": result.total_weight, **report,
+                "fp32_bytes_per_party": fp32, **dp_metrics}
 
     def state_bytes(self) -> bytes:
         s = self.state
@@ -186,14 +221,20 @@ class FLClientApp:
     def __init__(self, fed: FederationConfig, party_id: str, data_source: str, kit_dir: Path) -> None:
         self.fed, self.party_id, self.kit_dir = fed, party_id, Path(kit_dir)
         cfg = federation_root_config(fed)
-        data_cfg = cfg.data.model_copy(update={"source": data_source, "eval_fraction": 0.0, "max_examples": None})
+        # Held-out rows are carved (eval_fraction, as in the simulation) only when metrics are reported.
+        eval_fraction = cfg.data.eval_fraction if round_report.enabled(cfg) else 0.0
+        data_cfg = cfg.data.model_copy(update={"source": data_source, "eval_fraction": eval_fraction,
+                                               "max_examples": None})
         self.cfg = cfg.model_copy(update={"data": data_cfg})
         self.model, self.tokenizer, self.device = _model(self.cfg)
         self.task = task_functions(self.cfg)  # SFT or DPO
         data = render_loaded(self.task.load(self.cfg.data, seed=self.cfg.seed), self.tokenizer,
                              self.cfg.data.prompt_style)  # TEST rows (data.test_fraction) stay out of train
-        self.data = self.task.tokenize(self.tokenizer, data.train,
-                                       fit_max_length(self.model, self.cfg.training.max_length))
+        max_length = fit_max_length(self.model, self.cfg.training.max_length)
+        self.data = self.task.tokenize(self.tokenizer, data.train, max_length)
+        self.evalset = heldout_set(self.task, data, self.tokenizer, self.cfg, max_length)
+        self.last_report: dict[str, Any] = {}  # this party's own values of the last round, for its log
+        self.final_heldout: dict[str, float] = {}  # the final model on this party's held-out rows
         self.algorithm = algorithms.create(self.cfg.algorithm, len(fed.parties))
         self.state_path = self.kit_dir / "state" / "client_state.safetensors"
         initial = get_adapter_state(self.model)
@@ -227,17 +268,31 @@ class FLClientApp:
         groups, meta = unpack_tensors(global_payload)
         digest = hashlib.sha256(global_payload).digest()
         if self._trained is not None and self._trained[:2] == (round, digest):
-            result = self._trained[2]  # a retry of this round, same global model: the same update
+            result, heldout = self._trained[2]  # a retry of this round, same global model: the same update
         else:
+            heldout = self._heldout(round, groups)
             result = self._train(round, groups, meta)
-            self._trained = (round, digest, result)
+            self._trained = (round, digest, (result, heldout))
         key = (round, digest, ctx.party_ids, ctx.max_weight)
         if self._sent is not None and self._sent[0] == key:
             return self._sent[1]  # the same selection too: the same input (the same noise share)
         weight = self.cfg.algorithm.party_weight(min(len(self.data), ctx.max_weight))  # 1 when uniform
         plain = party_input(result, FlatLayout.of(groups["params"]), weight, party_clip(self.cfg))
-        self._sent = (key, self.privacy.protect(round, ctx, plain))  # user-level DP: clip (+ distributed noise share)
-        return self._sent[1]
+        protected = self.privacy.protect(round, ctx, plain)  # user-level DP: clip (+ distributed noise share)
+        self.last_report = {"round": round, "train_loss": result.train_loss,
+                            **({"heldout": heldout} if heldout else {})}
+        if round_report.width(self.cfg):
+            protected = round_report.append(protected, round_report.encode(self.cfg, result.train_loss, heldout))
+        self._sent = (key, protected)
+        return protected
+
+    def _heldout(self, round: int, groups: dict[str, Any]) -> dict[str, float] | None:
+        """The global model as received, on rows this party never trains on (when round reports are on)."""
+        if not (round_report.width(self.cfg) and self.evalset is not None and round_report.evaluates(self.cfg, round)):
+            return None
+        ev = self.cfg.evaluation
+        return self.task.evaluate(self.model, self.tokenizer, groups["params"], self.evalset, self.device,
+                                  ev.batch_size, ev.max_new_tokens)
 
     def _train(self, round: int, groups: dict[str, Any], meta: dict[str, str]) -> Any:
         cctx = ClientContext(global_params=groups["params"], server_control=groups.get("control"))
@@ -256,3 +311,7 @@ class FLClientApp:
     def receive_final(self, payload: bytes) -> None:
         groups, _ = unpack_tensors(payload)
         save_adapter(self.model, groups["params"], self.kit_dir / "final-adapter", self.cfg.to_json())
+        if self.evalset is not None:  # the final model on this party's held-out rows: its own log only
+            ev = self.cfg.evaluation  # (no round follows to aggregate it; the server's last row is round R-1's)
+            self.final_heldout = self.task.evaluate(self.model, self.tokenizer, groups["params"], self.evalset,
+                                                    self.device, ev.batch_size, ev.max_new_tokens)

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from securefed.deploy.keygen import SECRET, load_party_secret_material
+from securefed.deploy.keygen import KEY, SECRET, load_party_secret_material
 from securefed.deploy.material import decode_material
 from securefed.deploy.settings import FederationConfig, load_federation
 from securefed.errors import ConfigError
@@ -44,6 +44,21 @@ def _need(path: Path) -> Path:
     if not path.is_file():
         raise ConfigError(f"{path}: missing from the kit")
     return path
+
+
+KIT_FILES = ("ca.pem", "party.pem", "federation.json")  # what the operator's fed/<party>/ holds (+ public material)
+
+
+def check_party_kit_copied(directory: str | Path) -> None:
+    """A keys folder whose kit has not been copied in yet gets the step to take, not a file error."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(f"--kit {d}: no such folder (the folder `securefed keygen --out` made on this machine)")
+    missing = [f for f in KIT_FILES if not (d / f).is_file()]
+    if missing:
+        keys = " (its keys from `securefed keygen` are there)" if (d / KEY).is_file() else ""
+        raise ConfigError(f"--kit {d}: no {', '.join(missing)} yet{keys}: copy every file of the kit the operator's "
+                          f"`securefed provision` wrote for this party (OUT/<party>/) into {d}")
 
 
 def load_server_kit(directory: str | Path) -> Kit:

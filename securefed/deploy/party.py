@@ -92,7 +92,7 @@ class _Party:
             if expected is not None and not set(ctx.party_ids) <= set(expected(r)):
                 raise WireError("selection is not a subset of this round's seeded selection")
         except WireError as e:
-            _log.warning(kv("round_refused", round=r, reason=str(e)[:120]))
+            _log.warning(kv("round_refused", round=r + 1, reason=str(e)[:120]))
             link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)
             return
         t0 = time.monotonic()
@@ -102,15 +102,15 @@ class _Party:
             if self.hook is not None:
                 session = self.hook(ctx, self.pid, session)
         except RoundDeclined as e:
-            _log.warning(kv("round_declined", round=r, reason=str(e)[:200]))
+            _log.warning(kv("round_declined", round=r + 1, reason=str(e)[:200]))
             link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)
             return
         except Exception:  # a failed local update makes this party a dropout, not a dead process
-            _log.exception(kv("local_update_failed", round=r))
+            _log.exception(kv("local_update_failed", round=r + 1))
             link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)
             return
         self.session, self.key = session, (r, attempt)
-        _log.info(kv("trained", round=r, attempt=attempt, seconds=round(time.monotonic() - t0, 3)))
+        _log.info(kv("trained", round=r + 1, attempt=attempt, seconds=round(time.monotonic() - t0, 3)))
         link.send(Kind.READY, round=r, attempt=attempt, step=0)
 
     def _stage(self, link: PartyLink, r: int, attempt: int, step: int, msg: Message) -> None:
@@ -126,7 +126,7 @@ class _Party:
         except (ProtocolError, ValueError):
             # ProtocolError: the server's message failed our checks; ValueError: our reply does not
             # fit the federation's limits. Either way we are out of this round.
-            _log.warning(kv("stage_failed", round=r, step=step, stage=msg.stage))
+            _log.warning(kv("stage_failed", round=r + 1, step=step, stage=msg.stage))
             self.session, self.key = None, None
             link.send(Kind.DROPPED, round=r, attempt=attempt, step=step)
 

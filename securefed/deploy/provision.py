@@ -49,6 +49,27 @@ DEFAULT_PORT = 7878
 OPERATOR_NAME = "operator"
 
 
+class KeygenPhasePending(ConfigError):
+    """Not a failure: a two-phase protocol's roster is written and the parties' second keygen phase
+    comes next. The command line prints it as the next step and exits 0."""
+
+    def __init__(self, roster: Path, protocol_name: str) -> None:
+        self.roster = roster
+        super().__init__(f"phase 1 done: {roster} written (protocol {protocol_name!r} has a second keygen phase). "
+                         f"Next: give {roster.name} to every party; each runs `securefed keygen --party P --out KEYS "
+                         f"--finish {roster.name}` with the same config and hands back KEYS/request again; then run "
+                         "this provision command again")
+
+
+def _request_mismatch(requests: Mapping[str, Any], ids: Sequence[str]) -> str:
+    """Which request folders do not match --parties, by name (the counts may well agree)."""
+    extra = sorted(set(requests) - set(ids))
+    missing = sorted(set(ids) - set(requests))
+    parts = [f"{requests[p]} is party {p!r}'s request, and {p!r} is not in --parties" for p in extra]
+    parts += [f"no request folder for party {p!r}" for p in missing]
+    return f"requests: {'; '.join(parts)} (--parties: {', '.join(ids)})"
+
+
 @dataclass(frozen=True)
 class FederationPaths:
     root: Path
@@ -125,13 +146,12 @@ def _provision(root: Path, ids: tuple[str, ...], server_host: str, protocol_name
     if local:
         requests = {pid: keygen_party(root / pid, pid, protocol_name, cfg_json) for pid in ids}
     if set(requests) != set(ids):
-        raise ConfigError("requests: need exactly one request folder per party")
+        raise ConfigError(_request_mismatch(requests, ids))
     reqs = {pid: read_request(requests[pid], pid, protocol_name) for pid in ids}
     if kg.two_phase and any(r.public2 is None for r in reqs.values()):
         write_roster(root / ROSTER, protocol_name, reqs)
         if not local:
-            raise ConfigError(f"protocol {protocol_name!r} has a second keygen phase: give {root / ROSTER} to every "
-                              "party, run `securefed keygen --finish` there, then provision again")
+            raise KeygenPhasePending(root / ROSTER, protocol_name)
         for pid in ids:
             keygen_finish(root / pid, root / ROSTER, protocol_name, cfg_json)
         reqs = {pid: read_request(requests[pid], pid, protocol_name) for pid in ids}

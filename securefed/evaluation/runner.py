@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from securefed.errors import DataError, UserError
+from securefed.data.presets import get_preset, infer_preset
+from securefed.errors import ConfigError, DataError, UserError
 from securefed.evaluation.report import append_line_atomic, write_json_atomic
 from securefed.evaluation.rows import load_rows
 from securefed.evaluation.tasks import create
@@ -25,7 +26,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run task `task_name` on the rows of `data_path` (first `limit` rows when given).
 
-    Returns {"task", "data", "n", "metrics", "options", "seconds", "summary"}. With `out_dir`, the
+    Returns {"task", "data", "n", "metrics", "options", "preset", "seconds", "summary"} ("preset": the
+    data preset whose columns were inferred, or None). With `out_dir`, the
     same dict goes to out_dir/eval_<task>.json (replaced) and the summary line is appended to
     out_dir/eval.md; both writes are atomic.
     """
@@ -36,6 +38,7 @@ def evaluate(
     rows = load_rows(data_path)
     if limit is not None:
         rows = rows[:limit]
+    preset = _infer_fields(task_name, rows, options, data_path)
     start = time.monotonic()
     try:
         metrics = task.run(model, tokenizer, rows, batch_size=batch_size, **options)
@@ -48,6 +51,7 @@ def evaluate(
         "n": metrics.get("n", len(rows)),
         "metrics": metrics,
         "options": {k: _jsonable(v) for k, v in options.items()},
+        "preset": preset,
         "seconds": round(time.monotonic() - start, 3),
         "summary": summary,
     }
@@ -56,6 +60,28 @@ def evaluate(
         write_json_atomic(out / f"eval_{task_name}.json", result)
         append_line_atomic(out / "eval.md", summary)
     return result
+
+
+def _infer_fields(task_name: str, rows: list[dict[str, Any]], options: dict[str, Any], data_path: Any) -> str | None:
+    """The columns of a labelled file as `simulate` reads them: without --option text_field/label_field
+    and without text/label columns, the preset inferred from the first row's columns (FPB's Headline/Sentiment, ...) names them and its
+    label list. Returns the inferred preset's name (None when nothing was inferred)."""
+    if task_name != "classification" or not rows or {"text_field", "label_field"} & set(options):
+        return None
+    if {"text", "label"} <= set(rows[0]):
+        return None  # the task's own defaults
+    try:
+        name = infer_preset(rows[0], str(data_path))
+    except ConfigError:
+        return None  # the task's own error names the missing field
+    preset = get_preset(name)
+    if preset.kind != "classification":
+        return None
+    options.setdefault("text_field", preset.fields["text"])
+    options.setdefault("label_field", preset.fields["label"])
+    if preset.labels is not None:
+        options.setdefault("labels", list(preset.labels))
+    return name
 
 
 def _check_options(task: Any, task_name: str, batch_size: int, options: dict[str, Any]) -> None:

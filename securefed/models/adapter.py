@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,8 +42,17 @@ def save_adapter(model: Any, params: Mapping[str, torch.Tensor], out: str | Path
     """Write `params` in PEFT format (loadable with PeftModel.from_pretrained) with the resolved
     securefed config beside it; the directory appears atomically."""
     from securefed.atomic import atomic_directory
+    from securefed.models.sources import base_identity
 
     set_adapter_state(model, params)
+    base = base_identity(json.loads(config_json)["model"]["name_or_path"])
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
+        # peft records where the base was loaded from (a cache path on this machine): record a name
+        # that means something elsewhere, and the base's hash beside it (base_model.json).
+        peft_config = tmp / "adapter_config.json"
+        fields = json.loads(peft_config.read_text(encoding="utf-8"))
+        fields["base_model_name_or_path"] = base["name"]
+        peft_config.write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / "base_model.json").write_text(json.dumps(base, indent=2) + "\n", encoding="utf-8")
         (tmp / "securefed_config.json").write_text(config_json, encoding="utf-8")

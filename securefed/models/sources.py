@@ -91,6 +91,43 @@ def gguf_directory(file: Path) -> Path:
     return out
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+def base_identity(name_or_path: str) -> dict[str, Any]:
+    """A portable name for the base model an adapter needs, and the SHA-256 of its weights (None for a
+    hub id: its revision pins it), instead of a path that exists only on the machine that trained:
+    "default" stays "default"; a .gguf file or a local directory is named by its file/folder name."""
+    if name_or_path == "default":
+        from securefed.models.tiny import default_model_dir
+
+        return {"name": "default", "sha256": _weights_sha256(default_model_dir())}
+    path = Path(name_or_path).expanduser()
+    if path.is_file() or path.is_dir():
+        return {"name": path.name, "sha256": _weights_sha256(path)}
+    return {"name": name_or_path, "sha256": None}
+
+
+def _weights_sha256(path: Path) -> str:
+    """SHA-256 over the weight files (a file itself, or a folder's weight files by sorted name), cached
+    per (path, size, mtime) in the securefed cache: a multi-GB base is read once, not every save."""
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    memo = cache_root() / "sha256" / hashlib.sha256(stamp.encode()).hexdigest()[:32]
+    if memo.is_file():
+        return memo.read_text(encoding="utf-8").strip()
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(p.name.encode() + b"\0")
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    from securefed.atomic import atomic_write_text
+
+    atomic_write_text(memo, digest.hexdigest() + "\n")
+    return digest.hexdigest()
+
+
 def context_length(model: Any) -> int | None:
     """The longest sequence the model's position embeddings cover (None when the config does not say)."""
     config = getattr(model, "config", None)

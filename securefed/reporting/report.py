@@ -1,5 +1,6 @@
 """`securefed report RUN [RUN...] --out DIR`: how runs compare, as people look at it.
 
+RUN is a simulation's run directory or a deployment's server folder (deploy/run_record.py).
 Reads each run's metrics.jsonl (one JSON object a round) and summary.json, and writes into DIR:
   loss.png, accuracy.png, epsilon.png, bytes.png   one line per run and metric, x = round
   report.md                                        a table of the final round of each run + the images
@@ -51,10 +52,22 @@ class Run:
     summary: dict[str, Any]
 
 
+def run_folder(path: Path) -> Path:
+    """The run directory behind `path`: a simulation's OUT, or a deployment's server folder (which the
+    coordinator keeps as one), also when given the deployment's root or its state/ transport log."""
+    if (path / "checkpoint.bin").is_file() and (path.parent / "metrics.jsonl").is_file():
+        return path.parent  # fed/server/state: per-attempt transport records, not rounds
+    if not (path / "metrics.jsonl").is_file() and (path / "server" / "metrics.jsonl").is_file():
+        return path / "server"  # the provision --out folder
+    if not (path / "metrics.jsonl").is_file():
+        raise UserError(f"{path}: no metrics.jsonl (not a run directory, nor a deployment's server folder "
+                        "with a round done)")
+    return path
+
+
 def load_run(path: Path) -> Run:
+    path = run_folder(path)
     metrics = path / "metrics.jsonl"
-    if not metrics.is_file():
-        raise UserError(f"{path}: no metrics.jsonl (not a run directory?)")
     rows = []
     for number, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 SHOWN = ("train_loss", "eval_loss", "accuracy", "macro_f1", "unparseable", "preference_accuracy", "reward_margin",
-         "bytes_sent_per_party")
+         "dp_epsilon_max", "bytes_sent_per_party")
 
 
 def _fmt(v: Any) -> str:

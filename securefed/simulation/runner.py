@@ -18,10 +18,11 @@ import torch
 from rich.console import Console
 
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
-from securefed.config import RootConfig
+from securefed.config import RootConfig, protocol_floor
 from securefed.errors import UserError
 from securefed.models.adapter import save_adapter
 from securefed.progress import RunProgress, collect_warnings
+from securefed.reporting.mlflow_log import mlflow_writer
 from securefed.reporting.tensorboard import round_writer
 from securefed.protocols.base import PartyInput, ProtocolAbort, RoundContext, SumOutOfRange, check_sum
 from securefed.robust.bounds import input_bound, party_clip
@@ -118,7 +119,8 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
             progress.update(task, description=f"round {r + 1}: {cfg.aggregation.protocol} aggregation")
         ctx = RoundContext(cfg.federation_id, r, selected, world.layout.size, world.algorithm.uses_control,
                            weight_bound(world.party_weights.values()))
-        too_few = _protocol_floor(cfg, len(selected))
+        too_few = protocol_floor(cfg, len(selected))
+        too_few = too_few and f"{too_few}, {len(selected)} admitted"
         try:
             if too_few:
                 raise ProtocolAbort(too_few)
@@ -165,26 +167,6 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     return server, clients, metrics
 
 
-def _protocol_floor(cfg: RootConfig, n: int) -> str:
-    """Why a round of n selected parties cannot run under the configured protocol ('' when it can):
-    DP budget stops can leave fewer parties than the protocol's minimum. Asks the protocol's own
-    sizing rules rather than restating them."""
-    agg = cfg.aggregation
-    if agg.protocol == "secagg":
-        try:
-            agg.secagg.resolve(n)
-        except ValueError as e:
-            return f"{e} ({n} admitted)"
-    if agg.protocol == "he":
-        from securefed.protocols.he import check_round_size  # t decryptors, a signing quorum, min_contributors
-
-        try:
-            check_round_size(agg.he, cfg.parties, n)
-        except ValueError as e:
-            return f"{e} ({n} admitted)"
-    return ""
-
-
 def _truncate_metrics(path: Path, completed: int) -> list[dict]:
     """Keep the metrics of rounds <= completed (a crash may have left a line past the checkpoint)."""
     if not path.exists():
@@ -208,6 +190,10 @@ def simulate(
         raise UserError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     with collect_warnings(console) as notes:  # e.g. skipped malformed rows, said on the console now
         world = build_world(cfg)
+    if world.inferred_preset:
+        notes.append(f"data: {cfg.data.source} read as preset {world.inferred_preset!r} (inferred from its "
+                     "columns; set data.preset to choose another)")
+        console.print(notes[-1], highlight=False, soft_wrap=True)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", cfg.to_json())
     atomic_write_text(out / "partition.json", json.dumps(dataclasses.asdict(world.partition_report), indent=2))
@@ -228,6 +214,7 @@ def simulate(
     timed = not world.privacy.amplified  # secret draw: a round's duration would tell how many trained
     with RunProgress(console, out / "run.log", cfg.rounds, timed=timed) as progress, \
             round_writer(cfg.output.tensorboard, out / "tensorboard", timed) as board, \
+            mlflow_writer(cfg, out, resume) as track, \
             open_backend(world) as backend:
         for note in notes:
             progress.write_log(note)  # the console saw them already; the log file gets them too
@@ -250,6 +237,7 @@ def simulate(
                 metrics["seconds"] = time.perf_counter() - t_round
             progress.round_done(metrics)
             board(metrics)
+            track(metrics)
             history.append(metrics)
             with metrics_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(metrics) + "\n")

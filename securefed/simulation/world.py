@@ -47,6 +47,7 @@ class World:
     skipped_rows: int
     task: TaskFunctions  # SFT or DPO: data, batching, local training and scoring
     privacy: PrivacyEngine  # per-party DP budgets and the user-level mechanisms; 'none' passes through
+    inferred_preset: str | None = None  # the data preset read from the file's columns, said on the console
 
 
 def scored_split(data: Any, split: str) -> str:
@@ -120,4 +121,5 @@ def build_world(cfg: RootConfig) -> World:
         skipped_rows=data.skipped,
         task=fns,
         privacy=build_engine(cfg, party_ids, sizes, layout.size),
+        inferred_preset=data.inferred_preset,
     )

@@ -72,3 +72,28 @@ def test_eval_rejects_a_missing_adapter(tmp_path):
     res = cli("eval", "--adapter", str(tmp_path / "none"), "--task", "classification", "--data", str(rows),
               cwd=tmp_path)
     assert_user_error(res, "adapter_config.json")
+
+
+def test_version_and_an_interrupted_simulation_say_what_to_do(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from securefed.cli.app import app
+    from securefed.simulation import runner
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("securefed ")
+
+    def interrupted(cfg, out, resume=False, console=None):
+        if out.name == "done-one":  # a round finished: its checkpoint is whole (written atomically)
+            (out / "checkpoints").mkdir(parents=True)
+            (out / "checkpoints" / "LATEST").write_text("round-0001")
+            (out / "metrics.jsonl").write_text('{"round": 1}\n')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "simulate", interrupted)
+    res = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "done-one")])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 130 and f"resume with: securefed simulate --resume {tmp_path / 'done-one'}" in said
+    assert "after round 1" in said
+    res = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "none")])
+    assert res.exit_code == 130 and "nothing to resume" in res.output

@@ -23,6 +23,19 @@ def test_eval_run_uses_the_test_split_and_matches_the_simulation(tmp_path, small
     assert abs(held["metrics"]["eval_loss"] - summary["final"]["eval_loss"]) < 1e-3
     assert held["metrics"]["accuracy"] == summary["final"]["accuracy"]
 
+    # --out, --limit and --task are honoured (they were silently ignored with --run)
+    out = tmp_path / "scores"
+    res = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "run"), "--limit", "5", "--out", str(out),
+                                   "--task", "classification"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "eval_heldout.json").read_text())
+    assert saved["n"] == 5 and saved["task"] == "classification" and saved["split"] == "test"
+    assert (out / "eval.md").read_text().startswith("- **classification (test split of run)**: eval_loss ")
+    res = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "run"), "--task", "math"])
+    assert res.exit_code == 2 and "scored as 'classification'" in res.output
+    res = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "run"), "--data", "x.csv"])
+    assert res.exit_code == 2 and "--data: with --run" in res.output
+
 
 def test_eval_without_task_or_run_is_a_one_line_error(tmp_path):
     res = CliRunner().invoke(app, ["eval"])

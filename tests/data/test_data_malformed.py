@@ -84,7 +84,7 @@ def test_skip_mode_counts(tmp_path):
 
 
 def test_all_rows_bad_is_an_error_even_when_skipping(tmp_path):
-    path = _jsonl(tmp_path, [{"instruction": "x"}])
+    path = _jsonl(tmp_path, [{"instruction": "x", "output": "  "}])  # the column exists; its only row is bad
     with pytest.raises(DataError, match=r"no usable rows \(1 malformed rows skipped\)"):
         load_examples(_cfg(path, skip_malformed=True), seed=0)
 
@@ -104,3 +104,22 @@ def test_missing_partition_column(tmp_path):
     cfg = _cfg(path, partition={"method": "natural", "column": "topic"})
     with pytest.raises(DataError, match="row 2: missing partition column 'topic'"):
         load_examples(cfg, seed=0)
+
+
+@pytest.mark.parametrize("rows, overrides, role, column", [
+    ("text,sentiment\ngood,positive\nbad,negative\n", {"preset": "classification"}, "label", "label"),
+    ("Sentiment,Headline\npositive,up\nnegative,down\n",
+     {"preset": "financial-phrasebank", "fields": {"text": "headline"}}, "text", "headline"),
+])
+def test_a_column_no_row_has_names_the_setting_and_lists_the_columns(tmp_path, rows, overrides, role, column):
+    """Not "needs 2 distinct labels" nor "set skip_malformed" (which would skip every row)."""
+    from securefed.errors import ConfigError
+
+    path = tmp_path / "d.csv"
+    path.write_text(rows)
+    with pytest.raises(ConfigError) as err:
+        load_examples(DataConfig(source=str(path), eval_fraction=0.0, **overrides), seed=0)
+    msg = str(err.value)
+    header = rows.splitlines()[0].replace(",", ", ")
+    assert f"data.fields.{role}: no column {column!r}" in msg and f"its columns: {header}" in msg
+    assert "skip_malformed" not in msg

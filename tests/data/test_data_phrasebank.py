@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not FPB.is_file(), reason=f"{FPB} not present")
 def test_loads_all_rows_with_three_labels():
     cfg = DataConfig(source=str(FPB), preset="financial-phrasebank", eval_fraction=0.0)
     data = load_examples(cfg, seed=0)
-    assert len(data.train) == 4845 and data.skipped == 0
+    assert len(data.train) == 4845 and data.skipped == 0 and data.inferred_preset is None  # it was given
     assert data.labels == ("negative", "neutral", "positive")
     counts = Counter(ex.label for ex in data.train)
     assert counts == {"neutral": 2878, "positive": 1363, "negative": 604}
@@ -32,6 +32,7 @@ def test_loads_all_rows_with_three_labels():
 def test_inferred_preset_split_and_dirichlet():
     data = load_examples(DataConfig(source=str(FPB)), seed=1)  # preset inferred from the header
     assert (len(data.train), len(data.eval)) == (4645, 200)
+    assert data.inferred_preset == "financial-phrasebank"  # the runner says so on the console and in run.log
     cfg = DataConfig(partition={"method": "dirichlet", "alpha": 0.1}).partition
     parts = partition(len(data.train), data.partition_keys, 5, cfg, seed=1)
     report = partition_report(parts, data.partition_keys)

@@ -123,7 +123,7 @@ def test_refusals_and_garbage_then_federation_completes(tmp_path, procs):
     assert s.status_after(*s.frames(Kind.READY, 2)) == grpc.StatusCode.INVALID_ARGUMENT  # not bound to the session
 
     status = fetch_status(fed.server_dir)
-    assert status["rejected_streams"] >= 6 and status["refused_certificates"] == 1 and status["connected"] == [] and status["round"] == 0
+    assert status["rejected_streams"] >= 6 and status["refused_certificates"] == 1 and status["connected"] == [] and status["round"] == 1
     assert fetch_status(fed.party_dirs["p0"])["federation_id"] == fed.config.federation_id
 
     # The server kept serving: the real parties now run the round to the end.

@@ -85,8 +85,8 @@ def test_real_processes_match_in_process(tmp_path, small_overrides, protocol, ro
     overrides = fl_overrides(small_overrides, f"rounds={rounds}", f"aggregation.protocol={protocol}")
     fed_dir, data, tails = _run_real_federation(tmp_path, overrides)
     # Not terminals: a line per round on stdout, and the same in each side's run.log
-    assert f"coordinator round {rounds}: 3 contributors (elapsed " in tails["server"]
-    assert f"coordinator round {rounds}: 3 contributors" in (fed_dir / "server" / "run.log").read_text()
+    assert f"coordinator round {rounds}: 3 contributors, train loss " in tails["server"]
+    assert f"coordinator round {rounds}: 3 contributors, train loss " in (fed_dir / "server" / "run.log").read_text()
     assert all(f"{p} round {rounds} aggregated" in (tmp_path / "machines" / p / "run.log").read_text() for p in PARTIES)
     final = load_file(str(fed_dir / "server" / "adapter" / "adapter_model.safetensors"))
     reference = _in_process_reference(fed_dir, data, rounds=rounds)
@@ -105,6 +105,28 @@ def test_real_processes_match_in_process(tmp_path, small_overrides, protocol, ro
         assert worst <= bound * (1 + 1e-6), (worst, bound)
         assert max(float(v.abs().max()) for k, v in reference.items() if "lora_B" in k) > 10 * bound
     assert len([m for m in _server_metrics(fed_dir) if "contributors" in m.get("app", {})]) == rounds
+    _observable_like_a_run(tmp_path, fed_dir, rounds, tails)
+
+
+def _observable_like_a_run(tmp_path: Path, fed_dir: Path, rounds: int, tails: dict[str, str]) -> None:
+    """The server folder is a run directory: rows of aggregated party reports that `report` plots, and
+    `status` reads once the coordinator is gone (no raw gRPC error)."""
+    rows = [json.loads(x) for x in (fed_dir / "server" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == list(range(rounds + 1))  # row 0: the initial model, as scored
+    assert all(r["contributors"] == 3 and 0 < r["train_loss"] < 20 for r in rows[1:])
+    assert all(0 < r["eval_loss"] < 20 and 0 <= r["accuracy"] <= 1 for r in rows[:-1])
+    assert "train loss" in tails["server"] and "my train loss" in (tmp_path / "machines" / PARTIES[0] / "run.log").read_text()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    res = subprocess.run([*CLI, "report", str(fed_dir / "server" / "state"), "--out", str(tmp_path / "report")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and "wrote 3 figures" in res.stdout, res.stdout + res.stderr  # loss, accuracy, bytes
+    assert f"| {rounds} |" in (tmp_path / "report" / "report.md").read_text()
+    res = subprocess.run([*CLI, "status", "--federation", str(fed_dir / "server")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    status = json.loads(res.stdout)
+    assert status["rounds_completed"] == rounds and status["finished"] and "not reachable" in status["coordinator"]
+    assert status["last_round_metrics"]["round"] == rounds
 
 
 @pytest.mark.slow

@@ -123,3 +123,18 @@ def test_lm_eval_bridge_reports_missing_dependency(monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # makes `import lm_eval` raise ImportError
     with pytest.raises(UserError, match="pip install lm-eval"):
         run_lm_eval(object(), object(), ["hellaswag"])
+
+
+def test_evaluate_infers_a_labelled_files_columns_as_simulate_does(tmp_path):
+    """FPB's own CSV (Sentiment,Headline) is read through its preset, as `simulate` reads it."""
+    tokenizer = byte_tokenizer()
+    fpb = tmp_path / "fpb.csv"
+    fpb.write_text("Sentiment,Headline\npositive,Profit rose\nneutral,Shares were traded\n")
+    result = evaluate("classification", sentiment_fake(tokenizer), tokenizer, fpb, max_new_tokens=12)
+    assert result["preset"] == "financial-phrasebank" and result["metrics"]["accuracy"] == 1.0
+    assert result["options"]["text_field"] == "Headline" and result["options"]["label_field"] == "Sentiment"
+    # explicit fields win, and nothing is inferred for rows that already have text/label
+    with pytest.raises(DataError, match="missing field 'text'"):
+        evaluate("classification", sentiment_fake(tokenizer), tokenizer, fpb, label_field="Sentiment")
+    assert evaluate("classification", sentiment_fake(tokenizer), tokenizer, FIXTURES / "fpb.jsonl",
+                    max_new_tokens=12)["preset"] is None

@@ -64,3 +64,24 @@ def test_budget_check_before_spending():
     assert check_budget(h, Spend(1.0, 0.05, 100), target_epsilon=c.epsilon_before, delta=1e-5).exceeds
     assert not check_budget(h, Spend(1.0, 0.05, 100), None, 1e-5).exceeds
     assert example_sample_rate(8, 100) == 0.08 and example_sample_rate(8, 4) == 1.0
+
+
+def test_strong_noise_is_accounted_at_wider_orders_without_opacus_warning():
+    """z=20 at q=0.001 once: Opacus's default orders stop at 63, where it warns 'Optimal order is the
+    largest alpha'; the widened grid reaches the interior optimum: no warning, and a tighter epsilon."""
+    import warnings
+
+    from opacus.accountants import RDPAccountant
+
+    from securefed.privacy.accounting import Spend, epsilon
+
+    loose = RDPAccountant()
+    loose.history = [(20.0, 0.001, 1)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        default_eps = loose.get_epsilon(delta=1e-5)
+    assert any("largest alpha" in str(w.message) for w in caught)  # the trap, as Opacus has it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        eps = epsilon([Spend(20.0, 0.001, 1)], 1e-5)
+    assert 0 < eps < default_eps

@@ -221,7 +221,7 @@ def test_user_central_secagg_encoding_keeps_norm_within_clip_at_large_d():
     from securefed.protocols.encoding import FixedPointCodec
 
     d, clip = 1 << 22, 0.1
-    root = _root("secagg", "user-central", noise_multiplier=1.0, update_clip_norm=clip, rounds=1)
+    root = _root("secagg", "user-central", noise_multiplier=1.0, update_clip_norm=clip, rounds=1, count=3)
     eng = build_engine(root, party_names(6), {}, d)
     codec = FixedPointCodec.for_round(1, d, False, 64, 1.0, 1.0, 16)
     x = np.random.default_rng(0).normal(size=d)
@@ -268,7 +268,7 @@ def test_user_central_he_margin_keeps_norm_within_clip():
 def test_modulus_too_small_for_clip_and_dimension():
     def eng(bits):
         root = _root("secagg", "user-distributed", noise_multiplier=1.0, update_clip_norm=0.5, rounds=1,
-                     modulus_bits=bits)
+                     modulus_bits=bits, count=3)  # secagg rounds of 2 are refused at config time
         return build_engine(root, party_names(6), {}, 1 << 16)
 
     with pytest.raises(ValueError, match="privacy.modulus_bits=6 is too small"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from securefed.config import load_config
+from securefed.config import load_config, protocol_floor
 from securefed.protocols.base import ProtocolAbort
 from securefed.simulation import runner
 
@@ -34,11 +34,11 @@ def test_aborted_round_keeps_the_model_and_the_run_goes_on(tmp_path, small_overr
 
 def test_too_few_admitted_parties_for_the_protocol_is_an_abort_not_a_crash(tmp_path, small_overrides):
     cfg = load_config(None, small_overrides + ["aggregation.protocol=secagg"])
-    assert runner._protocol_floor(cfg, 2) == "party_ids: secagg needs >= 3 parties, got 2 (2 admitted)"
-    assert runner._protocol_floor(cfg, 3) == ""
+    assert protocol_floor(cfg, 2) == "secagg needs >= 3 parties a round (with 2, each learns the other's update)"
+    assert protocol_floor(cfg, 3) == ""
     he = load_config(None, small_overrides + ["aggregation.protocol=he"])  # threshold: t = 2, quorum 3 of 3
-    assert runner._protocol_floor(he, 2).startswith("he: rounds select 2 of 3 parties but need 3 (t=2 decryptors, "
-                                                    "a quorum of 3 signing")
-    assert runner._protocol_floor(he, 3) == ""
+    assert protocol_floor(he, 2).startswith("he: rounds select 2 of 3 parties but need 3 (t=2 decryptors, "
+                                            "a quorum of 3 signing")
+    assert protocol_floor(he, 3) == ""
     plain = load_config(None, small_overrides + ["aggregation.protocol=plain"])
-    assert runner._protocol_floor(plain, 1) == ""
+    assert protocol_floor(plain, 1) == ""

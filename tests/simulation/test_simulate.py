@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +81,13 @@ def test_adapter_loads_with_peft(tmp_path, small_overrides):
     loaded = {n.replace(".default", ""): p for n, p in model.named_parameters() if "lora_" in n}
     assert saved and all(torch.equal(saved[k], loaded[k]) for k in saved)
     assert json.loads((out / "adapter" / "securefed_config.json").read_text())["rounds"] == 1
+    # portable: a name that means something on another machine (not this one's cache path), and the hash
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == "default"
+    base_file = next(Path(resolve_path("default")).glob("*.safetensors"))
+    import hashlib
+
+    want = hashlib.sha256(base_file.name.encode() + b"\0" + base_file.read_bytes()).hexdigest()
+    assert json.loads((out / "adapter" / "base_model.json").read_text()) == {"name": "default", "sha256": want}
 
 
 def test_client_sampling_selects_a_fraction(tmp_path, small_overrides):

@@ -1,0 +1,1 @@
+"""Commented starting configs that `securefed init` writes (see cli/app.py)."""
