@@ -52,6 +52,10 @@ class SamplingConfig(BaseModel):
 
     count: int | None = Field(None, ge=1)
     fraction: float | None = Field(None, gt=0, le=1)
+    # Under secagg/he: the fewest parties a round may invite, and the fewest whose inputs its sum may
+    # hold; a party refuses smaller rounds (securefed.membership). 3: one colluder beside you still
+    # faces the sum of two honest inputs. Raise it to (colluders you fear) + the crowd you want.
+    min_round_size: int = Field(3, ge=1)
 
     @model_validator(mode="after")
     def _one(self) -> "SamplingConfig":
@@ -142,6 +146,10 @@ class RootConfig(BaseModel):
             if selected < t:
                 raise ValueError(f"sampling selects {selected} parties a round but aggregation.he needs t={t} "
                                  f"of {self.parties} to decrypt: lower aggregation.he.threshold_fraction or sample more")
+        selected = self.sampling.per_round(self.parties)
+        if self.aggregation.protocol != "plain" and selected < self.sampling.min_round_size:
+            raise ValueError(f"sampling invites {selected} parties a round, below sampling.min_round_size="
+                             f"{self.sampling.min_round_size}: parties would refuse every round")
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
                          self.algorithm.name == "scaffold")

@@ -29,7 +29,7 @@ from securefed.models.adapter import get_adapter_state, save_adapter
 from securefed.data.chat import render_loaded
 from securefed.models.loading import attach_lora, fit_max_length, load_base
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
-from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
+from securefed.simulation.steps import party_input, to_aggregate, train_party, train_party_dp
 from securefed.training.schedule import round_lr
 from securefed.training.tasks import task_functions
 
@@ -136,10 +136,9 @@ class FLServerApp:
         self.privacy = ServerPrivacy(self.cfg, self.party_ids, self.layout.size)
 
     def select(self, round: int, available: tuple[str, ...]) -> tuple[str, ...]:
-        s = self.cfg.sampling
-        chosen = select_parties(self.party_ids, round, self.cfg.seed, s.count, s.fraction)
-        live = tuple(p for p in chosen if p in available) or tuple(sorted(available))[:1]
-        return self.privacy.admit(round, live)  # user-level DP: parties whose budget is spent sit out
+        """Of the round's invited, connected parties, those to start (the coordinator derives the
+        invited set from the roster: securefed.membership)."""
+        return self.privacy.admit(round, available)  # user-level DP: parties whose budget is spent sit out
 
     def round_context(self, round: int, selected: tuple[str, ...]) -> RoundContext:
         return RoundContext(self.fed.federation_id, round, tuple(sorted(selected)), self.layout.size,
@@ -201,12 +200,6 @@ class FLClientApp:
     def _save_state(self) -> None:
         blob = pack_tensors({"control": self.state.control, "own": self.state.own_params}, {})
         atomic_write_bytes(self.state_path, blob)
-
-    def expected_selection(self, round: int) -> tuple[str, ...]:
-        """This round's seeded selection: the server may narrow it to the parties it reaches, never
-        pick others (the party refuses; see party._round_start)."""
-        s = self.cfg.sampling
-        return select_parties([p.id for p in self.fed.parties], round, self.cfg.seed, s.count, s.fraction)
 
     def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
         groups, meta = unpack_tensors(global_payload)

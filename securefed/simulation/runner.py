@@ -20,6 +20,7 @@ from rich.console import Console
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
 from securefed.config import RootConfig
 from securefed.errors import UserError
+from securefed.membership import round_floor
 from securefed.models.adapter import save_adapter
 from securefed.progress import RunProgress, collect_warnings
 from securefed.reporting.tensorboard import round_writer
@@ -110,7 +111,7 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     if world.algorithm.aggregates:
         progress.update(task, description=f"round {r + 1}: {cfg.aggregation.protocol} aggregation")
         ctx = RoundContext(cfg.federation_id, r, selected, world.layout.size, world.algorithm.uses_control,
-                           weight_bound(world.party_weights.values()))
+                           weight_bound(world.party_weights.values()), min_contributors=round_floor(cfg))
         too_few = _protocol_floor(cfg, len(selected))
         try:
             if too_few:
@@ -148,6 +149,8 @@ def _protocol_floor(cfg: RootConfig, n: int) -> str:
     DP budget stops can leave fewer parties than the protocol's minimum. Asks the protocol's own
     sizing rules rather than restating them."""
     agg = cfg.aggregation
+    if n < round_floor(cfg):
+        return f"{n} admitted, below sampling.min_round_size={cfg.sampling.min_round_size}"
     if agg.protocol == "secagg":
         try:
             agg.secagg.resolve(n)
