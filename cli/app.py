@@ -184,9 +184,13 @@ def keygen(
     try:
         cfg = load_config(config, set_)
         req = keygen_fl_finish(out, finish, cfg) if finish is not None else keygen_fl_party(out, party, cfg)
+        from securefed.deploy.roster import request_fingerprint
+
+        fp = request_fingerprint(req, cfg.aggregation.protocol)
     except (UserError, ValueError) as e:
         _fail(str(e))
-    Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator")
+    Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator\n"
+                    f"{party}: key fingerprint {fp} (read it to the other parties out of band)", highlight=False)
 
 
 @app.command()
@@ -250,13 +254,23 @@ def client(
 def status(
     federation: Path = typer.Option(..., "--federation", "-f", help="the server folder or a party kit"),
     address: Optional[str] = typer.Option(None),
+    roster: bool = typer.Option(False, "--roster", help="list every party's key fingerprint from the folder "
+                                "(and whether it matches pinned-fingerprints.txt); contacts no one"),
 ) -> None:
-    """Show the coordinator's round, connected parties and bytes moved."""
+    """Show the coordinator's round, connected parties and bytes moved (or, --roster, the fingerprints)."""
     import json
 
     from securefed.deploy.status import fetch_status
     from securefed.transport.client import TransportError
 
+    if roster:
+        from securefed.deploy.roster import roster_lines
+
+        try:
+            print("\n".join(roster_lines(federation)))
+        except UserError as e:
+            _fail(str(e))
+        return
     try:
         info = fetch_status(federation, address=address)
     except (UserError, TransportError) as e:

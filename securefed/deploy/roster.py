@@ -121,3 +121,32 @@ def check_roster(kit_dir: Path, role: str, fed: FederationConfig, protocol: Any,
     missing = sorted(set(pins) - set(entries))
     if missing:
         raise ConfigError(f"roster: pinned {missing[0]!r} is not in federation.json")
+
+
+def request_fingerprint(request_dir: str | Path, protocol_name: str) -> str:
+    """The short fingerprint of a `securefed keygen` request, as federation.json will list it."""
+    from securefed.deploy.keygen import read_request, request_party
+
+    req = read_request(request_dir, request_party(request_dir), protocol_name)
+    return short_fingerprint(entry_digests(spki_of_csr(req.csr_pem), protocol_name, req.public)[0])
+
+
+def roster_lines(kit_dir: str | Path) -> list[str]:
+    """`party-id  fingerprint` per roster member of a kit's federation.json (the pins-file format),
+    each marked when the kit pins it: '= pinned' or '!= pinned <fp>' (refused at start)."""
+    from securefed.deploy.settings import load_federation
+
+    d = Path(kit_dir)
+    fed = load_federation(d / "federation.json")
+    pins = load_pins(d / PINS) if (d / PINS).exists() else {}
+    width = max(len(p) for p in fed.party_ids)
+    out = []
+    for pid, fp in fingerprints(fed).items():
+        mark = ""
+        if pid in pins:
+            entry = next(p for p in fed.parties if p.id == pid)
+            mark = "  # = pinned" if entry.key_sha256.startswith(pins[pid]) else f"  # != pinned {short_fingerprint(pins[pid])}"
+        elif pins:
+            mark = "  # not pinned"
+        out.append(f"{pid:<{width}}  {fp}{mark}")
+    return out
