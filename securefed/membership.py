@@ -18,16 +18,44 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from securefed.config import RootConfig, parties_per_round
 from securefed.protocols.base import RoundContext
 
 _FINGERPRINT = b"securefed/key-fingerprint/v1\x00"
 _ROSTER = b"securefed/roster/v1\x00"
 FINGERPRINT_HEX = 32  # 128 bits shown: a second preimage costs 2^128 hashes
+
+
+class SamplingConfig(BaseModel):
+    """Which parties train in a round: all (default), a count, or a fraction (seeded per round)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int | None = Field(None, ge=1)
+    fraction: float | None = Field(None, gt=0, le=1)
+    # Under secagg/he: the fewest parties a round may invite, and the fewest whose inputs its sum may
+    # hold; a party refuses smaller rounds (securefed.membership). 3: one colluder beside you still
+    # faces the sum of two honest inputs. Raise it to (colluders you fear) + the crowd you want.
+    min_round_size: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> "SamplingConfig":
+        if self.count is not None and self.fraction is not None:
+            raise ValueError("give sampling.count or sampling.fraction, not both")
+        return self
+
+    def per_round(self, n: int) -> int:
+        """How many of n parties a round selects: all, `count`, or round(fraction * n) (at least 1;
+        round, not ceil: 0.25 of 10 is 2). The one rule selection and the config checks share."""
+        return parties_per_round(n, self.count, self.fraction)
+
+
+def parties_per_round(n: int, count: int | None, fraction: float | None) -> int:
+    return n if count is None and fraction is None else (count if count is not None else max(1, round(fraction * n)))
 
 
 def derive_seed(*parts: object) -> int:
@@ -50,8 +78,8 @@ def select_parties(
     return tuple(sorted(party_ids[i] for i in chosen))
 
 
-def round_floor(cfg: RootConfig) -> int:
-    """The smallest round (invited and surviving) the config allows: sampling.min_round_size under
+def round_floor(cfg: Any) -> int:
+    """cfg: a RootConfig. The smallest round (invited and surviving) it allows: sampling.min_round_size under
     secagg/he; 1 under plain, whose server sees every update anyway."""
     return 1 if cfg.aggregation.protocol == "plain" else cfg.sampling.min_round_size
 

@@ -23,10 +23,9 @@ from typing import Any, Mapping
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from securefed.config import SamplingConfig
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
-from securefed.membership import Membership, key_sha256, normalise_fingerprint, short_fingerprint
+from securefed.membership import Membership, SamplingConfig, key_sha256, normalise_fingerprint, short_fingerprint
 
 PINS = "pinned-fingerprints.txt"
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
