@@ -23,6 +23,7 @@ from securefed.config import RootConfig, from_dict
 from securefed.deploy.fl_privacy import PartyPrivacy, ServerPrivacy, deployment_config
 from securefed.deploy.keygen import keygen_finish, keygen_party
 from securefed.deploy.provision import FederationPaths, provision_federation
+from securefed.deploy.roster import membership_of
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
 from securefed.models.adapter import get_adapter_state, save_adapter
@@ -133,7 +134,7 @@ class FLServerApp:
         self.state: ServerState = self.algorithm.init_server(initial)
         self.max_weight = int(fed.app.get("max_weight", DEFAULT_MAX_WEIGHT))
         self.out_dir = out_dir
-        self.privacy = ServerPrivacy(self.cfg, self.party_ids, self.layout.size)
+        self.privacy = ServerPrivacy(self.cfg, self.party_ids, self.layout.size, membership_of(fed).seed)
 
     def select(self, round: int, available: tuple[str, ...]) -> tuple[str, ...]:
         """Of the round's invited, connected parties, those to start (the coordinator derives the
@@ -189,7 +190,7 @@ class FLClientApp:
         initial = get_adapter_state(self.model)
         self.state = self._load_state() or self.algorithm.init_client(initial)
         self.privacy = PartyPrivacy(self.cfg, [p.id for p in fed.parties], party_id, len(self.data),
-                                    FlatLayout.of(initial).size, self.kit_dir / "state")
+                                    FlatLayout.of(initial).size, self.kit_dir / "state", membership_of(fed).seed)
 
     def _load_state(self) -> ClientState | None:
         if not self.state_path.exists():
