@@ -149,8 +149,6 @@ def _protocol_floor(cfg: RootConfig, n: int) -> str:
     DP budget stops can leave fewer parties than the protocol's minimum. Asks the protocol's own
     sizing rules rather than restating them."""
     agg = cfg.aggregation
-    if n < round_floor(cfg):
-        return f"{n} admitted, below sampling.min_round_size={cfg.sampling.min_round_size}"
     if agg.protocol == "secagg":
         try:
             agg.secagg.resolve(n)
@@ -164,6 +162,8 @@ def _protocol_floor(cfg: RootConfig, n: int) -> str:
             need = max(need, threshold_for(cfg.parties, agg.he.threshold_fraction))
         if n < need:
             return f"he needs >= {need} parties to decrypt, {n} admitted"
+    if n < round_floor(cfg):  # the parties' own floor on a round (securefed.membership)
+        return f"{n} admitted, below sampling.min_round_size={cfg.sampling.min_round_size}"
     return ""
 
 
