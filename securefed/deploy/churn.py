@@ -148,8 +148,8 @@ def run_churn(root: str | Path, n_parties: int, *, rounds: int = 10, kill_fracti
                 if rc == KILLED_RC and plan[pid]:
                     killed_in = plan[pid].pop(0)[0]
                     run.kills.append((pid, killed_in))
-                    if not server_done and killed_in < rounds - 1:
-                        spawn_party(pid)  # it comes back and rejoins a later round
+                    if not server_done:  # it comes back for a retry or a later round (or too late: `late`)
+                        spawn_party(pid)
                 elif rc != 0:
                     run.odd_exits.append(f"{pid}#{instance[pid]} rc={rc}")
             run.server_rss_mib = max(run.server_rss_mib, _mem_mib(procs["server"].pid)[0])
