@@ -19,7 +19,7 @@ import tempfile
 
 from securefed.deploy.churn import run_churn
 
-COLUMNS = [("protocol", "protocol"), ("parties", "parties"), ("rounds_completed", "rounds ok"),
+COLUMNS = [("protocol", "protocol"), ("parties", "parties"), ("rounds_completed", "rounds ok"), ("rounds_rejected", "rejected"),
            ("attempts", "attempts"), ("kills", "kills"), ("contributors_per_round", "contributors/round"),
            ("round_s", "s/round"), ("sums_within_bound", "sums ok"), ("coordinator_rss_mib", "coord MiB"),
            ("party_rss_mib_median", "party RSS MiB"), ("party_pss_mib_median", "party PSS MiB"),

@@ -44,6 +44,7 @@ class ChurnRun:
     odd_exits: list[str] = field(default_factory=list)  # instances that died other than as planned
     tracebacks: list[str] = field(default_factory=list)  # log files holding an unhandled exception
     late: list[str] = field(default_factory=list)  # restarted after the last round began, still dialling
+    logged_errors: int = 0  # level=ERROR lines (handled: the process went on)
     server_rss_mib: float = 0.0
     party_rss_mib: list[float] = field(default_factory=list)  # peak per party process
     party_pss_mib: list[float] = field(default_factory=list)
@@ -55,6 +56,7 @@ class ChurnRun:
         return {
             "protocol": self.protocol, "parties": len(self.federation.party_dirs),
             "rounds_completed": len(per_round), "attempts": len(self.rounds),
+            "rounds_rejected": len({r["round"] for r in self.rounds if r["status"] == "rejected"}),
             "contributors_per_round": [len(per_round[r]["contributors"]) for r in sorted(per_round)],
             "round_s": [round(per_round[r]["durations"]["total_s"], 2) for r in sorted(per_round)],
             "kills": len(self.kills), "wall_s": round(self.wall_s, 1), "server_rc": self.server_rc,
@@ -62,7 +64,8 @@ class ChurnRun:
             "max_sum_error_over_bound": max((e["error"] / e["bound"] for e in self.sum_errors), default=None),
             "coordinator_rss_mib": round(self.server_rss_mib, 1),
             "party_rss_mib_median": _med(self.party_rss_mib), "party_pss_mib_median": _med(self.party_pss_mib),
-            "unhandled_exceptions": len(self.tracebacks), "odd_exits": len(self.odd_exits), "late": len(self.late),
+            "unhandled_exceptions": len(self.tracebacks), "logged_errors": self.logged_errors,
+            "odd_exits": len(self.odd_exits), "late": len(self.late),
             "final_unplanned_rcs": sum(rc not in (0, None, KILLED_RC) for rc in self.final_rcs.values()),
         }
 
@@ -173,7 +176,13 @@ def run_churn(root: str | Path, n_parties: int, *, rounds: int = 10, kill_fracti
     run.rounds = load_metrics(fed)
     # Every round starts once 90% of the parties are connected (restarted victims reconnect within
     # seconds); an aborted attempt is retried up to 5 times, as a deployment would configure churn.
-    run.tracebacks = [f.name for f in sorted(logs.glob("*.log")) if "Traceback" in f.read_text(errors="replace")]
+    for f in sorted(logs.glob("*.log")):
+        lines = f.read_text(errors="replace").splitlines()
+        run.logged_errors += sum("level=ERROR" in ln for ln in lines)
+        # a traceback a process logged with its error line is handled; any other one is not
+        if any(ln.startswith("Traceback") and (i == 0 or "level=ERROR" not in lines[i - 1])
+               for i, ln in enumerate(lines)):
+            run.tracebacks.append(f.name)
     run.party_rss_mib = [v[0] for v in peak.values() if v[0]]
     run.party_pss_mib = [v[1] for v in peak.values() if v[1]]
     run.sum_errors = check_round_sums(fed, run.rounds)

@@ -107,6 +107,10 @@ class _Party:
             _log.warning(kv("round_declined", round=r, reason=str(e)[:200]))
             link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)
             return
+        except ProtocolError:  # the protocol refuses this round (e.g. its ledger: round already used)
+            _log.warning(kv("round_refused", round=r, reason="protocol refused the round"))
+            link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)
+            return
         except Exception:  # a failed local update makes this party a dropout, not a dead process
             _log.exception(kv("local_update_failed", round=r))
             link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)
