@@ -58,6 +58,18 @@ CASES = [  # name, packing, quantization, gradient checkpointing, dp
 ]
 
 
+def fpb_train_items(data: str, tokenizer, max_length: int) -> list:
+    """Financial PhraseBank's training rows, rendered with the tokenizer's chat template, tokenized."""
+    from securefed.data.chat import render_loaded
+    from securefed.data.config import DataConfig
+    from securefed.data.loading import load_examples
+    from securefed.training.batches import tokenize_all
+
+    loaded = render_loaded(load_examples(DataConfig(source=data, preset="financial-phrasebank"), seed=0),
+                           tokenizer, "auto")
+    return tokenize_all(tokenizer, loaded.train, max_length)
+
+
 def save_random_base(shape: str, dtype, out: Path, device: str = "cpu") -> int:
     """A random-init Llama of `shape` saved with a tokenizer; returns its parameter count."""
     import torch
@@ -100,7 +112,6 @@ def write_lengths(model: str, data: str, max_length: int, out: Path) -> None:
     `model`'s tokenizer: what --lengths replays on a machine the data and weights cannot reach."""
     from transformers import AutoTokenizer
 
-    from benchmarks.llm_efficiency import fpb_train_items
     from securefed.models.sources import resolve_path
     from securefed.training.batches import IGNORE
 

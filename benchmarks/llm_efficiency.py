@@ -70,20 +70,10 @@ def _current_rss_mb() -> float:
     return _status_mb("VmRSS")
 
 
-def fpb_train_items(data: str, tokenizer, max_length: int) -> list:
-    """Financial PhraseBank's training rows, rendered with the tokenizer's chat template, tokenized."""
-    from securefed.data.chat import render_loaded
-    from securefed.data.config import DataConfig
-    from securefed.data.loading import load_examples
-    from securefed.training.batches import tokenize_all
-
-    loaded = render_loaded(load_examples(DataConfig(source=data, preset="financial-phrasebank"), seed=0),
-                           tokenizer, "auto")
-    return tokenize_all(tokenizer, loaded.train, max_length)
-
-
 def batches(args, tokenizer, batch: int | None = None):
     import numpy as np
+
+    from benchmarks.gpu_throughput import fpb_train_items
 
     items = fpb_train_items(args.data, tokenizer, args.max_length)
     rng = np.random.default_rng(0)

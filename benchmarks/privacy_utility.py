@@ -11,6 +11,12 @@ Utility: accuracy, macro-F1, eval loss of the final global model. Empirical leak
   party-00 once with probability 1/2; guess "in" for the m/4 lowest-loss and "out" for the m/4
   highest-loss (fixed in advance); the count of right guesses gives a 95% lower bound on epsilon,
   shown next to the reported epsilon and its recomputation by dp-accounting (epsilon_independent).
+  The bound is held against `epsilon_audit_reference`, the epsilon for the neighbouring relation a
+  canary actually spans (`audit_neighbouring`): under example-level DP one canary is one record
+  added or removed (the reported epsilon); under user-level DP a canary changes party-00's clipped
+  update from u to u' with ||u - u'|| <= 2C, a replace-one neighbour at twice the sensitivity the
+  accountant assumes (add/remove one party, C), so the reference is the epsilon at doubled
+  sensitivity (privacy.audit.audit_reference_epsilon), e.g. 18.8 for a target-8 cell.
 Rows: mechanism "none" once (epsilon inf), each DP mechanism at every epsilon (inf = clipping only),
 for each protocol. Outputs OUT/results.{json,md,png} and OUT/runs/<cell>/ (each simulation's files).
 
@@ -175,7 +181,8 @@ def run_cell(args, mechanism: str, eps: float, protocol: str, runs: Path) -> dic
     import securefed.simulation.runner as runner
     from securefed.config import load_config
     from securefed.models.adapter import set_adapter_state
-    from securefed.privacy.audit import independent_epsilon, ledger_from_rows, one_run_lower_bound
+    from securefed.privacy.audit import (audit_reference_epsilon, independent_epsilon, ledger_from_rows,
+                                         one_run_lower_bound)
     from securefed.privacy.engine import build_engine
     from securefed.training.batches import tokenize_example
 
@@ -241,17 +248,23 @@ def run_cell(args, mechanism: str, eps: float, protocol: str, runs: Path) -> dic
     ledgers = ledger_from_rows(rows)
     indep = max((independent_epsilon(v, cfg.privacy.target_delta, cfg.privacy.accountant) for v in ledgers.values()),
                 default=None)
+    # the line the audit's lower bound is held against: party-00's epsilon for what one canary can change
+    unit = "record" if mechanism == "example" else "user"
+    audit_ref, relation = (audit_reference_epsilon(ledgers.get(world.party_ids[0], []), cfg.privacy.target_delta,
+                                                   cfg.privacy.accountant, unit, args.audit_repeats)
+                           if mechanism != "none" else (math.inf, "no DP"))
     return {"protocol": protocol, "mechanism": mechanism, "epsilon": eps,
             "epsilon_spent": final.get("dp_epsilon_max"), "epsilon_independent": indep,
             "epsilon_party00": (final.get("dp_epsilon") or {}).get(world.party_ids[0]),
             "epsilon_vs_server": final.get("dp_epsilon_vs_server_max"),
             "epsilon_audit_lb": lb.get("eps_lb"), "audit_guesses": lb.get("r"), "audit_correct": lb.get("v"),
+            "epsilon_audit_reference": audit_ref, "audit_neighbouring": relation,
             "mia_members": len(members), "mia_nonmembers": len(nonmembers),
             "noise_multiplier": (z[-1] if z else None),
             "accuracy": final.get("accuracy"), "macro_f1": final.get("macro_f1"), "eval_loss": final.get("eval_loss"),
             "unparseable": final.get("unparseable"), "exposure": float(np.mean(exp)),
             "exposure_max": float(np.max(exp)), "mia_auc": mia, "party_rounds_stopped": stopped,
-            "rounds": len(rows), "seconds": time.perf_counter() - t0, "sim_seconds": summary["seconds_this_run"]}
+            "rounds": len(rows), "seconds": time.perf_counter() - t0, "sim_seconds": summary.get("seconds_this_run")}
 
 
 def _json_safe(v):
@@ -279,7 +292,7 @@ def _fmt(v) -> str:
 
 
 COLS = ["protocol", "mechanism", "epsilon", "epsilon_spent", "epsilon_independent", "epsilon_audit_lb",
-        "epsilon_vs_server", "noise_multiplier", "accuracy", "macro_f1", "eval_loss", "exposure", "mia_auc", "seconds"]
+        "epsilon_audit_reference", "epsilon_vs_server", "noise_multiplier", "accuracy", "macro_f1", "eval_loss", "exposure", "mia_auc", "seconds"]
 
 
 def auc_chance_halfwidth(n_members: int, n_nonmembers: int) -> float:
@@ -307,7 +320,10 @@ def markdown(rows: list[dict], references: int, mia_n: int = 100) -> str:
            "epsilon = ∞ for a DP mechanism means clipping only (no noise); epsilon_spent is the largest "
            "per-party epsilon the accountant reports (delta 1e-5); epsilon_independent recomputes it with "
            "dp-accounting from the run's metrics; epsilon_audit_lb is the one-run empirical lower bound "
-           "(Steinke et al. 2023, 95% confidence) from the audit canaries in party-00; epsilon_vs_server: "
+           "(Steinke et al. 2023, 95% confidence) from the audit canaries in party-00, to be held against "
+           "epsilon_audit_reference: the reported epsilon for a record-level canary, the epsilon at doubled "
+           "sensitivity for a user-level one (a canary changes party-00's clipped update by up to 2C, a "
+           "replace-one neighbour; the accountant's C is add/remove one party); epsilon_vs_server: "
            "distributed over plain, what one noisy share costs a party against the server."]
     return "\n".join(md) + "\n"
 
@@ -351,11 +367,19 @@ def plot(rows: list[dict], path: Path, references: int, title: str = "", mia_n: 
             ax.axhspan(0.5 - ci, 0.5 + ci, color="grey", alpha=0.15, label="MIA AUC: chance ±95%")
             lo, hi = ax.get_ylim()
             ax.set_ylim(min(lo, 0.5 - 1.5 * ci), max(hi, 0.5 + 1.5 * ci))
+        if key == "epsilon_audit_lb":  # the line each cell's bound is held against (not the target)
+            for mech in MECHANISMS[1:]:
+                pts = sorted((r["epsilon"], r["epsilon_audit_reference"]) for r in rows if r["mechanism"] == mech
+                             and math.isfinite(r["epsilon"]) and r.get("epsilon_audit_reference") is not None)
+                if pts:
+                    ax.plot(*zip(*pts), color=colors[mech], ls=":", marker="x", lw=1, alpha=0.7,
+                            label=f"{mech}: audit reference ε")
         if key in EPS_PANELS:  # against the target itself (y = x); clipping-only cells have no finite epsilon
             finite = sorted({r["epsilon"] for r in rows if math.isfinite(r["epsilon"])})
             ax.plot(finite, finite, color="grey", ls=":", marker="_", lw=1, label="theoretical ε (target)")
-            ax.set_ylim(0, max([*finite, *(r[key] for r in rows if math.isfinite(r["epsilon"]) and r.get(key)
-                                           is not None and math.isfinite(r[key]))], default=1) * 1.1)
+            shown = (key, "epsilon_audit_reference") if key == "epsilon_audit_lb" else (key,)
+            ax.set_ylim(0, max([*finite, *(r[k] for r in rows for k in shown if math.isfinite(r["epsilon"])
+                                           and r.get(k) is not None and math.isfinite(r[k]))], default=1) * 1.1)
         ax.set_xscale("log", base=2)
         ticks = sorted({r["epsilon"] if math.isfinite(r["epsilon"]) else INF_X for r in rows})
         ax.set_xticks(ticks, [("∞" if t == INF_X else f"{t:g}") for t in ticks])

@@ -52,6 +52,7 @@ from rich.console import Console
 
 from benchmarks.llm_efficiency import SHARED_DATA as _DATA
 from benchmarks.llm_efficiency import default_model
+from securefed.atomic import atomic_write_text
 from securefed.config import load_config
 from securefed.simulation.runner import simulate
 from securefed.simulation.world import build_world
@@ -64,6 +65,11 @@ PRESETS = {
     "gpu": dict(test_max=1000, max_examples=None, rounds=10, steps=10, batch=16, lr=1e-3, r=16, targets="all-linear",
                 max_length=256, dpo_parties=10, dpo_rounds=5, dpo_steps=10, dpo_batch=8, dpo_max_length=512,
                 dpo_test=1000, dpo_max_examples=None, dpo_lr=5e-4),
+    # Issue 25's recipe (OpenFedLLM's shape at 135M): 3 of 10 parties a round x 10 local steps x batch 8
+    # x 30 rounds = 300 sequential steps, the budget of the 300-step centralized run; held-out every 5.
+    "headline": dict(test_max=200, max_examples=100000, rounds=30, steps=10, batch=8, lr=2e-3, r=8,
+                     targets="q_proj,v_proj", max_length=128, sample=3, eval_every=5, dpo_parties=4, dpo_rounds=2,
+                     dpo_steps=1, dpo_batch=2, dpo_max_length=160, dpo_test=32, dpo_max_examples=300, dpo_lr=5e-4),
 }
 
 _PRESET_FLAGS = {"rounds": int, "steps": int, "batch": int, "lr": float, "test_max": int, "max_length": int,
@@ -73,6 +79,7 @@ _PRESET_FLAGS = {"rounds": int, "steps": int, "batch": int, "lr": float, "test_m
 
 def sft_base(args, p: dict) -> list[str]:
     cap = [] if p["max_examples"] is None else [f"data.max_examples={p['max_examples']}"]
+    cap += [f"sampling.count={p['sample']}"] if p.get("sample") else []
     return [
         f"model.name_or_path={args.model}", f"model.device={args.device}", f"seed={args.seed}",
         f"data.source={args.data}", "data.preset=financial-phrasebank", "data.test_fraction=0.2",
@@ -80,8 +87,8 @@ def sft_base(args, p: dict) -> list[str]:
         f"parties={args.parties}", f"rounds={p['rounds']}", f"training.max_steps={p['steps']}",
         f"training.batch_size={p['batch']}", f"training.lr={p['lr']}", f"training.max_length={p['max_length']}",
         "training.packing=true", "lora.dropout=0.0", f"lora.r={p['r']}", f"lora.alpha={2 * p['r']}",
-        _targets(p["targets"]), f"evaluation.max_examples={p['test_max']}", f"evaluation.every={p['rounds']}",
-        "evaluation.batch_size=16", "evaluation.max_new_tokens=4", *args.set,
+        _targets(p["targets"]), f"evaluation.max_examples={p['test_max']}",
+        f"evaluation.every={p.get('eval_every', p['rounds'])}", "evaluation.batch_size=16", "evaluation.max_new_tokens=4", *args.set,
     ]
 
 
@@ -90,11 +97,18 @@ def _targets(t: str) -> str:
 
 
 def sft_runs(args, p: dict) -> list[tuple[str, list[str]]]:
-    central = [f"parties=1", "data.partition.method=iid", f"training.max_steps={p['steps'] * args.parties}"]
+    # Centralized takes the federation's sequential steps a round: every party's under full
+    # participation (steps x parties), one party's when a few are sampled (the 300-step run).
+    per_round = p["steps"] if p.get("sample") else p["steps"] * args.parties
+    central = ["parties=1", "sampling.count=1" if p.get("sample") else "parties=1", "data.partition.method=iid",
+               f"training.max_steps={per_round}"]
     runs = [("centralized", central), ("local", ["algorithm.name=local"])]
     runs += [(f"{a} plain", [f"algorithm.name={a}"]) for a in ALGORITHMS]
     runs += [("fedavg secagg", ["aggregation.protocol=secagg"]), ("fedavg he", ["aggregation.protocol=he"]),
              ("fedavg DP eps 8", ["privacy.mechanism=example", "privacy.target_epsilon=8"])]
+    # The privacy/utility frontier: example-level DP-SGD on every party, updates over secagg.
+    runs += [(f"fedavg secagg DP eps {e}", ["aggregation.protocol=secagg", "privacy.mechanism=example",
+                                            f"privacy.target_epsilon={e}"]) for e in (1, 4, 8)]
     if not args.only:
         return runs
     by_name = dict(runs)
@@ -112,25 +126,85 @@ def zero_shot(world) -> dict:
 
 
 def run_sft(args, p: dict, out: Path, log) -> list[dict]:
+    """Every SFT run of the preset, each in OUT/runs/NAME. A run that finished before (its summary.json
+    covers every round) is read back, not rerun; one stopped part-way (killed, or a session that
+    ended) continues from its last checkpoint, so `--resume` after a kill or on a fresh machine with
+    the run directories copied back loses at most one round."""
     base = sft_base(args, p)
     rows = []
     if not args.skip_zero_shot:
-        t0 = time.perf_counter()
-        rows.append({"run": "zero-shot", **zero_shot(build_world(load_config(None, base))),
-                     "seconds": time.perf_counter() - t0})
+        cached = out / "zero-shot.json"
+        if args.resume and cached.is_file():
+            rows.append(json.loads(cached.read_text()))
+        else:
+            t0 = time.perf_counter()
+            world = build_world(load_config(None, base))
+            rows.append({"run": "zero-shot", **zero_shot(world), "rows_scored": len(world.evalset.examples),
+                         "seconds": time.perf_counter() - t0})
+            atomic_write_text(cached, json.dumps(rows[-1]))
         log(rows[-1])
     for name, extra in sft_runs(args, p):
-        t0 = time.perf_counter()
         name = f"{name} ({args.tag})" if args.tag else name
         run_dir = out / "runs" / name.replace(" ", "-").replace("(", "").replace(")", "")
-        summary = simulate(load_config(None, base + extra), run_dir, console=args.console)
-        final = summary["final"]
-        rows.append({"run": name, **{k: final[k] for k in ("accuracy", "macro_f1", "eval_loss", "unparseable")},
-                     "train_loss": final["train_loss"], "seconds": time.perf_counter() - t0,
-                     "curve": eval_curve(run_dir / "metrics.jsonl"),
-                     **({"epsilon": final.get("dp_epsilon_max")} if "DP" in name else {})})
+        cfg = load_config(None, base + extra)
+        done = _finished(run_dir, cfg.rounds)
+        if done is None:
+            started = (run_dir / "checkpoints" / "LATEST").exists()
+            if started and not args.resume:
+                raise SystemExit(f"{run_dir} holds a stopped run: add --resume to continue it")
+            simulate(cfg, run_dir, resume=started, console=args.console, stop_after=args.stop_after)
+            done = _finished(run_dir, cfg.rounds)
+        if done is None:  # --stop-after: the checkpoint is kept for --resume
+            args.console.print(f"{name}: stopped before round {cfg.rounds}; continue with --resume")
+            continue
+        rows.append({"run": name, **done})
         log(rows[-1])
     return rows
+
+
+def _finished(run_dir: Path, rounds: int) -> dict | None:
+    """A finished run's row (final held-out figures, curve, wall seconds summed over its rounds, so a
+    resumed run counts each round once), or None when the run has not completed every round."""
+    metrics = run_dir / "metrics.jsonl"
+    if not (run_dir / "summary.json").is_file() or not metrics.is_file():
+        return None
+    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if len(history) < rounds:
+        return None
+    final, cfg = history[-1], json.loads((run_dir / "config.json").read_text())
+    row = {k: final[k] for k in ("accuracy", "macro_f1", "eval_loss", "unparseable")}
+    row.update(train_loss=final["train_loss"], seconds=sum(h.get("seconds", 0.0) for h in history),
+               curve=eval_curve(metrics), rounds=rounds, algorithm=cfg["algorithm"]["name"],
+               protocol=cfg["aggregation"]["protocol"], local_steps=cfg["training"]["max_steps"],
+               rows_scored=int(final["eval_rows"]))
+    if cfg["privacy"]["mechanism"] != "none":
+        row["epsilon"] = final.get("dp_epsilon_max")
+    return row
+
+
+def headline_entries(rows: list[dict], p: dict, parties: int) -> list[dict]:
+    """docs/results/real_llm_headline.json's schema: one entry per run, held-out figures only."""
+    out = []
+    for r in rows:
+        kind = ("zero-shot" if r["run"] == "zero-shot" else "centralized" if r["run"].startswith("centralized")
+                else "local" if r.get("algorithm") == "local" else "federated")
+        steps = 0 if kind == "zero-shot" else r["rounds"] * r["local_steps"]
+        if kind == "local" and p.get("sample"):  # a party trains only in the rounds it is sampled
+            steps = steps * p["sample"] / parties
+        out.append({"run": r["run"], "kind": kind, "algorithm": r.get("algorithm"), "protocol": r.get("protocol"),
+                    "epsilon": r.get("epsilon"), "rounds": r.get("rounds", 0), "sequential_steps": steps,
+                    "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "heldout_loss": r["eval_loss"],
+                    "rows_scored": r["rows_scored"], "wall_s": round(r["seconds"], 1)})
+    return out
+
+
+def update_headline(path: Path, entries: list[dict], command: str) -> None:
+    """Replace this invocation's runs in the summary (matched by run name), keep the others."""
+    doc = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    names = {e["run"] for e in entries}
+    doc["runs"] = [e for e in doc["runs"] if e["run"] not in names] + [{**e, "command": command} for e in entries]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def eval_curve(metrics: Path) -> list[dict]:
@@ -301,6 +375,11 @@ def main() -> None:
     for k, kind in _PRESET_FLAGS.items():  # override one value of the preset (the centralized row follows)
         ap.add_argument("--" + k.replace("_", "-"), type=kind, default=None, help=f"preset's {k}")
     ap.add_argument("--out", default="bench-out/real_llm")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue: finished runs in OUT/runs are read back, stopped ones resume from their checkpoint")
+    ap.add_argument("--stop-after", type=int, default=None, metavar="K",
+                    help="stop each run once K rounds are complete, as a kill would (its checkpoint kept)")
+    ap.add_argument("--headline", metavar="JSON", help="also update this machine-readable summary (one entry per run)")
     ap.add_argument("--merge", nargs="+", metavar="DIR", help="merge the results.json of these runs into --out")
     args = ap.parse_args()
     if args.merge:
@@ -327,6 +406,12 @@ def main() -> None:
                table(rows, ["accuracy", "macro_f1", "eval_loss", "unparseable", "train_loss", "seconds"]), ""]
         plot(rows, out / "utility.png", f"FPB, {args.parties} parties, Dirichlet({args.alpha}), held-out test")
         plot_curves(rows, out / "curves.png", f"FPB, {args.parties} parties, Dirichlet({args.alpha}), by round")
+        if args.headline:
+            import shlex
+            import sys
+
+            update_headline(Path(args.headline), headline_entries(rows, p, args.parties),
+                            "python -m benchmarks.real_llm " + shlex.join(sys.argv[1:]))
     if not args.skip_dpo:
         rows = run_dpo(args, p, out, log)
         result["dpo"] = rows

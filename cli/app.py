@@ -94,9 +94,32 @@ def eval_(
     run: Optional[Path] = typer.Option(None, "--run", help="a simulation run dir: score its adapter (or --adapter) "
                                        "on the run's held-out TEST split with its own model and prompts"),
     split: str = typer.Option("auto", "--split", help="with --run: auto (test if the run has one), test, eval"),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="LLM-as-judge: an OpenAI-compatible API "
+                                            "base, e.g. http://127.0.0.1:8000/v1 (grades --run or --model)"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="the judge's model name"),
+    against: Optional[Path] = typer.Option(None, "--against", help="with --judge-url: pairwise against this run"),
+    questions: Optional[Path] = typer.Option(None, "--questions", help="with --judge-url: JSONL questions "
+                                             "(default: the built-in MT-Bench-style set)"),
+    judge_timeout: float = typer.Option(120.0, "--judge-timeout", help="seconds per judge reply"),
 ) -> None:
-    """Evaluate a base model (+ adapter) on one task, or a run's adapter on its held-out split (--run)."""
+    """Evaluate a base model (+ adapter) on one task, or a run's adapter on its held-out split (--run),
+    or grade its answers with an LLM judge (--judge-url)."""
     import json
+
+    if judge_url is not None:
+        from securefed.cli.judge import run_judge
+
+        try:
+            if not judge_model:
+                raise UserError("--judge-url needs --judge-model NAME")
+            target = run if run is not None else Path(model)
+            result = run_judge(target, judge_url, judge_model, against=against, questions=questions, out=out,
+                               limit=limit, adapter=adapter, device=device, timeout=judge_timeout,
+                               max_new_tokens=256, err=err)
+        except UserError as e:
+            _fail(str(e))
+        Console().print_json(json.dumps(result["summary"]))
+        return
 
     if run is not None:
         from securefed.evaluation.heldout import evaluate_run
@@ -209,8 +232,7 @@ def server(
         rounds = load_federation(federation / "federation.json").rounds
         with _round_progress(rounds, "coordinator", federation) as advance:
             summary = run_server(federation, lambda fed: FLServerApp(fed, out_dir=federation), bind=bind,
-                                 on_round=lambda record: advance(f"round {record['round'] + 1}: "
-                                                                 f"{len(record['contributors'])} contributors"))
+                                 on_round=lambda record: advance(_round_text(record)))
     except (UserError, RoundFailed) as e:
         _fail(str(e))
     Console().print(f"federation finished: {summary.rounds_completed} rounds; adapter in {federation / 'adapter'}")
@@ -278,6 +300,14 @@ def status(
     Console().print_json(json.dumps(info))
 
 
+def _round_text(record: dict) -> str:
+    """The coordinator's run.log line of a finished round; names a party the protocol left out."""
+    text = f"round {record['round'] + 1}: {len(record['contributors'])} contributors"
+    if record.get("excluded"):
+        text += f"; left out {', '.join(record['excluded'])} (its answers did not decode)"
+    return text
+
+
 @contextlib.contextmanager
 def _round_progress(rounds: int, who: str, folder: Path):
     """Completed rounds: a rich bar on a terminal (stderr, beside the structured logs), a line per
@@ -325,6 +355,11 @@ def make_tiny_model(
         _fail(f"--arch {arch!r}: choose llama, gpt2 or qwen2")
     path = save_tiny(out, arch, seed=seed)  # type: ignore[arg-type]
     Console().print(f"wrote {arch} tiny model to {path}")
+
+
+from securefed.cli import export as _export  # noqa: E402  (export, generate, chat, serve)
+
+_export.register(app, _fail, err)
 
 
 def main() -> None:

@@ -111,14 +111,10 @@ class RootConfig(BaseModel):
             # which needs per-row gradients (hooks); ghost clipping only has per-row norms.
             raise ValueError("privacy.grad_sample_mode: 'ghost' cannot clip a DPO pair; use 'hooks' or 'auto' "
                              "(task 'dpo' with privacy.mechanism 'example' runs in hooks mode)")
-        if self.aggregation.protocol == "he" and self.aggregation.he.mode == "threshold":
-            from securefed.protocols.he.tkeys import threshold_for  # threshold he decrypts with t parties
+        if self.aggregation.protocol == "he":
+            from securefed.protocols.he import check_round_size  # threshold: t decryptors, a signing quorum
 
-            t = threshold_for(self.parties, self.aggregation.he.threshold_fraction)
-            selected = self.sampling.per_round(self.parties)
-            if selected < t:
-                raise ValueError(f"sampling selects {selected} parties a round but aggregation.he needs t={t} "
-                                 f"of {self.parties} to decrypt: lower aggregation.he.threshold_fraction or sample more")
+            check_round_size(self.aggregation.he, self.parties, self.sampling.per_round(self.parties))
         selected = self.sampling.per_round(self.parties)
         if self.aggregation.protocol != "plain" and selected < self.sampling.min_round_size:
             raise ValueError(f"sampling invites {selected} parties a round, below sampling.min_round_size="
@@ -126,6 +122,12 @@ class RootConfig(BaseModel):
         secagg = self.aggregation.secagg
         check_compatible(self.privacy, self.aggregation.protocol, secagg.clip, secagg.precision_bits,
                          self.algorithm.name == "scaffold")
+        amplified = self.privacy.sampling_amplification
+        if amplified and (self.algorithm.name == "local" or self.simulation.backend != "inprocess"):
+            # the draw must leave no trace in the run's files: Local writes each party's own adapter (changed
+            # only when drawn), and the Ray pool reports which parties its actors trained
+            raise ValueError("privacy.sampling_amplification needs a federated algorithm (not 'local') and "
+                             "simulation.backend='inprocess': the secret draw would show in the run's files")
         return self
 
     def to_json(self) -> str:

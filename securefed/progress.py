@@ -43,9 +43,10 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} GB"  # pragma: no cover - loop always returns
 
 
-def round_line(metrics: Mapping[str, Any], rounds: int, elapsed: float) -> str:
+def round_line(metrics: Mapping[str, Any], rounds: int, elapsed: float | None) -> str:
     """'round 3/10: loss 0.6931 accuracy 0.5000 macro_f1 0.41 eps 1.2 bytes/party 131.1 kB round 3.1 s
-    elapsed 0:00:09' (fields that the round did not measure are left out, accuracy shows '-')."""
+    elapsed 0:00:09' (fields that the round did not measure are left out, accuracy shows '-'; no
+    elapsed time when `elapsed` is None)."""
     parts = [f"round {metrics.get('round', '?')}/{rounds}:"]
     if "train_loss" in metrics:
         parts.append(f"loss {metrics['train_loss']:.4f}")
@@ -59,7 +60,8 @@ def round_line(metrics: Mapping[str, Any], rounds: int, elapsed: float) -> str:
         parts.append(f"bytes/party {_bytes(metrics['bytes_sent_per_party'])}")
     if "seconds" in metrics:
         parts.append(f"round {metrics['seconds']:.1f} s")
-    parts.append(f"elapsed {_elapsed(elapsed)}")
+    if elapsed is not None:
+        parts.append(f"elapsed {_elapsed(elapsed)}")
     return " ".join(parts)
 
 
@@ -101,7 +103,9 @@ class RunProgress:
     """Rounds and parties of a run: rich bars on a terminal, lines otherwise, always OUT/run.log."""
 
     def __init__(self, console: Console, log_path: Path | None, rounds: int, stream: TextIO | None = None,
-                 tty: bool | None = None) -> None:
+                 tty: bool | None = None, timed: bool = True) -> None:
+        # timed=False (a secret Poisson draw): no timestamps or elapsed times in lines or the log, as
+        # a round's duration tells how many parties it trained
         self.console = console
         self.tty = console.is_terminal if tty is None else tty
         self.stream = stream
@@ -112,6 +116,7 @@ class RunProgress:
         self._handler = _LineHandler(self.note)  # into the run's lines: console and log file
         self._t0 = time.perf_counter()
         self._descriptions: dict[int, str] = {}
+        self.timed = timed
 
     # --- context ---------------------------------------------------------------------------------
     def __enter__(self) -> "RunProgress":
@@ -141,8 +146,8 @@ class RunProgress:
     # --- lines -----------------------------------------------------------------------------------
     def write_log(self, text: str) -> None:
         if self._file is not None:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            self._file.write(f"{stamp} {text}\n")
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ ", time.gmtime()) if self.timed else ""
+            self._file.write(f"{stamp}{text}\n")
 
     def note(self, text: str) -> None:
         """A line for the person and the log (a phase, a warning, a finished round)."""
@@ -158,7 +163,7 @@ class RunProgress:
         return time.perf_counter() - self._t0
 
     def round_done(self, metrics: Mapping[str, Any]) -> None:
-        self.note(round_line(metrics, self.rounds, self.elapsed()))
+        self.note(round_line(metrics, self.rounds, self.elapsed() if self.timed else None))
 
     # --- the rich.progress.Progress surface the round loop uses ----------------------------------
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **kw: Any) -> int:
@@ -188,7 +193,7 @@ class RunProgress:
         # Without a bar a changed description is the news: print it once, with the time so far.
         if self._descriptions.get(task) != description:
             self._descriptions[task] = description
-            self.note(f"{description} (elapsed {_elapsed(self.elapsed())})")
+            self.note(f"{description} (elapsed {_elapsed(self.elapsed())})" if self.timed else description)
 
 
 @contextlib.contextmanager

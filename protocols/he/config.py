@@ -46,9 +46,10 @@ class ParamSet:
 class HEConfig(BaseModel):
     """Settings of the `he` protocol.
 
-    mode "threshold" (default): every party holds its own key share, decryption needs t parties'
-    flooded partial decryptions of a sum each of them checked (protocols/he/tparty.py); the ring
-    is fixed (N = 8192, 7 primes of 31 bits, ring.py), precision is secagg's (`precision_bits`).
+    mode "threshold" (default): every party encrypts under its own key with public randomness;
+    t decryptors answer for the key sum of a contributor set that a quorum signed
+    (protocols/he/threshold/); the ring is fixed (N = 8192, 7 primes of 31 bits, ring.py),
+    precision is secagg's (`precision_bits`).
     mode "single_key": the original shared-key CKKS scheme on SEAL (parameter set below: either
     `preset` or the three parameter fields, or neither: the `n8192` preset); see threat-model.md
     for what it does not protect against."""
@@ -85,6 +86,7 @@ class HEConfig(BaseModel):
     # decrypt different sums of one round and subtract them; "first"/"all" were removed for that).
     decryptor: Literal["rotate"] = "rotate"
     # A "sum" of a single party is that party's update: refuse to decrypt fewer contributors.
+    # threshold mode never goes below t; with t - 1 colluders in a sum, t + 1 keeps >= 2 honest.
     min_contributors: int = 2
 
     @field_validator("poly_modulus_degree")

@@ -1,23 +1,8 @@
-"""Threshold RLWE encryption for sums (hazmat, on ring.py): parameters, noise sizing, packing of
-fixed-point values into ring coefficients, encryption under the collective key, partial
-decryption with noise flooding, the decoder, and the linear sum check (Fiat-Shamir challenge).
-
-Scheme (BFV-style "MSB" encoding with a power-of-two scale; only additions are ever needed):
-
-    collective key  s = sum_i s_i (ternary shares),  b = sum_i b_i = -a*s + e,  a = SHAKE(label)
-    encrypt V       u ternary, e0, e1 centered binomial:
-                    c0 = b*u + e0 + Delta*V   (coefficient form)
-                    c1 = a*u + e1             (NTT form: the only half partial decryption needs)
-    partial         d_i = c1*s_i + f_i        f_i uniform in [-2^F, 2^F) (noise flooding)
-    decode          c0 + sum_i d_i = Delta*V + noise;  V = round(./Delta)
-
-Noise (per coefficient; CBD eta=21 has variance 10.5, ternary E[x^2] = 2/3): a fresh ciphertext
-under the n-party key carries e*u + e0 + e1*s with variance 2*N*10.5*n*2/3 + 10.5; a sum of n
-of them n times that. B_ct = TAIL_SIGMAS standard deviations. Flooding: f_i uniform of width
-2^F >= 2^lambda * N * B_ct, so one partial decryption (N coefficients) is within statistical
-distance N * B_ct / 2^F <= 2^-lambda of one computed from a noiseless ciphertext (smudging lemma,
-union bound over coefficients). Delta = 2^delta bounds B_ct plus every flooding term with a 4x
-margin; what is left of log2 Q above Delta carries the packed values.
+"""RLWE building blocks for sums (hazmat, on ring.py): packing of fixed-point values into ring
+coefficients and the decoder, noise flooding, Shamir sharing per prime, and the public-key scheme
+of the previous threshold design (encrypt / partial_decrypt under a collective key), kept because
+the SEAL-interop and known-answer tests pin the ring layer with it. The threshold design itself is
+protocols/he/threshold/scheme.py.
 
 Packing: k signed fixed-point values of b bits (b from the secagg codec, sized so the n-party sum
 of each value stays inside (-2^(b-1), 2^(b-1))) form one coefficient V = sum_j d_j 2^(b j):
@@ -26,10 +11,7 @@ balanced base-2^b digits do not carry into each other, so the sum of V's decodes
 
 from __future__ import annotations
 
-import hashlib
-import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
@@ -39,9 +21,6 @@ from securefed.protocols.he import crt
 from securefed.protocols.he.ring import PRIMES_8192, ByteSource, Ring, sample_bounded, sample_cbd, sample_ternary, shake_residues
 
 N_DEFAULT = 8192
-TAIL_SIGMAS = 10.0  # Gaussian tail beyond 10 sd: < 2e-23 per coefficient
-CHALLENGES = 4  # independent linear checks per prime: a wrong sum passes with probability < 2^-120
-CBD_VAR = 10.5
 # Threads for the per-ciphertext work of encrypt / partial_decrypt. 1: on the shared 2-core dev
 # machine (Linux autogroup scheduling, other sessions busy) a second thread measured 0.9-1.1x;
 # a party with idle cores may set 2 or more (outputs are the same: randomness is drawn first).
@@ -51,30 +30,6 @@ THREADS = 1
 @lru_cache(maxsize=4)
 def ring_for(n: int = N_DEFAULT, primes: tuple[int, ...] = PRIMES_8192) -> Ring:
     return Ring(n, primes)
-
-
-@dataclass(frozen=True)
-class NoiseBudget:
-    """Everything sized from (N, log Q, federation size n, statistical security lambda)."""
-
-    ct_bound: float  # B_ct: tail bound on the noise of a sum of up to n fresh ciphertexts
-    flood_bits: int  # F: flooding noise uniform in [-2^F, 2^F)
-    delta_bits: int  # Delta = 2^delta
-    payload_bits: int  # bits of V per coefficient: |Delta * V| + noise < Q/2
-
-    @classmethod
-    def size(cls, ring: Ring, n_parties: int, stat_security: int) -> "NoiseBudget":
-        n = ring.n
-        var_fresh = 2 * n * CBD_VAR * n_parties * 2 / 3 + CBD_VAR
-        ct_bound = TAIL_SIGMAS * math.sqrt(n_parties * var_fresh)
-        flood_bits = math.ceil(stat_security + math.log2(n) + math.log2(ct_bound))
-        if not 33 <= flood_bits <= 93:
-            raise ValueError(f"stat_security={stat_security}: flooding noise of 2^{flood_bits} outside [2^33, 2^93]")
-        # Every party answers at most two stages (decrypt, recover): <= 2n flooding terms.
-        total = ct_bound + 2 * n_parties * 2.0**flood_bits
-        delta_bits = math.ceil(math.log2(total)) + 2  # noise < Delta / 4
-        payload_bits = math.floor(math.log2(ring.modulus)) - delta_bits - 1
-        return cls(ct_bound, flood_bits, delta_bits, payload_bits)
 
 
 # -- packing -------------------------------------------------------------------------------------
@@ -207,14 +162,14 @@ def partial_decrypt_each(ring: Ring, n_ct: int, c1_of: Callable[[int], np.ndarra
                          flood_bits: int, rng: ByteSource, emit: Callable[[int, np.ndarray], None]) -> None:
     """emit(c, INTT(c1_of(c) * share) + flooding) for each ciphertext c (from worker threads, in
     any order): one inverse transform per ciphertext. c1_of(c) gives reduced residues (L, N)."""
-    hi, lo = _flood_draw(ring, rng, n_ct, flood_bits)
+    hi, lo = flood_draw(ring, rng, n_ct, flood_bits)
     fs, plan = ring.fixed(share_ntt), ring._plan
 
     def one(c: int) -> None:
         x = ring.mul_fixed(c1_of(c), fs)  # uint64 < 2p
         y = ring.reduce(x, 2, out=np.empty(x.shape, dtype=np.uint32))
         plan.inverse(y)
-        emit(c, ring.reduce(_flood_ct(ring, hi[c], lo[c]) + y, 2))
+        emit(c, ring.reduce(flood_ct(ring, hi[c], lo[c]) + y, 2))
 
     each_ciphertext(n_ct, one)
 
@@ -238,11 +193,11 @@ def each_ciphertext(n_ct: int, fn: Callable[[int], None]) -> None:
 
 def flooding(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> np.ndarray:
     """Uniform integers in [-2^bits, 2^bits) as residues (n_ct, L, N)."""
-    hi, lo = _flood_draw(ring, rng, n_ct, bits)
-    return np.stack([_flood_ct(ring, hi[c], lo[c]) for c in range(n_ct)])
+    hi, lo = flood_draw(ring, rng, n_ct, bits)
+    return np.stack([flood_ct(ring, hi[c], lo[c]) for c in range(n_ct)])
 
 
-def _flood_draw(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+def flood_draw(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """hi * 2^32 + lo with hi uniform in [-2^(bits-32), 2^(bits-32)) (n_ct, N) int64 and lo
     uniform 32 bits (n_ct, N) uint64."""
     hi = sample_bounded(rng, (n_ct, ring.n), bits - 32)
@@ -250,7 +205,7 @@ def _flood_draw(ring: Ring, rng: ByteSource, n_ct: int, bits: int) -> tuple[np.n
     return hi, lo
 
 
-def _flood_ct(ring: Ring, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+def flood_ct(ring: Ring, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """hi * 2^32 + lo (N,) -> residues (L, N), reduced."""
     p = np.array(ring.primes, dtype=np.int64).reshape(-1, 1)
     h = np.remainder(hi[None, :], p).view(np.uint64)  # (L, N), < p
@@ -288,36 +243,3 @@ def lagrange_at_zero(ring: Ring, x: int, xs: tuple[int, ...]) -> np.ndarray:
 
 def _const(ring: Ring, c: int) -> np.ndarray:
     return np.array([c % p for p in ring.primes], dtype=np.uint64)
-
-
-# -- the linear sum check ----------------------------------------------------------------------
-
-
-def challenge(ring: Ring, transcript: bytes, n_ct: int) -> tuple[np.ndarray, np.ndarray]:
-    """(alpha (C, L, n_ct), beta (C, L, N)) from SHAKE-256(transcript): h(c) = sum_ct alpha_ct *
-    <beta, c_ct> mod p. For a fixed c != 0 mod p, h(c) = 0 with probability <= 2/p per challenge
-    (a nonzero bilinear form), so a sum that differs from the attested one passes all C challenges
-    of a prime with probability < 2^-120; the transcript fixes c before the challenge exists."""
-    seed = hashlib.sha256(b"securefed-he-challenge-v1|" + transcript).digest()
-    alpha = shake_residues(ring, seed + b"a", (CHALLENGES, n_ct))
-    beta = shake_residues(ring, seed + b"b", (CHALLENGES, ring.n))
-    return alpha, beta
-
-
-def linear_hash(ring: Ring, c: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """h(c) for c (n_ct, L, N) -> (C, L) uint64. Inner products exactly in float64: beta split
-    into 8-bit limbs keeps each product < 2^39 and each dot product of N <= 2^13 terms < 2^53."""
-    n_ct = c.shape[0]
-    limbs = np.stack([(beta >> np.uint64(8 * j)) & np.uint64(255) for j in range(4)], axis=-2)  # (C, L, 4, N)
-    out = np.empty((CHALLENGES, ring.size), dtype=np.uint64)
-    for l, p in enumerate(ring.primes):
-        cl = c[:, l, :].astype(np.float64)  # (n_ct, N)
-        lb = limbs[:, l].reshape(CHALLENGES * 4, ring.n).astype(np.float64)  # (C*4, N)
-        dots = (cl @ lb.T).astype(np.int64).reshape(n_ct, CHALLENGES, 4) % p  # exact
-        inner = np.zeros((n_ct, CHALLENGES), dtype=np.int64)
-        for j in range(4):
-            inner = (inner + dots[:, :, j] * (pow(2, 8 * j, p))) % p  # < 2^31 * 2^24 + p
-        al = alpha[:, l, :].T.astype(np.int64)  # (n_ct, C)
-        out[:, l] = np.array([sum(int(a) * int(b) for a, b in zip(al[:, i], inner[:, i])) % p
-                              for i in range(CHALLENGES)], dtype=np.uint64)
-    return out

@@ -7,7 +7,7 @@ another label (never enough to outvote the label), and filler words. A model mus
 carry sentiment and ignore topic and filler, so accuracy rises from chance (1/3) well above it.
 
 The rows are generated from a fixed seed, so every process sees the same data; the vocabulary is
-small (about 180 words) so a word-level tokenizer built from `default_corpus()` covers it.
+small (about 180 words) so a word-level tokenizer built from `loading.default_corpus()` covers it.
 """
 
 from __future__ import annotations
@@ -90,21 +90,6 @@ def default_vocabulary() -> list[str]:
     for group in (*SENTIMENT_WORDS.values(), *TOPIC_NOUNS.values()):
         words.update(group)
     return sorted(words)
-
-
-def default_corpus() -> list[str]:
-    """All texts of the default data (prompts and responses of every row, and the preference
-    pairs), for building a word-level tokenizer that covers them. Independent of the run seed."""
-    # Imported here: loading imports this module for the rows.
-    from securefed.data.config import DataConfig
-    from securefed.data.loading import load_examples, load_preferences
-
-    cfg = DataConfig(source="default", eval_fraction=0.0)
-    data = load_examples(cfg, seed=0)
-    prefs = load_preferences(cfg, seed=0)
-    texts = [t for ex in data.train + data.eval for t in (ex.prompt, ex.response)]
-    texts += [t for p in prefs.train + prefs.eval for t in (p.prompt, p.chosen, p.rejected)]
-    return texts
 
 
 def _pick(rng: np.random.Generator, words: tuple[str, ...], count: int) -> list[str]:

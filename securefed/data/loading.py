@@ -227,3 +227,14 @@ def _label_pairs(
         )
 
     return convert
+
+
+def default_corpus() -> list[str]:
+    """All texts of the default data (prompts and responses of every row, and the preference
+    pairs), for building a tokenizer that covers them (models.tiny). Independent of the run seed."""
+    cfg = DataConfig(source="default", eval_fraction=0.0)
+    data = load_examples(cfg, seed=0)
+    prefs = load_preferences(cfg, seed=0)
+    texts = [t for ex in data.train + data.eval for t in (ex.prompt, ex.response)]
+    texts += [t for p in prefs.train + prefs.eval for t in (p.prompt, p.chosen, p.rejected)]
+    return texts

@@ -59,7 +59,7 @@ def resolve_format(source: str, fmt: str) -> str:
         return "disk"
     if path.is_file():
         try:
-            return _EXTENSIONS[_data_suffix(path)]
+            return _EXTENSIONS[data_suffix(path)]
         except KeyError:
             raise ConfigError(
                 f"data.format: cannot tell the format of {source} from its extension; "
@@ -67,7 +67,7 @@ def resolve_format(source: str, fmt: str) -> str:
             ) from None
     # Not on disk. Something shaped like a file path is a missing file, not a hub id.
     looks_like_path = (
-        _data_suffix(path) in _EXTENSIONS
+        data_suffix(path) in _EXTENSIONS
         or source.startswith(("/", ".", "~"))
         or "\\" in source
         or not _HUB_ID.match(source)
@@ -99,7 +99,7 @@ def read_rows(source: str, fmt: str, split: str, encoding: str) -> RawRows:
     raise ConfigError(f"data.format: unknown format {fmt!r}")
 
 
-def _data_suffix(path: Path) -> str:
+def data_suffix(path: Path) -> str:
     """The format suffix, looking through a trailing .gz (data.jsonl.gz reads as jsonl)."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes[-1:] == [".gz"]:
@@ -107,13 +107,26 @@ def _data_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _open_text(path: Path, source: str, encoding: str):
-    # errors="replace": a few mis-encoded characters (common in scraped CSVs such as Financial
-    # PhraseBank) must not make a whole data set unreadable.
+def read_text(path: Path, encoding: str = "utf-8-sig") -> str:
+    """A whole local text file, strictly decoded; a .gz file is decompressed as it is read (in place,
+    never unpacked beside shared data). DataError on a corrupt .gz or undecodable bytes."""
+    try:
+        with _open_text(path, str(path), encoding, errors="strict") as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        name = "UTF-8" if encoding.lower().startswith("utf-8") else encoding
+        raise DataError(f"{path}: not {name} text ({exc.reason} at byte {exc.start})") from None
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable gzip file ({exc})") from None
+
+
+def _open_text(path: Path, source: str, encoding: str, errors: str = "replace"):
+    # errors="replace" for training data: a few mis-encoded characters (common in scraped CSVs such
+    # as Financial PhraseBank) must not make a whole data set unreadable.
     try:
         if path.suffix.lower() == ".gz":  # read in place: shared data is never copied to unpack it
-            return gzip.open(path, "rt", encoding=encoding, errors="replace", newline="")
-        return path.open("r", encoding=encoding, errors="replace", newline="")
+            return gzip.open(path, "rt", encoding=encoding, errors=errors, newline="")
+        return path.open("r", encoding=encoding, errors=errors, newline="")
     except FileNotFoundError:
         raise DataError(f"data file not found: {source}") from None
     except OSError as exc:

@@ -64,3 +64,14 @@ def render_chat(turns: Sequence[tuple[str, str]]) -> str:
     """Render (role, content) turns, then open the assistant reply: the prompt of a chat example."""
     blocks = [f"### {CHAT_ROLES[role]}:\n{content}" for role, content in turns]
     return "\n\n".join(blocks) + "\n\n" + CHAT_REPLY_HEADER
+
+
+# render_chat as a Jinja chat template: an exported model whose base had no template of its own is
+# prompted exactly as it was trained (tests/export check apply_chat_template == render_chat).
+CHAT_JINJA = (
+    "{%- set names = {'system': 'System', 'user': 'User', 'assistant': 'Assistant'} -%}"
+    "{%- for m in messages -%}"
+    "{{ '' if loop.first else '\\n\\n' }}{{ '### ' + names[m['role']] + ':\\n' + m['content'] }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '\\n\\n### Assistant:\\n' }}{%- endif -%}"
+)

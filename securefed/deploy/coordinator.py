@@ -137,6 +137,11 @@ class Coordinator:
                 _log.warning(kv("round_aborted", round=r, attempt=attempt, reason=str(e)[:200]))
                 continue
             record.update(status="ok", contributors=list(result.contributors), app=app_metrics)
+            excluded = list(result.stats.get("excluded", ()))
+            if excluded:  # e.g. threshold he: a decryptor whose answers did not decode; the round finished without it
+                record["excluded"] = excluded
+                _log.warning(kv("party_excluded", round=r, attempt=attempt, parties=",".join(excluded),
+                                reason="its answers did not decode"))
             # The round's metrics line goes first, then the checkpoint: a crash between the two leaves
             # a line past the checkpoint, which a restart drops (_drop_metrics_after) before redoing it.
             self._record(record, before, t0)

@@ -51,6 +51,7 @@ def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_
     """Kits for a federation that trains `cfg` with these apps (`securefed provision`): the protocol
     and its settings come from `cfg.aggregation`, and the whole config travels in app.config.
     requests: party id -> its `securefed keygen` request folder (None: make every party's keys here)."""
+    deployment_config(cfg)  # refuse what no deployed app would run (secret Poisson selection) before any kit
     settings: dict[str, Any] = {
         "port": port, "rounds": cfg.rounds, "min_parties": min_parties or len(parties),
         "algorithm": cfg.algorithm.name, "model": cfg.model.name_or_path,
@@ -80,9 +81,11 @@ def _protocol_config(cfg: RootConfig) -> Any:
 def message_bound(cfg: RootConfig) -> int:
     """Max message size sized from the adapter instead of a flat 512 MiB: the global payload (params
     and a control variate, fp32) with 3x headroom plus 16 MiB for metadata. plain and secagg replies
-    are at most 1.0x fp32 of the same vectors, so they always fit."""
-    model, _, _ = _model(cfg)
-    m = FlatLayout.of(get_adapter_state(model)).size
+    are at most 1.0x fp32 of the same vectors, so they always fit. Sized from the base's config and
+    the LoRA shapes (models.sizing): provisioning reads no weights."""
+    from securefed.models.sizing import adapter_numel
+
+    m = adapter_numel(cfg.model, cfg.lora)
     return (16 << 20) + 3 * (2 * 4 * m)
 
 

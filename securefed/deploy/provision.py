@@ -115,6 +115,13 @@ def provision_federation(
 def _provision(root: Path, ids: tuple[str, ...], server_host: str, protocol_name: str, cfg_json: Any,
                settings: Mapping[str, Any], requests: Mapping[str, str | Path] | None) -> FederationPaths:
     protocol, kg = protocol_of(protocol_name, cfg_json)
+    check = getattr(protocol, "check_round_size", None)
+    min_parties = settings.get("min_parties", len(ids))
+    if check is not None and isinstance(min_parties, int):  # before any key is made
+        try:  # e.g. threshold he: rounds below its signing quorum could never finish
+            check(len(ids), min_parties)
+        except ValueError as e:
+            raise ConfigError(f"min_parties: {e}") from None
     local = requests is None
     if local:
         requests = {pid: keygen_party(root / pid, pid, protocol_name, cfg_json) for pid in ids}

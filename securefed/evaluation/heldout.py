@@ -41,5 +41,4 @@ def evaluate_run(run_dir: str | Path, adapter: str | Path | None = None, split: 
     evalset = build_evalset(fns, data, tokenizer, cfg, fit_max_length(base, cfg.training.max_length), split)
     ev = cfg.evaluation
     metrics = fns.evaluate(model, tokenizer, load_file(str(weights)), evalset, dev, ev.batch_size, ev.max_new_tokens)
-    which = "test" if split == "test" or (split == "auto" and data.test) else "eval"
-    return {"run": str(run), "adapter": str(path), "split": which, "n": len(evalset.examples), "metrics": metrics}
+    return {"run": str(run), "adapter": str(path), "split": evalset.split, "n": len(evalset.examples), "metrics": metrics}

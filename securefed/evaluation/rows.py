@@ -7,12 +7,12 @@ errors name the file and the line (JSONL, CSV) where it went wrong.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from securefed.data.readers import data_suffix, read_text
 from securefed.errors import DataError, UserError
 
 SUFFIXES = (".jsonl", ".json", ".csv")  # each also gzipped (.jsonl.gz, ...)
@@ -25,17 +25,8 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         raise DataError(f"{file}: no such data file")
-    suffix = file.suffix.lower()
-    try:
-        if suffix == ".gz":  # data.jsonl.gz: read in place, never unpacked next to shared data
-            suffix = Path(file.stem).suffix.lower()
-            text = gzip.decompress(file.read_bytes()).decode("utf-8-sig")
-        else:
-            text = file.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from spreadsheet tools
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except (gzip.BadGzipFile, EOFError) as exc:
-        raise DataError(f"{file}: not a readable gzip file ({exc})") from exc
+    suffix = data_suffix(file)  # data.jsonl.gz reads as jsonl
+    text = read_text(file)  # utf-8-sig: tolerate a BOM from spreadsheet tools
     if suffix == ".jsonl":
         rows = _jsonl_rows(file, text)
     elif suffix == ".json":

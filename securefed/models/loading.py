@@ -72,22 +72,22 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, torch.device]:
 def attach_lora(model: Any, cfg: LoraConfig, seed: int = 0, gradient_checkpointing: bool = False) -> Any:
     """Wrap with a peft LoRA adapter; only the LoRA matrices are trainable. A quantized base goes
     through peft's k-bit preparation first (see models.quantization)."""
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
-
     quantized = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
     model = prepare_for_training(model, quantized, gradient_checkpointing)
     for p in model.parameters():
         p.requires_grad_(False)  # k-bit preparation may re-enable some; only LoRA trains
 
     torch.manual_seed(seed)  # LoRA A init is random: same seed, same initial global adapter
-    peft_cfg = PeftLoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=cfg.target_modules,
-        task_type="CAUSAL_LM",
-    )
+    return wrap_lora(model, cfg)
+
+
+def wrap_lora(model: Any, cfg: LoraConfig) -> Any:
+    """peft's LoRA wrapper for `cfg` (its per-architecture target defaults when none are given)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                              target_modules=cfg.target_modules, task_type="CAUSAL_LM")
     try:
         return get_peft_model(model, peft_cfg)
     except ValueError as e:

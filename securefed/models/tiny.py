@@ -75,7 +75,7 @@ def save_tiny(out_dir: str | os.PathLike, arch: Arch = "llama", corpus: Iterable
     from securefed.atomic import atomic_directory
 
     if corpus is None:
-        from securefed.data.default import default_corpus
+        from securefed.data.loading import default_corpus
 
         corpus = default_corpus()
     tokenizer = build_tokenizer(corpus)

@@ -94,3 +94,10 @@ def poisson(lam: float, count: int, source: AesCtrUniforms) -> np.ndarray:
 def skellam(mu: float, count: int, source: AesCtrUniforms) -> np.ndarray:
     """(count,) symmetric Skellam(mu): Poisson(mu) - Poisson(mu), variance 2 mu, exact integers."""
     return poisson(mu, count, source) - poisson(mu, count, source)
+
+
+def secure_generator():
+    """The distributed mechanism's secret randomness: an AES-256-CTR keystream under a fresh OS key
+    (AesCtrUniforms; its Poisson/Skellam/rounding samplers draw from it). The key never leaves the
+    party."""
+    return AesCtrUniforms()

@@ -183,7 +183,7 @@ def conditional_round(x: np.ndarray, bound: float, rng) -> np.ndarray:
 
 def encode(plan: DistributedPlan, update: np.ndarray, rng) -> np.ndarray:
     """A party's clipped update -> its noisy wrapped share as a float32 carrier vector.
-    `rng` must be secret to the party (privacy.rng.secure_generator: an AES-CTR keystream)."""
+    `rng` must be secret to the party (privacy.csprng.secure_generator: an AES-CTR keystream)."""
     if update.shape != (plan.dim,):
         raise ValueError(f"update has shape {update.shape}, plan expects ({plan.dim},)")
     if float(np.linalg.norm(update)) > plan.clip * (1 + 1e-6):

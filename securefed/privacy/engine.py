@@ -23,7 +23,8 @@ import numpy as np
 from securefed.privacy import distributed
 from securefed.privacy.accounting import Spend, check_budget, epsilon, example_sample_rate, resolve_noise_multiplier
 from securefed.privacy.config import PrivacyConfig
-from securefed.privacy.rng import poisson_sample, secure_generator, secure_normal, secure_uniforms
+from securefed.privacy.csprng import secure_generator
+from securefed.privacy.rng import poisson_sample, secure_normal, secure_uniforms
 from securefed.privacy.sensitivity import SafeEncoding, is_power_of_two, weight_bound
 from securefed.privacy.user_level import add_central_noise, user_level_input
 from securefed.protocols.base import PartyInput, VectorSum
@@ -84,6 +85,16 @@ class PrivacyEngine:
     def amplified(self) -> bool:
         """Secret Poisson selection, accounted at q over every round (user-central only; config.py)."""
         return self.cfg.sampling_amplification and self.cfg.mechanism == "user-central"
+
+    def public_metrics(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """What of a round's metrics may be written. Under the secret draw only what does not depend on
+        who was drawn (round, lr, names, the dp_* figures: every party is charged alike), in one fixed
+        shape; the rest (counts, the drawn parties' un-noised train_loss, bytes, protocol statistics,
+        timings) would put its reader at q = 1. Evaluating the released model, added after, is fine."""
+        if not self.amplified:
+            return dict(metrics)
+        head = {k: metrics[k] for k in ("round", "algorithm", "lr") if k in metrics}
+        return {**head, "protocol": self.facts.protocol, **{k: v for k, v in metrics.items() if k.startswith("dp_")}}
 
     def user_sample_rate(self) -> float:
         f = self.facts
@@ -290,7 +301,9 @@ class PrivacyEngine:
             **self._round_notes,
         }
         if self.amplified:
-            out["dp_drawn"] = len(self._pool)  # parties in this round's draw (each charged at q)
+            # parties that entered this round's draw (budget allowing; each charged at q), not how many
+            # the draw chose: that count is secret
+            out["dp_drawn"] = len(self._pool)
         if self.server_ledger or self._server_spends:
             # distributed over plain: what one share (all the server sees of a party) costs that party
             out["dp_epsilon_vs_server_max"] = max(

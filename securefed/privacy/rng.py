@@ -39,15 +39,6 @@ def secure_normal(count: int, std: float) -> np.ndarray:
     return total * (std / 2.0)
 
 
-def secure_generator():
-    """The distributed mechanism's secret randomness: an AES-256-CTR keystream under a fresh OS key
-    (csprng.AesCtrUniforms; its Poisson/Skellam/rounding samplers draw from it). The key never leaves
-    the party."""
-    from securefed.privacy.csprng import AesCtrUniforms
-
-    return AesCtrUniforms()
-
-
 def poisson_sample(n: int, rate: float, uniforms: np.ndarray) -> np.ndarray:
     """Indices i in [0, n) with uniforms[i] < rate: each record independently with probability `rate`
     (Poisson sampling, what the subsampled-Gaussian accountants assume)."""

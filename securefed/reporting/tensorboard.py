@@ -33,9 +33,11 @@ def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def round_writer(enabled: bool, log_dir: Path) -> Iterator[Callable[[Mapping[str, Any]], None]]:
+def round_writer(enabled: bool, log_dir: Path, timed: bool = True) -> Iterator[Callable[[Mapping[str, Any]], None]]:
     """Yields write(metrics): one scalar per metric at step = the round number, flushed each round
-    so TensorBoard shows a run while it goes. A no-op when not enabled."""
+    so TensorBoard shows a run while it goes. A no-op when not enabled. timed=False (a secret
+    Poisson draw): each event's wall time is its round number, not the clock (a round's duration
+    tells how many parties it trained)."""
     if not enabled:
         yield lambda metrics: None
         return
@@ -46,7 +48,8 @@ def round_writer(enabled: bool, log_dir: Path) -> Iterator[Callable[[Mapping[str
     try:
         def write(metrics: Mapping[str, Any]) -> None:
             for key, value in scalars(metrics).items():
-                writer.add_scalar(key, value, global_step=int(metrics["round"]))
+                writer.add_scalar(key, value, global_step=int(metrics["round"]),
+                                  walltime=None if timed else float(metrics["round"]))
             writer.flush()
 
         yield write

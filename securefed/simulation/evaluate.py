@@ -22,6 +22,7 @@ class EvalSet:
     examples: tuple[Example, ...]
     batches: tuple[Mapping[str, torch.Tensor], ...]  # tokenized, for the loss
     labels: tuple[str, ...] | None  # set for labelled tasks
+    split: str = "eval"  # which held-out split the rows come from: "test" or "eval"
 
 
 def evaluate_adapter(
@@ -30,7 +31,7 @@ def evaluate_adapter(
 ) -> dict[str, float]:
     set_adapter_state(model, params)
     loss = eval_loss(model, evalset.batches, device)
-    out = {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
+    out = {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0)), "eval_rows": float(len(evalset.examples))}
     if evalset.labels:
         prompts = [e.prompt for e in evalset.examples]
         special = all(needs_special_tokens(tokenizer, p) for p in prompts)  # chat-rendered prompts hold BOS

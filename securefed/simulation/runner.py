@@ -91,25 +91,29 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
     inputs: dict[str, PartyInput] = {}
     pending: dict[str, ClientState] = {}
     losses: dict[str, float] = {}
-    progress.reset(task, total=len(selected), description=f"round {r + 1}: local training")
+    secret = world.privacy.amplified  # a secret Poisson draw: no line may name the drawn or count them
+    progress.reset(task, total=None if secret else len(selected), description=f"round {r + 1}: local training")
     # Ray backend: the parties train on actors, which keep their updates for the protocol (aggregate)
     remote = backend.train(world, r, lr, selected, server, clients, progress, task) if backend else None
     for pid in selected if remote is None else ():
-        progress.update(task, description=f"round {r + 1}: {pid} training")
+        if not secret:
+            progress.update(task, description=f"round {r + 1}: {pid} training")
         result = _train_party(world, pid, r, lr, server, clients[pid])
         plain_input = party_input(result, world.layout, cfg.algorithm.party_weight(world.party_weights[pid]))
         # user-level DP: clip the whole update (+ distributed noise share); otherwise unchanged
         inputs[pid] = world.privacy.party_input(plain_input.delta, plain_input.control_delta, plain_input.weight)
         pending[pid] = result.client_state
         losses[pid] = result.train_loss
-        progress.advance(task)
+        if not secret:
+            progress.advance(task)
     if remote is not None:
         pending, losses = remote.pending, remote.losses
     metrics: dict[str, Any] = {"round": r + 1, "algorithm": world.algorithm.name, "lr": lr,
                                "selected": len(selected)}
     contributors = selected
     if world.algorithm.aggregates:
-        progress.update(task, description=f"round {r + 1}: {cfg.aggregation.protocol} aggregation")
+        if not secret:  # (a draw of nobody has no aggregation phase)
+            progress.update(task, description=f"round {r + 1}: {cfg.aggregation.protocol} aggregation")
         ctx = RoundContext(cfg.federation_id, r, selected, world.layout.size, world.algorithm.uses_control,
                            weight_bound(world.party_weights.values()), min_contributors=round_floor(cfg))
         too_few = _protocol_floor(cfg, len(selected))
@@ -127,6 +131,12 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
             metrics.update(protocol=cfg.aggregation.protocol, contributors=0, aborted=str(e) or "protocol abort",
                            train_loss=sum(losses.values()) / len(losses), **world.privacy.close_round())
             return server, clients, metrics
+        excluded = tuple(vsum.stats.get("excluded", ()))
+        if excluded:  # e.g. threshold he: a decryptor whose answers did not decode (the round finished without it)
+            say = getattr(progress, "note", None)
+            if say is not None:
+                say(f"round {r + 1}: {cfg.aggregation.protocol} left out {', '.join(excluded)}: its answers did not decode")
+            metrics["excluded"] = list(excluded)
         vsum = world.privacy.finish_round(vsum)  # central noise / distributed decoding, before the server step
         server = world.algorithm.server_update(server, to_aggregate(vsum, world.layout))
         contributors = vsum.contributors
@@ -155,13 +165,12 @@ def _protocol_floor(cfg: RootConfig, n: int) -> str:
         except ValueError as e:
             return f"{e} ({n} admitted)"
     if agg.protocol == "he":
-        need = agg.he.min_contributors
-        if agg.he.mode == "threshold":
-            from securefed.protocols.he.tkeys import threshold_for  # t of the roster must decrypt
+        from securefed.protocols.he import check_round_size  # t decryptors, a signing quorum, min_contributors
 
-            need = max(need, threshold_for(cfg.parties, agg.he.threshold_fraction))
-        if n < need:
-            return f"he needs >= {need} parties to decrypt, {n} admitted"
+        try:
+            check_round_size(agg.he, cfg.parties, n)
+        except ValueError as e:
+            return f"{e} ({n} admitted)"
     if n < round_floor(cfg):  # the parties' own floor on a round (securefed.membership)
         return f"{n} admitted, below sampling.min_round_size={cfg.sampling.min_round_size}"
     return ""
@@ -205,21 +214,31 @@ def simulate(
         clients = {p: world.algorithm.init_client(world.initial_adapter) for p in world.party_ids}
         start, history = 0, []
         metrics_path.unlink(missing_ok=True)
+    heldout = None  # the last evaluation of this process: which rows, how many, the figures (model card)
     t0 = time.perf_counter()
-    with RunProgress(console, out / "run.log", cfg.rounds) as progress, \
-            round_writer(cfg.output.tensorboard, out / "tensorboard") as board, \
+    timed = not world.privacy.amplified  # secret draw: a round's duration would tell how many trained
+    with RunProgress(console, out / "run.log", cfg.rounds, timed=timed) as progress, \
+            round_writer(cfg.output.tensorboard, out / "tensorboard", timed) as board, \
             open_backend(world) as backend:
         for note in notes:
             progress.write_log(note)  # the console saw them already; the log file gets them too
+        if not timed:
+            progress.note("secret Poisson selection (privacy.sampling_amplification): no line, metric or file of "
+                          "this run names the drawn parties, counts them or times a round")
         rounds_task = progress.add_task("rounds", total=cfg.rounds, completed=start)
         party_task = progress.add_task("parties", total=1)
         for r in range(start, min(cfg.rounds, stop_after or cfg.rounds)):
             t_round = time.perf_counter()
             server, clients, metrics = run_one_round(world, r, server, clients, progress, party_task, backend)
+            metrics = world.privacy.public_metrics(metrics)  # secret draw: only what does not depend on it
             if (r + 1) % cfg.evaluation.every == 0 or r + 1 == cfg.rounds:
                 progress.update(party_task, description=f"round {r + 1}: evaluating")
-                metrics.update(_evaluate(world, server, clients))
-            metrics["seconds"] = time.perf_counter() - t_round
+                scored = _evaluate(world, server, clients)
+                metrics.update(scored)
+                heldout = {"round": r + 1, "split": world.evalset.split, "rows": len(world.evalset.examples),
+                           "metrics": scored}
+            if timed:
+                metrics["seconds"] = time.perf_counter() - t_round
             progress.round_done(metrics)
             board(metrics)
             history.append(metrics)
@@ -238,8 +257,11 @@ def simulate(
         "algorithm": cfg.algorithm.name, "protocol": cfg.aggregation.protocol, "rounds": cfg.rounds,
         "parties": cfg.parties, "model": cfg.model.name_or_path, "data": cfg.data.source,
         "party_sizes": world.party_weights, "skipped_rows": world.skipped_rows,
-        "seconds_this_run": time.perf_counter() - t0, "first": history[0] if history else None,
-        "final": history[-1] if history else None,
+        "first": history[0] if history else None, "final": history[-1] if history else None,
     }
+    if heldout is not None:
+        summary["heldout"] = heldout
+    if timed:
+        summary["seconds_this_run"] = time.perf_counter() - t0
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -49,10 +49,15 @@ class World:
     privacy: PrivacyEngine  # per-party DP budgets and the user-level mechanisms; 'none' passes through
 
 
+def scored_split(data: Any, split: str) -> str:
+    """The held-out split `split` ("auto", "test" or "eval") names for this data: "test" or "eval"."""
+    return "test" if split == "test" or (split == "auto" and data.test) else "eval"
+
+
 def evaluation_rows(data: Any, split: str) -> tuple:
     """The rows per-round evaluation scores: the TEST split when there is one (split "auto"), never rows
     a party trains on."""
-    if split == "test" or (split == "auto" and data.test):
+    if scored_split(data, split) == "test":
         if not data.test:
             raise ConfigError("evaluation.split 'test' needs data.test_fraction > 0")
         return data.test
@@ -83,7 +88,7 @@ def build_evalset(fns: TaskFunctions, data: Any, tokenizer: Any, cfg: RootConfig
     examples, tokenized = tuple(examples[i] for i in order), [tokenized[i] for i in order]
     bs = cfg.evaluation.batch_size
     batches = tuple(fns.collate(tokenized[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(tokenized), bs))
-    return EvalSet(tuple(examples), batches, data.labels)
+    return EvalSet(tuple(examples), batches, data.labels, scored_split(data, split or cfg.evaluation.split))
 
 
 def build_world(cfg: RootConfig) -> World:

@@ -14,7 +14,8 @@ from _deploy_helpers import expected_sums, fast_settings, run_inprocess, server_
 from securefed.deploy.keygen import ROSTER, keygen_finish, keygen_party, read_request, write_roster
 from securefed.deploy.kit import load_party_kit
 from securefed.deploy.provision import FederationPaths, provision_federation
-from securefed.protocols.he import ThresholdPartyMaterial, tkeys
+from securefed.protocols.he import ThresholdPartyMaterial
+from securefed.protocols.he.threshold import keys as tkeys
 
 PARTIES = ("alice", "bob", "carol")
 

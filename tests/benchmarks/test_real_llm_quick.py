@@ -40,3 +40,36 @@ def test_toy_real_llm_rows_curves_tag_and_merge(tmp_path, fpb):
     assert [r["run"] for r in merged["sft"]] == ["fedavg plain", "centralized (4-bit)"]
     assert (tmp_path / "m" / "utility.png").is_file() and (tmp_path / "m" / "curves.png").is_file()
     assert "| centralized (4-bit) |" in (tmp_path / "m" / "results.md").read_text()
+
+
+def test_toy_real_llm_stops_resumes_and_writes_the_headline(tmp_path, fpb):
+    """A run stopped after round 1 (as a kill would leave it) is refused without --resume, continues
+    from its checkpoint with it, and a finished run is read back, not rerun; the headline JSON has
+    issue 25's fields for every run."""
+    out, headline = tmp_path / "h", tmp_path / "headline.json"
+    common = ["--skip-dpo", "--parties", "3", "--rounds", "2", "--steps", "1", "--batch", "2", "--test-max", "6",
+              "--max-examples", "60", "--max-length", "64", "--set", "sampling.count=2", "--only", "fedavg plain",
+              "--out", str(out), "--headline", str(headline)]
+    res = _run(fpb, *common, "--stop-after", "1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    run_dir = out / "runs" / "fedavg-plain"
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    assert json.loads(headline.read_text())["runs"][0]["kind"] == "zero-shot"  # the stopped run has no entry yet
+
+    res = _run(fpb, *common)
+    assert res.returncode != 0 and "add --resume" in res.stderr
+
+    res = _run(fpb, *common, "--resume")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [json.loads(x)["round"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    log_lines = (run_dir / "run.log").read_text()
+    runs = {r["run"]: r for r in json.loads(headline.read_text())["runs"]}
+    fed = runs["fedavg plain"]
+    assert fed["kind"] == "federated" and fed["rounds"] == 2 and fed["sequential_steps"] == 2
+    assert fed["epsilon"] is None and fed["rows_scored"] == runs["zero-shot"]["rows_scored"] > 0
+    assert set(fed) >= {"algorithm", "protocol", "accuracy", "macro_f1", "heldout_loss", "wall_s", "command"}
+
+    res = _run(fpb, *common, "--resume")  # finished: read back, nothing retrained
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (run_dir / "run.log").read_text() == log_lines
+    assert json.loads(headline.read_text())["runs"][-1]["accuracy"] == fed["accuracy"]

@@ -106,7 +106,8 @@ def test_reported_epsilon_matches_independent_accountant(mechanism, accountant, 
     extra = {"distributed_over_plain": True} if (mechanism, protocol) == ("user-distributed", "plain") else {}
     rounds = 3 if protocol == "he" else 5
     noise = {"noise_multiplier": 1.2} if mechanism == "example" else {}  # (solving 6 parties' z is slow)
-    root = _root(protocol, mechanism, parties=6, count=4, rounds=rounds, target_epsilon=6.0, accountant=accountant,
+    count = 5 if protocol == "he" else 4  # threshold he: a quorum of 5 of the 6 key holders signs each round
+    root = _root(protocol, mechanism, parties=6, count=count, rounds=rounds, target_epsilon=6.0, accountant=accountant,
                  update_clip_norm=0.5, **extra, **noise)
     eng, rows = _drive(root)
     _assert_agrees(eng, rows)
@@ -280,7 +281,7 @@ def test_modulus_too_small_for_clip_and_dimension():
 
 def test_distributed_randomness_is_aes_ctr():
     from securefed.privacy.csprng import AesCtrUniforms, skellam
-    from securefed.privacy.rng import secure_generator
+    from securefed.privacy.csprng import secure_generator
 
     a, b = secure_generator(), secure_generator()
     assert isinstance(a, AesCtrUniforms) and not np.array_equal(a.random(8), b.random(8))
@@ -299,3 +300,53 @@ def test_one_run_audit_bound_is_valid_and_has_power():
     released = np.where(flip, inc, ~inc).astype(float) + rng.random(2000) * 1e-3
     lb = one_run_lower_bound(released, inc, 1000, 0.0)["eps_lb"]
     assert 0.5 < lb < 1.0
+
+
+# --- issue #24: the epsilon a one-run audit is held against --------------------------------------------
+
+
+def test_user_level_canary_spans_twice_the_sensitivity():
+    # the premise: a canary can turn a party's clipped update u into u' = -u, ||u - u'|| = 2C
+    from securefed.privacy.user_level import user_level_input
+
+    u = np.ones(64, dtype=np.float32)
+    a, _ = user_level_input(u, 0.5)
+    b, _ = user_level_input(-u, 0.5)
+    assert np.linalg.norm(a.delta - b.delta) == pytest.approx(2 * 0.5, rel=1e-6)
+
+
+def test_audit_reference_for_a_user_level_cell_is_the_epsilon_at_doubled_sensitivity():
+    import dp_accounting
+
+    from securefed.privacy.audit import audit_reference_epsilon
+
+    # the DP-audit benchmark's user-central target-8 cell: 10 parties, all in each of 3 rounds (q = 1)
+    z = solve_noise_multiplier(8.0, 1e-5, 1.0, 3)
+    history = [Spend(z, 1.0, 1)] * 3
+    ref, relation = audit_reference_epsilon(history, 1e-5, "rdp", "user")
+    acc = dp_accounting.rdp.RdpAccountant()  # independent: Gaussian of sensitivity 2 at noise z
+    acc.compose(dp_accounting.GaussianDpEvent(z / 2), 3)
+    assert ref == pytest.approx(acc.get_epsilon(1e-5), rel=0.01)
+    assert ref == pytest.approx(18.85, abs=0.03) and "doubled sensitivity" in relation  # the issue's figure
+    assert ref > 2 * epsilon(history, 1e-5)  # the reported 8 is the wrong line for this cell
+    # target 2: the issue's 4.36 (dp-accounting's orders; Opacus's give 4.34)
+    z2 = solve_noise_multiplier(2.0, 1e-5, 1.0, 3)
+    assert audit_reference_epsilon([Spend(z2, 1.0, 3)], 1e-5, "rdp", "user")[0] == pytest.approx(4.36, abs=0.03)
+    # distributed (Skellam): L2 and L1 double at the same variance
+    s = Spend(1.5, 1.0, 5, 3000.0, 48000.0)
+    ref_sk, _ = audit_reference_epsilon([s], 1e-5, "rdp", "user")
+    assert ref_sk == pytest.approx(epsilon([Spend(0.75, 1.0, 5, 6000.0, 96000.0)], 1e-5))
+    assert ref_sk > 1.8 * epsilon([s], 1e-5)
+    # secret Poisson selection: group privacy of two add/remove steps, above the reported one
+    amp = [Spend(1.528, 1 / 3, 8)]
+    ref_amp, rel_amp = audit_reference_epsilon(amp, 1e-5, "rdp", "user")
+    assert "group privacy" in rel_amp and ref_amp > 2 * epsilon(amp, 1e-5)
+
+
+def test_audit_reference_for_a_record_level_cell_is_the_reported_epsilon():
+    from securefed.privacy.audit import audit_reference_epsilon
+
+    h = [Spend(1.1, 0.05, 200)]
+    ref, relation = audit_reference_epsilon(h, 1e-5, "rdp", "record")
+    assert ref == epsilon(h, 1e-5) and relation.startswith("add/remove one record")
+    assert audit_reference_epsilon(h, 1e-5, "rdp", "record", records=32)[0] is None

@@ -8,7 +8,7 @@ import pytest
 
 from securefed.privacy import distributed as dd
 from securefed.privacy.accounting import Spend, epsilon
-from securefed.privacy.rng import secure_generator
+from securefed.privacy.csprng import secure_generator
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.protocols.driver import run_round
 from securefed.protocols.plain import Plain

@@ -9,9 +9,10 @@ from pydantic import ValidationError
 from securefed.protocols import registry
 from securefed.protocols.base import Message, PartyInput, ProtocolAbort, ProtocolError, RoundContext
 from securefed.protocols.driver import run_round
-from securefed.protocols.he import HE, HEConfig, kits
-from securefed.protocols.he.context import noise_bound
-from securefed.protocols.he.packing import Layout, Quantizer, dequantize, unpack
+from securefed.protocols.he import HE, HEConfig
+from securefed.protocols.he.single_key import kits
+from securefed.protocols.he.single_key.context import noise_bound
+from securefed.protocols.he.single_key.packing import Layout, Quantizer, dequantize, unpack
 
 PIDS = ("a", "b", "c", "d")
 M = 3000

@@ -13,8 +13,9 @@ import tenseal.sealapi as seal
 
 from securefed.protocols.base import Message, PartyInput, ProtocolAbort, ProtocolError, RoundContext
 from securefed.protocols.driver import run_round
-from securefed.protocols.he import HE, HEConfig, framing, kits
-from securefed.protocols.he.context import Cipher, load_ciphertext
+from securefed.protocols.he import HE, HEConfig, framing
+from securefed.protocols.he.single_key import kits
+from securefed.protocols.he.single_key.context import Cipher, load_ciphertext
 from securefed.protocols.he.sealio import check_blob
 
 from test_he import PIDS, assert_matches_plain, make_inputs, plain_round

@@ -14,7 +14,7 @@ from securefed.protocols import registry
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.protocols.driver import run_round
 from securefed.protocols.he import HEConfig, HEPartyMaterial, HEPublic
-from securefed.protocols.he import kits as he_kits
+from securefed.protocols.he.single_key import kits as he_kits
 from securefed.protocols.secagg import PartyMaterial, SecAgg, SecAggConfig, ServerMaterial
 from securefed.protocols.secagg import provisioning as sa
 

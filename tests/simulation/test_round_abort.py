@@ -36,9 +36,9 @@ def test_too_few_admitted_parties_for_the_protocol_is_an_abort_not_a_crash(tmp_p
     cfg = load_config(None, small_overrides + ["aggregation.protocol=secagg"])
     assert runner._protocol_floor(cfg, 2) == "party_ids: secagg needs >= 3 parties, got 2 (2 admitted)"
     assert runner._protocol_floor(cfg, 3) == ""
-    he = load_config(None, small_overrides + ["aggregation.protocol=he"])  # threshold: t = 2 of 3
-    assert runner._protocol_floor(he, 1) == "he needs >= 2 parties to decrypt, 1 admitted"
-    assert runner._protocol_floor(he, 2) == "2 admitted, below sampling.min_round_size=3"  # t = 2 is not enough
+    he = load_config(None, small_overrides + ["aggregation.protocol=he"])  # threshold: t = 2, quorum 3 of 3
+    assert runner._protocol_floor(he, 2).startswith("he: rounds select 2 of 3 parties but need 3 (t=2 decryptors, "
+                                                    "a quorum of 3 signing")
     assert runner._protocol_floor(he, 3) == ""
     plain = load_config(None, small_overrides + ["aggregation.protocol=plain"])
     assert runner._protocol_floor(plain, 1) == ""

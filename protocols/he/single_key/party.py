@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from securefed.protocols.base import Message, PartyInput, ProtocolError, RoundContext
 from securefed.protocols.he import framing
 from securefed.protocols.he.config import HEConfig
-from securefed.protocols.he.context import Cipher, HEPartyMaterial, HEPublic, capacity_bits, load_ciphertext
-from securefed.protocols.he.packing import Layout, Quantizer
+from securefed.protocols.he.single_key.context import Cipher, HEPartyMaterial, HEPublic, capacity_bits, load_ciphertext
+from securefed.protocols.he.single_key.packing import Layout, Quantizer
 from securefed.protocols.he.sealio import check_blob
 from securefed.protocols.secagg.ledger import RoundLedger
 

@@ -18,9 +18,9 @@ import tenseal.sealapi as seal
 from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, RoundContext, VectorSum
 from securefed.protocols.he import framing
 from securefed.protocols.he.config import HEConfig
-from securefed.protocols.he.context import HEPublic
-from securefed.protocols.he.packing import Layout, dequantize, unpack
-from securefed.protocols.he.party import DECRYPT_STAGE, INPUT_STAGE, read_signed_upload
+from securefed.protocols.he.single_key.context import HEPublic
+from securefed.protocols.he.single_key.packing import Layout, dequantize, unpack
+from securefed.protocols.he.single_key.party import DECRYPT_STAGE, INPUT_STAGE, read_signed_upload
 
 
 class HEServer:

@@ -1,5 +1,5 @@
-"""Threshold key generation for `he` on the parties' machines (the keygen hooks of protocols/base.py,
-see /work/wt/COORD.md), and its in-process equivalent `provision`.
+"""Threshold key generation for `he` on the parties' machines (the keygen hooks of
+protocols/keygen.py), and its in-process equivalent `provision`.
 
     phase 1  party_keygen(label, pid)           -> secret, public1 = {Ed25519 key, X25519 key,
                                                     H(b_i) commitment} signed by the party
@@ -22,9 +22,7 @@ read them; the GCM tag authenticates the dealer.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,30 +34,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from securefed.protocols.he import rlwe
-from securefed.protocols.he.ring import ByteSource, Ring
+from securefed.protocols.he.threshold.blobs import KeygenError, elem_bytes, elem_from
+from securefed.protocols.he.threshold.blobs import pack as _pack
+from securefed.protocols.he.threshold.blobs import unpack as _unpack
+from securefed.protocols.he.ring import ByteSource
 
 _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 _RAW_PRIV = (serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
 DEFAULT_LABEL = "securefed-he-v1"  # domain label of the keygen flow; also names the common polynomial a
-
-
-class KeygenError(ValueError):
-    """A keygen message is malformed, unsigned, or inconsistent with the roster (one line)."""
-
-
-def elem_bytes(x: np.ndarray) -> bytes:
-    return np.ascontiguousarray(x, dtype="<u4").tobytes()
-
-
-def elem_from(ring: Ring, data: bytes, what: str) -> np.ndarray:
-    if len(data) != ring.size * ring.n * 4:
-        raise KeygenError(f"{what}: wrong length")
-    x = np.frombuffer(data, dtype="<u4").astype(np.uint64).reshape(ring.size, ring.n)
-    if np.any(x >= np.array(ring.primes, dtype=np.uint64).reshape(-1, 1)):
-        raise KeygenError(f"{what}: residue out of range")
-    return x
 
 
 def _sign_pub(key: Ed25519PrivateKey) -> bytes:
@@ -71,28 +55,6 @@ def _verify(pub: bytes, sig: bytes, msg: bytes, what: str) -> None:
         Ed25519PublicKey.from_public_bytes(pub).verify(sig, msg)
     except (InvalidSignature, ValueError):
         raise KeygenError(f"{what}: bad signature") from None
-
-
-def _pack(obj: dict, blobs: list[bytes]) -> bytes:
-    head = json.dumps({**obj, "blobs": [len(b) for b in blobs]}, sort_keys=True).encode()
-    return struct.pack("<I", len(head)) + head + b"".join(blobs)
-
-
-def _unpack(data: bytes, what: str) -> tuple[dict, list[bytes]]:
-    try:
-        (n,) = struct.unpack_from("<I", data)
-        obj = json.loads(data[4 : 4 + n])
-        pos, blobs = 4 + n, []
-        for size in obj.pop("blobs"):
-            if not isinstance(size, int) or size < 0 or pos + size > len(data):
-                raise ValueError
-            blobs.append(data[pos : pos + size])
-            pos += size
-        if pos != len(data) or not isinstance(obj, dict):
-            raise ValueError
-    except (ValueError, KeyError, TypeError, struct.error, AttributeError):
-        raise KeygenError(f"{what}: malformed") from None
-    return obj, blobs
 
 
 @dataclass(frozen=True)
@@ -207,6 +169,14 @@ def _share_key(dh_priv: bytes, peer_pub: bytes, label: str, dealer: str, recipie
     shared = X25519PrivateKey.from_private_bytes(dh_priv).exchange(X25519PublicKey.from_public_bytes(peer_pub))
     info = b"|".join([b"securefed-he-share-v1", label.encode(), dealer.encode(), recipient.encode()])
     return AESGCM(HKDF(hashes.SHA256(), 32, None, info).derive(shared))
+
+
+def _pair_key(dh_priv: bytes, peer_pub: bytes, label: str, a: str, b: str) -> bytes:
+    """The key two parties share for zero-sharing masks at decryption (the same on both sides)."""
+    lo, hi = sorted((a, b))
+    shared = X25519PrivateKey.from_private_bytes(dh_priv).exchange(X25519PublicKey.from_public_bytes(peer_pub))
+    info = b"|".join([b"securefed-he-pair-v1", label.encode(), lo.encode(), hi.encode()])
+    return HKDF(hashes.SHA256(), 32, None, info).derive(shared)
 
 
 def _share_aad(label: str, dealer: str, recipient: str) -> bytes:
@@ -347,10 +317,11 @@ class ThresholdPartyMaterial:
     sign_key: bytes = field(repr=False)
     s_ntt: np.ndarray = field(repr=False)  # own additive share s_i (L, N), NTT form
     shares: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # dealer -> share at my point
+    pair_keys: dict[str, bytes] = field(repr=False, default_factory=dict)  # peer -> 32-byte zero-sharing key
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ThresholdPartyMaterial) and self.public == other.public
-                and (self.party_id, self.sign_key) == (other.party_id, other.sign_key)
+                and (self.party_id, self.sign_key, self.pair_keys) == (other.party_id, other.sign_key, other.pair_keys)
                 and np.array_equal(self.s_ntt, other.s_ntt) and self.shares.keys() == other.shares.keys()
                 and all(np.array_equal(v, other.shares[k]) for k, v in self.shares.items()))
 
@@ -372,7 +343,7 @@ def party_material(secret: KeygenSecret, bundle: bytes) -> ThresholdPartyMateria
     if obj.get("t") != t:
         raise KeygenError(f"keygen bundle: threshold {obj.get('t')} differs from ours ({t})")
     b = np.zeros((ring.size, ring.n), dtype=np.uint64)
-    shares = {}
+    shares, pair_keys = {}, {}
     for i, pid in enumerate(ros):
         pb, psig, enc = blobs[len(ids) + 3 * i : len(ids) + 3 * i + 3]
         _check_phase2(secret.label, ros, pid, Phase2(pid, t, pb, psig, {}), t)
@@ -380,6 +351,7 @@ def party_material(secret: KeygenSecret, bundle: bytes) -> ThresholdPartyMateria
         if pid == secret.party_id:
             shares[pid] = secret.own_share
             continue
+        pair_keys[pid] = _pair_key(secret.dh_key, ros[pid].dh_pub, secret.label, pid, secret.party_id)
         aead = _share_key(secret.dh_key, ros[pid].dh_pub, secret.label, pid, secret.party_id)
         try:
             raw = aead.decrypt(enc[:12], enc[12:], _share_aad(secret.label, pid, secret.party_id))
@@ -388,7 +360,7 @@ def party_material(secret: KeygenSecret, bundle: bytes) -> ThresholdPartyMateria
         shares[pid] = elem_from(ring, raw, f"share from {pid!r}")
     public = ThresholdPublic(secret.label, tuple(ros), tuple(ros[p].sign_pub for p in ros), t, b,
                              _key_id(secret.label, ros, t, b))
-    return ThresholdPartyMaterial(public, secret.party_id, secret.sign_key, secret.s_ntt, shares)
+    return ThresholdPartyMaterial(public, secret.party_id, secret.sign_key, secret.s_ntt, shares, pair_keys)
 
 
 def provision(party_ids: tuple[str, ...], threshold_fraction: float = 0.5, label: str = DEFAULT_LABEL,

@@ -23,7 +23,7 @@ import numpy as np
 
 from securefed.protocols.base import PartyInput, ProtocolError, RoundContext
 from securefed.protocols.he.config import HEConfig
-from securefed.protocols.he.context import HEPublic, capacity_bits
+from securefed.protocols.he.single_key.context import HEPublic, capacity_bits
 
 WEIGHT_BITS = 40  # weight is sent as round(w / max_weight * 2**40), spread over several digits
 

@@ -1,9 +1,10 @@
 """Threshold `he` key material as bytes (the deploy layer's MaterialCodec hook; no pickle):
 
-    magic "SFHETK1" | role u8 (0 server, 1 party) | tkeys packing: JSON head + binary blobs
+    magic "SFHETK2" | role u8 (0 server, 1 party) | threshold.blobs packing: JSON head + binary blobs
 
 Server: label, roster, threshold, Ed25519 public keys, collective public key. Party: the same plus
-its party id, Ed25519 private key, own key share and the Shamir shares dealt to it (file mode 0600
+its party id, Ed25519 private key, own key share, the Shamir shares dealt to it and its pairwise
+zero-sharing keys, one per peer (file mode 0600
 is the deploy layer's job). The key id is recomputed from the contents on load, never trusted.
 """
 
@@ -11,18 +12,12 @@ from __future__ import annotations
 
 from securefed.errors import MaterialError
 from securefed.protocols.he import rlwe
-from securefed.protocols.he.tkeys import (
-    KeygenError,
-    ThresholdPartyMaterial,
-    ThresholdPublic,
-    _pack,
-    _unpack,
-    elem_bytes,
-    elem_from,
-    public_key_id,
-)
+from securefed.protocols.he.threshold.blobs import KeygenError, elem_bytes, elem_from
+from securefed.protocols.he.threshold.blobs import pack as _pack
+from securefed.protocols.he.threshold.blobs import unpack as _unpack
+from securefed.protocols.he.threshold.keys import ThresholdPartyMaterial, ThresholdPublic, public_key_id
 
-MAGIC = b"SFHETK1"
+MAGIC = b"SFHETK2"  # 2: pair keys for the zero sharing at decryption
 ROLE_SERVER, ROLE_PARTY = 0, 1
 
 
@@ -39,7 +34,9 @@ def dump(material: ThresholdPublic | ThresholdPartyMaterial) -> bytes:
         head, blobs = _public_parts(material.public)
         dealers = sorted(material.shares)
         head.update(party_id=material.party_id, dealers=dealers)
-        blobs += [material.sign_key, elem_bytes(material.s_ntt), *(elem_bytes(material.shares[d]) for d in dealers)]
+        peers = [p for p in material.public.roster if p != material.party_id]
+        blobs += [material.sign_key, elem_bytes(material.s_ntt), *(elem_bytes(material.shares[d]) for d in dealers),
+                  *(material.pair_keys[p] for p in peers)]
         return MAGIC + bytes([ROLE_PARTY]) + _pack(head, blobs)
     raise TypeError(f"he: cannot serialize {type(material).__name__}")
 
@@ -69,13 +66,17 @@ def load(data: bytes) -> ThresholdPublic | ThresholdPartyMaterial:
                 raise KeygenError("he threshold kit: a server kit must not carry secrets")
             return public
         pid, dealers = str(head["party_id"]), [str(d) for d in head["dealers"]]
-        if pid not in roster or sorted(dealers) != list(roster) or len(blobs) != 3 + n + n:
+        if pid not in roster or sorted(dealers) != list(roster) or len(blobs) != 3 + n + n + n - 1:
             raise KeygenError("he threshold kit: party id or shares do not match the roster")
         sign_key = blobs[1 + n]
         if len(sign_key) != 32:
             raise KeygenError("he threshold kit: bad signing key")
         s = elem_from(ring, blobs[2 + n], "he threshold kit: key share")
         shares = {d: elem_from(ring, blobs[3 + n + i], f"he threshold kit: share from {d!r}") for i, d in enumerate(dealers)}
-        return ThresholdPartyMaterial(public, pid, sign_key, s, shares)
+        peers = [p for p in roster if p != pid]
+        pair_keys = dict(zip(peers, blobs[3 + 2 * n :]))
+        if any(len(k) != 32 for k in pair_keys.values()):
+            raise KeygenError("he threshold kit: bad pair key")
+        return ThresholdPartyMaterial(public, pid, sign_key, s, shares, pair_keys)
     except (KeygenError, KeyError, TypeError, ValueError, IndexError) as e:
         raise MaterialError(str(e) if str(e).startswith("he threshold kit") else f"he threshold kit: corrupt ({e})") from None

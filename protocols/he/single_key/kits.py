@@ -21,7 +21,7 @@ from pathlib import Path
 
 from securefed.errors import MaterialError
 from securefed.protocols.he.config import ParamSet
-from securefed.protocols.he.context import KEY_ID_LEN, HEPartyMaterial, HEPublic, build_context
+from securefed.protocols.he.single_key.context import KEY_ID_LEN, HEPartyMaterial, HEPublic, build_context
 
 MAGIC = b"SFHEKIT1"
 ROLE_SERVER, ROLE_PARTY = 0, 1
