@@ -4,7 +4,7 @@ rejoin later rounds from their kits (secagg's round ledger included).
 
 Protocol-agnostic: the stage a victim dies at is drawn from 1..stages (the protocol's stage count:
 secagg 5 = advertise, share, masked input (before upload), consistency (after upload), unmask;
-threshold he 4 = input, attest, decrypt, recover). Checks, per completed round, that the sum equals
+threshold he 3 = input, sign, decrypt). Checks, per completed round, that the sum equals
 the sum of its contributors' inputs within the protocol's quantisation bound; samples memory of every
 process; scans every log for an unhandled exception. Used by benchmarks/churn.py and a scaled-down
 test. Every process started here is killed (by its own pid) before returning.
@@ -28,7 +28,7 @@ from securefed.deploy.protocol_only import protocol_only_input
 from securefed.deploy.provision import FederationPaths
 from securefed.protocols.base import RoundContext
 
-STAGES = {"secagg": 5, "he": 4, "plain": 1}
+STAGES = {"secagg": 5, "he": 3, "plain": 1}
 KILLED_RC = 3  # protocol_only._CrashingSession's exit status
 
 
