@@ -174,7 +174,8 @@ class Coordinator:
         # protocols bind their transcript to the attempt; min_contributors: the survivors' floor
         ctx = self.membership.check(dataclasses.replace(ctx, attempt=attempt))
         live = self._live = {pid: links[pid] for pid in selected}
-        record["selected"] = list(invited)
+        record["selected"] = list(invited)  # the round's invited set (what its protocol context holds)
+        record["started"] = list(selected)  # those sent ROUND_START; the other invited ones are dropouts
         self._dropped.update(set(invited) - set(selected))
         if len(selected) < ctx.min_contributors:
             raise ProtocolAbort(f"{len(selected)} of {len(invited)} invited parties can start, below "
