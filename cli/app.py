@@ -267,6 +267,9 @@ def keygen(
     try:
         cfg = load_config(config, set_)
         req = keygen_fl_finish(out, finish, cfg) if finish is not None else keygen_fl_party(out, party, cfg)
+        from securefed.deploy.roster import request_fingerprint
+
+        fp = request_fingerprint(req, cfg.aggregation.protocol)
     except (UserError, ValueError) as e:
         _fail(str(e))
     if finish is not None:
@@ -275,6 +278,7 @@ def keygen(
     else:
         Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator; when the kit "
                         f"{party}/ comes back, copy its files into {out}", highlight=False)
+    Console().print(f"{party}: key fingerprint {fp} (read it to the other parties out of band)", highlight=False)
 
 
 @app.command()
@@ -356,14 +360,25 @@ def status(
     federation: Path = typer.Option(..., "--federation", "-f", help="the server folder or a party kit"),
     address: Optional[str] = typer.Option(None, help="coordinator address host:port (default: the one in "
                                           "federation.json)"),
+    roster: bool = typer.Option(False, "--roster", help="list every party's key fingerprint from the folder "
+                                "(and whether it matches pinned-fingerprints.txt); contacts no one"),
 ) -> None:
     """Show the coordinator's round, connected parties, bytes moved and the last round's aggregated
-    metrics; when no coordinator answers (finished or down), what the folder's own files say."""
+    metrics; when no coordinator answers (finished or down), what the folder's own files say; --roster:
+    every member's key fingerprint."""
     import json
 
     from securefed.deploy.status import fetch_status, read_status
     from securefed.transport.client import TransportError
 
+    if roster:
+        from securefed.deploy.roster import roster_lines
+
+        try:
+            print("\n".join(roster_lines(federation)))
+        except UserError as e:
+            _fail(str(e))
+        return
     try:
         try:
             info = fetch_status(federation, address=address)

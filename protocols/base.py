@@ -46,6 +46,9 @@ class RoundContext:
     has_control: bool  # SCAFFOLD: a control delta of length m travels too
     max_weight: int  # upper bound on any party's weight (sample count), for fixed-point sizing
     attempt: int = 0  # retry number of this round: protocols bind their transcript to (round, attempt)
+    # Floor on the surviving contributor set (sampling.min_round_size). Each side sets it from its own
+    # config (securefed.membership), never from the wire; a session refuses a smaller survivor set.
+    min_contributors: int = 1
 
     def __post_init__(self) -> None:
         if len(set(self.party_ids)) != len(self.party_ids):
@@ -56,6 +59,8 @@ class RoundContext:
             raise ValueError("vector_len and max_weight must be >= 1")
         if self.round < 0 or self.attempt < 0:
             raise ValueError("round and attempt must be >= 0")
+        if self.min_contributors < 1:
+            raise ValueError("min_contributors must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from securefed.algorithms.config import AlgorithmConfig
 from securefed.config_hints import unknown_key_message
 from securefed.data.config import DataConfig
 from securefed.errors import ConfigError
+from securefed.membership import SamplingConfig, parties_per_round  # noqa: F401  (the `sampling` section)
 from securefed.models.config import LoraConfig, ModelConfig
 from securefed.privacy.config import PrivacyConfig, check_compatible
 from securefed.robust.config import BoundConfig, RobustConfig, check_robust
@@ -48,30 +49,6 @@ class AggregationConfig(BaseModel):
         return getattr(self, self.protocol, None)
 
 
-class SamplingConfig(BaseModel):
-    """Which parties train in a round: all (default), a count, or a fraction (seeded per round)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    count: int | None = Field(None, ge=1)
-    fraction: float | None = Field(None, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _one(self) -> "SamplingConfig":
-        if self.count is not None and self.fraction is not None:
-            raise ValueError("give sampling.count or sampling.fraction, not both")
-        return self
-
-    def per_round(self, n: int) -> int:
-        """How many of n parties a round selects: all, `count`, or round(fraction * n) (at least 1;
-        round, not ceil: 0.25 of 10 is 2). The one rule selection and the config checks share."""
-        return parties_per_round(n, self.count, self.fraction)
-
-
-def parties_per_round(n: int, count: int | None, fraction: float | None) -> int:
-    return n if count is None and fraction is None else (count if count is not None else max(1, round(fraction * n)))
-
-
 SECAGG_MIN_PARTIES = 3  # with 2, each party learns the other's update from the sum and its own
 
 
@@ -94,6 +71,10 @@ def protocol_floor(cfg: "RootConfig", n: int) -> str:
             check_round_size(agg.he, cfg.parties, n)
         except ValueError as e:
             return str(e)
+    from securefed.membership import round_floor  # the parties' own floor on a round
+
+    if n < round_floor(cfg):
+        return f"a round of {n} is below sampling.min_round_size={cfg.sampling.min_round_size} (parties refuse it)"
     return ""
 
 

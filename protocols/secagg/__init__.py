@@ -83,6 +83,11 @@ class SecAgg:
         """Inverse of dump_material; raises MaterialError (ConfigError and ValueError) if malformed."""
         return load_material(data)
 
+    def public_roster(self, material: ServerMaterial | PartyMaterial) -> dict[str, bytes]:
+        """Every party's phase-1 public key as this material pins it (the deploy layer checks them
+        against the fingerprints federation.json lists, and so against pinned fingerprints)."""
+        return dict(material.identity_keys)
+
     def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> SecAggParty:
         ledger = self._ledgers.setdefault(party_id, RoundLedger())
         return SecAggParty(ctx, party_id, data, material, self.config, self._rng, ledger)

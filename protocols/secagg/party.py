@@ -191,7 +191,10 @@ class SecAggParty:
             raise ProtocolError("invalid message")
         survivors = frames.unpack_ids(rest[0], self._plan.index)
         live = set(survivors)
-        if self._id not in live or len(survivors) < self._plan.threshold:
+        # t comes from the invited set's graph (the plan), never from who is left; min_contributors is
+        # this party's own floor on the sum's size (sampling.min_round_size): a smaller sum of
+        # survivors hides this party's input among too few others.
+        if self._id not in live or len(survivors) < max(self._plan.threshold, self._plan.ctx.min_contributors):
             raise ProtocolError("invalid survivor set")
         if not (live & self._neighbours) <= set(self._held):
             raise ProtocolError("invalid survivor set")  # a survivor that never shared with us

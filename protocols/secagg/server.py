@@ -161,8 +161,8 @@ class SecAggServer:
             survivors.append(pid)
             self._upload = len(self._raw[pid])
         self._record_drops(Stage.MASKED, set(survivors))
-        if len(survivors) < self._plan.threshold:
-            raise ProtocolAbort("too few parties sent masked input")
+        if len(survivors) < max(self._plan.threshold, self._plan.ctx.min_contributors):
+            raise ProtocolAbort("too few parties sent masked input (threshold or min_round_size)")
         self._survivors, self._masked_sum = tuple(survivors), total
         return self._send(Stage.CONSISTENCY, {pid: [frames.pack_ids(survivors)] for pid in survivors})
 

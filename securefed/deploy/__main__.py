@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 
-from securefed.deploy.coordinator import run_server
+from securefed.deploy.coordinator import RoundFailed, run_server
 from securefed.deploy.party import run_client
 from securefed.deploy.protocol_only import ProtocolOnlyClientApp, ProtocolOnlyServerApp, crash_hook
 
@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     if args.role == "server":
-        summary = run_server(args.dir, ProtocolOnlyServerApp, bind=args.bind, state_dir=args.state)
+        try:
+            summary = run_server(args.dir, ProtocolOnlyServerApp, bind=args.bind, state_dir=args.state)
+        except RoundFailed as e:  # the federation stops; one line, as `securefed server` says it
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(json.dumps({"rounds_completed": summary.rounds_completed, "resumed_after": summary.resumed_after}))
         return 0
     hook = crash_hook(args.crash_round, args.crash_call) if args.crash_round is not None else None

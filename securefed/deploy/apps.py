@@ -34,7 +34,8 @@ class ServerApp(Protocol):
     def load_state(self, data: bytes) -> None: ...
 
     def select(self, round: int, available: tuple[str, ...]) -> tuple[str, ...]:
-        """A non-empty subset of the connected parties to run this round."""
+        """Of the round's invited, connected parties (`available`), those to start (e.g. those whose
+        DP budget allows it); the others are dropouts of the round."""
 
 
 class ClientApp(Protocol):
@@ -43,8 +44,8 @@ class ClientApp(Protocol):
 
     def receive_final(self, payload: bytes) -> None: ...
 
-    # Optional: expected_selection(round) -> tuple[str, ...]. When present, the party refuses a
-    # round whose selection is not a subset of it (the server cannot pick selections at will).
+    # Who is invited is not the app's choice: every party derives it from the roster
+    # (securefed.membership) and refuses any other set.
 
 
 ServerAppFactory = Callable[[FederationConfig], ServerApp]

@@ -33,6 +33,7 @@ from securefed.deploy.apps import ServerApp, ServerAppFactory
 from securefed.deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from securefed.deploy.kit import load_server_kit
 from securefed.deploy.provision import OPERATOR_NAME
+from securefed.deploy.roster import membership_of
 from securefed.deploy.run_record import RunRecord
 from securefed.deploy.settings import FederationConfig
 from securefed.deploy.wire import encode_round_end, encode_round_start
@@ -84,7 +85,8 @@ class Coordinator:
         self.phase = "starting"
         self.completed = 0
         self._live: dict[str, Link] = {}  # links of the selected parties of the current attempt
-        self._dropped: set[str] = set()  # selected parties out of the current attempt
+        self._dropped: set[str] = set()  # invited parties out of the current attempt
+        self.membership = membership_of(fed)  # the invited set of each round, as every party derives it
 
     def status(self) -> dict[str, Any]:
         bytes_in, bytes_out = self.hub.traffic()
@@ -178,16 +180,25 @@ class Coordinator:
         links = self.hub.wait_connected(fed.min_parties, t.quorum_s, t.gather_s, set(fed.party_ids))
         if len(links) < fed.min_parties:
             raise ProtocolAbort(f"quorum not reached: {len(links)} of {fed.min_parties} parties connected")
-        available = tuple(sorted(links))
-        selected = tuple(sorted(self.app.select(r, available)))
-        if not selected or not set(selected) <= set(available) or len(set(selected)) != len(selected):
-            raise ValueError("ServerApp.select must return a non-empty subset of the available parties")
-        ctx = self.app.round_context(r, selected)
-        if ctx.federation_id != fed.federation_id or ctx.round != r or ctx.party_ids != selected:
-            raise ValueError("ServerApp.round_context disagrees with the federation, round or selection")
-        ctx = dataclasses.replace(ctx, attempt=attempt)  # protocols bind their transcript to it
+        # The invited set is derived from the roster (parties refuse any other); the server only
+        # decides whom of it to start: the connected ones the app admits. The rest are dropouts.
+        invited = self.membership.invited(r)
+        available = tuple(p for p in invited if p in links)
+        selected = tuple(sorted(self.app.select(r, available))) if available else ()
+        if not set(selected) <= set(available) or len(set(selected)) != len(selected):
+            raise ValueError("ServerApp.select must return a subset of the invited, connected parties")
+        ctx = self.app.round_context(r, invited)
+        if ctx.federation_id != fed.federation_id or ctx.round != r or ctx.party_ids != invited:
+            raise ValueError("ServerApp.round_context disagrees with the federation, round or invited set")
+        # protocols bind their transcript to the attempt; min_contributors: the survivors' floor
+        ctx = self.membership.check(dataclasses.replace(ctx, attempt=attempt))
         live = self._live = {pid: links[pid] for pid in selected}
-        record["selected"] = list(selected)
+        record["selected"] = list(invited)  # the round's invited set (what its protocol context holds)
+        record["started"] = list(selected)  # those sent ROUND_START; the other invited ones are dropouts
+        self._dropped.update(set(invited) - set(selected))
+        if len(selected) < ctx.min_contributors:
+            raise ProtocolAbort(f"{len(selected)} of {len(invited)} invited parties can start, below "
+                                f"min_round_size={ctx.min_contributors}")
 
         # Training: one READY per selected party within train_s.
         self.phase = "training"
@@ -200,7 +211,7 @@ class Coordinator:
             self.hub.send(link, Kind.ROUND_START, round=r, attempt=attempt, step=0, data=start)
         ready = {p for p, env in self.hub.wait_replies(t.train_s).items() if env.kind == Kind.READY}
         dropped = self._dropped
-        dropped.update(set(selected) - ready)
+        dropped.update(set(invited) - ready)
         record["durations"] = {"train_s": time.monotonic() - t_train}
 
         self.phase = "aggregating"

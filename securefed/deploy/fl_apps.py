@@ -25,6 +25,7 @@ from securefed.deploy import round_report
 from securefed.deploy.fl_privacy import PartyPrivacy, ServerPrivacy, deployment_config
 from securefed.deploy.keygen import keygen_finish, keygen_party
 from securefed.deploy.provision import FederationPaths, provision_federation
+from securefed.deploy.roster import membership_of
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
 from securefed.models.adapter import get_adapter_state, save_adapter
@@ -32,7 +33,7 @@ from securefed.data.chat import render_loaded
 from securefed.models.loading import attach_lora, fit_max_length, load_base
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
 from securefed.robust.bounds import input_bound, party_clip
-from securefed.simulation.steps import party_input, select_parties, to_aggregate, train_party, train_party_dp
+from securefed.simulation.steps import party_input, to_aggregate, train_party, train_party_dp
 from securefed.simulation.world import build_evalset
 from securefed.training.schedule import round_lr
 from securefed.training.tasks import task_functions
@@ -168,14 +169,13 @@ class FLServerApp:
         self.state: ServerState = self.algorithm.init_server(initial)
         self.max_weight = int(fed.app.get("max_weight", DEFAULT_MAX_WEIGHT))
         self.out_dir = out_dir
-        self.privacy = ServerPrivacy(self.cfg, self.party_ids, self.layout.size)
+        self.privacy = ServerPrivacy(self.cfg, self.party_ids, self.layout.size, membership_of(fed).seed)
         self.sum_bound = input_bound(self.cfg)  # the coordinator rejects sums clipped parties cannot produce
 
     def select(self, round: int, available: tuple[str, ...]) -> tuple[str, ...]:
-        s = self.cfg.sampling
-        chosen = select_parties(self.party_ids, round, self.cfg.seed, s.count, s.fraction)
-        live = tuple(p for p in chosen if p in available) or tuple(sorted(available))[:1]
-        return self.privacy.admit(round, live)  # user-level DP: parties whose budget is spent sit out
+        """Of the round's invited, connected parties, those to start (the coordinator derives the
+        invited set from the roster: securefed.membership)."""
+        return self.privacy.admit(round, available)  # user-level DP: parties whose budget is spent sit out
 
     def round_context(self, round: int, selected: tuple[str, ...]) -> RoundContext:
         # The protected vector: the update, then the parties' report coordinates (round_report.py).
@@ -240,7 +240,7 @@ class FLClientApp:
         initial = get_adapter_state(self.model)
         self.state = self._load_state() or self.algorithm.init_client(initial)
         self.privacy = PartyPrivacy(self.cfg, [p.id for p in fed.parties], party_id, len(self.data),
-                                    FlatLayout.of(initial).size, self.kit_dir / "state")
+                                    FlatLayout.of(initial).size, self.kit_dir / "state", membership_of(fed).seed)
         # (round, SHA-256 of the global payload) -> the training result of its first attempt, and
         # (that, selection) -> the input sent. A retried attempt of the round reuses them: threshold
         # `he` accepts one input per round (a party that trained again, or drew a fresh distributed-DP
@@ -257,12 +257,6 @@ class FLClientApp:
     def _save_state(self) -> None:
         blob = pack_tensors({"control": self.state.control, "own": self.state.own_params}, {})
         atomic_write_bytes(self.state_path, blob)
-
-    def expected_selection(self, round: int) -> tuple[str, ...]:
-        """This round's seeded selection: the server may narrow it to the parties it reaches, never
-        pick others (the party refuses; see party._round_start)."""
-        s = self.cfg.sampling
-        return select_parties([p.id for p in self.fed.parties], round, self.cfg.seed, s.count, s.fraction)
 
     def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
         groups, meta = unpack_tensors(global_payload)

@@ -49,14 +49,15 @@ class PartyPrivacy:
     """A deployed party's side of the mechanism; a pass-through when `privacy.mechanism = "none"`."""
 
     def __init__(self, cfg: RootConfig, party_ids: Sequence[str], party_id: str, records: int, vector_len: int,
-                 state_dir: Path) -> None:
+                 state_dir: Path, selection_seed: int | None = None) -> None:
         self.pid = party_id
         self.mechanism = cfg.privacy.mechanism
         self.path = Path(state_dir) / "privacy.json"
         self.engine: PrivacyEngine | None = None
         self.rows: list[dict[str, Any]] = []
         if cfg.privacy.enabled:
-            self.engine = build_engine(cfg, party_ids, {party_id: records}, vector_len, accounted=(party_id,))
+            self.engine = build_engine(cfg, party_ids, {party_id: records}, vector_len, accounted=(party_id,),
+                                       selection_seed=selection_seed)
             self.rows = _load_rows(self.path)
             self.engine.restore(self.rows)
 
@@ -97,10 +98,12 @@ class PartyPrivacy:
 class ServerPrivacy:
     """The coordinator's side: budgets, central noise / distributed decoding, user-level accounting."""
 
-    def __init__(self, cfg: RootConfig, party_ids: Sequence[str], vector_len: int) -> None:
+    def __init__(self, cfg: RootConfig, party_ids: Sequence[str], vector_len: int,
+                 selection_seed: int | None = None) -> None:
         # Example-level DP is the parties' business: the server knows neither their record counts nor
         # their spends, so it has nothing to do.
-        self.engine = build_engine(cfg, party_ids, {}, vector_len) if cfg.privacy.user_level else None
+        self.engine = (build_engine(cfg, party_ids, {}, vector_len, selection_seed=selection_seed)
+                       if cfg.privacy.user_level else None)
         self.rows: list[dict[str, Any]] = []
 
     def admit(self, round: int, chosen: tuple[str, ...]) -> tuple[str, ...]:

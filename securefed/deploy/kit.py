@@ -12,6 +12,7 @@ from cryptography.x509.oid import NameOID
 
 from securefed.deploy.keygen import KEY, SECRET, load_party_secret_material
 from securefed.deploy.material import decode_material
+from securefed.deploy.roster import check_roster
 from securefed.deploy.settings import FederationConfig, load_federation
 from securefed.errors import ConfigError
 from securefed.protocols import registry
@@ -31,13 +32,17 @@ class Kit:
         fed = self.federation
         protocol = registry.create(fed.protocol, fed.protocol_config)
         if self.role != "server" and (self.dir / SECRET).exists():  # keys made here by `securefed keygen`
-            return protocol, load_party_secret_material(self.dir, self.role, fed.protocol, keygen_for(protocol))
-        path = self.dir / "material.bin"
-        try:
-            blob = path.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read protocol material ({e})") from None
-        return protocol, decode_material(protocol, blob)
+            material = load_party_secret_material(self.dir, self.role, fed.protocol, keygen_for(protocol))
+        else:
+            path = self.dir / "material.bin"
+            try:
+                blob = path.read_bytes()
+            except OSError as e:
+                raise ConfigError(f"{path}: cannot read protocol material ({e})") from None
+            material = decode_material(protocol, blob)
+        if self.role != "server":
+            check_roster(self.dir, self.role, fed, protocol, material)  # own keys, peers' keys, pins
+        return protocol, material
 
 
 def _need(path: Path) -> Path:

@@ -71,13 +71,8 @@ def run_local_federation(
     chunk_size: int = 1 << 20,
 ) -> LocalRun:
     root = Path(root)
-    parties = [f"party{i:03d}" for i in range(n_parties)]
-    fed = provision_federation(root / "fed", parties, "127.0.0.1", protocol, protocol_config, {
-        "port": free_port(), "rounds": rounds, "chunk_size": chunk_size,
-        "timeouts": {"quorum_s": timeout_s, "gather_s": 1.0, "train_s": 60.0, "stage_s": 60.0, "linger_s": 5.0,
-                     "connect_s": 5.0, "backoff_initial_s": 0.2, "backoff_max_s": 2.0, "max_connect_attempts": 60},
-        "app": {"vector_len": vector_len, "seed": 1},
-    })
+    fed, parties = provision_local(root, n_parties, rounds=rounds, vector_len=vector_len, protocol=protocol,
+                                   protocol_config=protocol_config, timeout_s=timeout_s, chunk_size=chunk_size)
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     procs: dict[str, subprocess.Popen] = {}
@@ -101,6 +96,25 @@ def run_local_federation(
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
-    metrics_path = fed.server_dir / "state" / "metrics.jsonl"
-    lines = [json.loads(x) for x in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
-    return LocalRun(fed, wall, server_rc, party_rcs, lines)
+    return LocalRun(fed, wall, server_rc, party_rcs, load_metrics(fed))
+
+
+def provision_local(root: Path, n_parties: int, *, rounds: int, vector_len: int, protocol: str,
+                    protocol_config: Any, timeout_s: float, chunk_size: int = 1 << 20, stage_s: float = 60.0,
+                    min_parties: int | None = None, record_sums: bool = False,
+                    max_round_retries: int = 2) -> tuple[FederationPaths, list[str]]:
+    """A loopback federation of protocol-only apps under root/fed (keys made here)."""
+    parties = [f"party{i:03d}" for i in range(n_parties)]
+    fed = provision_federation(root / "fed", parties, "127.0.0.1", protocol, protocol_config, {
+        "port": free_port(), "rounds": rounds, "chunk_size": chunk_size, "min_parties": min_parties or n_parties,
+        "max_round_retries": max_round_retries,
+        "timeouts": {"quorum_s": timeout_s, "gather_s": 1.0, "train_s": 60.0, "stage_s": stage_s, "linger_s": 5.0,
+                     "connect_s": 5.0, "backoff_initial_s": 0.2, "backoff_max_s": 2.0, "max_connect_attempts": 60},
+        "app": {"vector_len": vector_len, "seed": 1, "record_sums": record_sums},
+    })
+    return fed, parties
+
+
+def load_metrics(fed: FederationPaths) -> list[dict[str, Any]]:
+    path = fed.server_dir / "state" / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []

@@ -19,7 +19,9 @@ from typing import Any, Callable
 
 from securefed.deploy.apps import ClientApp, ClientAppFactory, RoundDeclined
 from securefed.deploy.kit import Kit, load_party_kit
+from securefed.deploy.roster import membership_of
 from securefed.deploy.wire import WireError, decode_round_end, decode_round_start
+from securefed.membership import MembershipRefused
 from securefed.protocols.base import Message, ProtocolError, RoundContext
 from securefed.transport.client import PartyLink, TransportError
 from securefed.transport.frames import Kind
@@ -48,6 +50,7 @@ class _Party:
         self.on_round = on_round  # progress display: called with each completed round's number
         self.pid = kit.role
         self.protocol, self.material = kit.protocol_and_material()
+        self.membership = membership_of(kit.federation)  # who each round invites, derived here
         if hasattr(self.protocol, "bind_party_state"):  # e.g. secagg's round ledger, kept in the kit
             self.protocol.bind_party_state(self.pid, kit.dir, kit.federation.rounds)
         self.session: Any = None
@@ -87,11 +90,10 @@ class _Party:
             ctx, payload = decode_round_start(data)
             if ctx.federation_id != self.kit.federation.federation_id or ctx.round != r or self.pid not in ctx.party_ids:
                 raise WireError("round context does not match this federation, round or party")
-            ctx = dataclasses.replace(ctx, attempt=attempt)
-            expected = getattr(self.app, "expected_selection", None)
-            if expected is not None and not set(ctx.party_ids) <= set(expected(r)):
-                raise WireError("selection is not a subset of this round's seeded selection")
-        except WireError as e:
+            # Exactly the invited set this party derives itself, at least min_round_size (which also
+            # becomes its floor on the surviving contributors): never the server's choice.
+            ctx = self.membership.check(dataclasses.replace(ctx, attempt=attempt))
+        except (WireError, MembershipRefused) as e:
             _log.warning(kv("round_refused", round=r + 1, reason=str(e)[:120]))
             link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)
             return
@@ -103,6 +105,10 @@ class _Party:
                 session = self.hook(ctx, self.pid, session)
         except RoundDeclined as e:
             _log.warning(kv("round_declined", round=r + 1, reason=str(e)[:200]))
+            link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)
+            return
+        except ProtocolError:  # the protocol refuses this round (e.g. its ledger: round already used)
+            _log.warning(kv("round_refused", round=r, reason="protocol refused the round"))
             link.send(Kind.DROPPED, round=r, attempt=attempt, step=0)
             return
         except Exception:  # a failed local update makes this party a dropout, not a dead process

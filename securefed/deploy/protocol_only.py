@@ -1,7 +1,9 @@
 """Protocol-only apps: seeded random vectors instead of training; the server keeps the running sum.
 
 For transport tests, the load test and the benchmark. Settings come from federation.json's `app`
-section: vector_len (16), has_control (false), max_weight (1000), seed (0), train_delay_s (0).
+section: vector_len (16), has_control (false), max_weight (1000), seed (0), train_delay_s (0),
+record_sums (false: when true each round's delta sum goes into its metrics line, for the churn
+benchmark's per-round check; these apps carry no private data).
 A party's input depends only on (seed, party id, round), so a retried round or a restarted process
 contributes exactly what the in-process driver would.
 """
@@ -46,6 +48,7 @@ class ProtocolOnlyServerApp:
         self.control_sum = np.zeros(self.vector_len)
         self.total_weight = 0.0
         self.rounds_applied = 0
+        self.record_sums = bool(_setting(fed, "record_sums", False))
 
     def round_context(self, round: int, selected: tuple[str, ...]) -> RoundContext:
         return RoundContext(self.fed.federation_id, round, tuple(sorted(selected)), self.vector_len,
@@ -60,7 +63,10 @@ class ProtocolOnlyServerApp:
             self.control_sum += result.control_sum
         self.total_weight += result.total_weight
         self.rounds_applied += 1
-        return {"total_weight": result.total_weight, "contributors": len(result.contributors)}
+        out = {"total_weight": result.total_weight, "contributors": len(result.contributors)}
+        if self.record_sums:
+            out["delta_sum"] = [float(v) for v in result.delta_sum]
+        return out
 
     def state_bytes(self) -> bytes:
         head = _STATE.pack(b"POSA", self.vector_len, int(self.has_control), self.rounds_applied, self.total_weight)

@@ -39,6 +39,7 @@ from securefed.deploy.keygen import (
 )
 from securefed.deploy.material import encode_material
 from securefed.deploy.pki import issue, issue_for_csr, make_ca, write_atomic
+from securefed.deploy.roster import entry_digests, spki_of_csr
 from securefed.deploy.settings import FederationConfig, PartyEntry, apply_settings, check_party_id
 from securefed.errors import ConfigError
 from securefed.transport.tls import fingerprint_pem
@@ -179,7 +180,9 @@ def _provision(root: Path, ids: tuple[str, ...], server_host: str, protocol_name
 
     base = FederationConfig(
         federation_id=federation_id,
-        parties=tuple(PartyEntry(pid, fingerprint_pem(party_certs[pid])) for pid in ids),
+        parties=tuple(PartyEntry(pid, fingerprint_pem(party_certs[pid]),
+                                 *entry_digests(spki_of_csr(reqs[pid].csr_pem), protocol_name, reqs[pid].public))
+                      for pid in ids),
         server_host=server_host,
         server_port=DEFAULT_PORT,
         server_cert_sha256=fingerprint_pem(server_cert.cert_pem),

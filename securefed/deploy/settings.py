@@ -53,6 +53,8 @@ class Timeouts:
 class PartyEntry:
     id: str
     cert_sha256: str
+    key_sha256: str = ""  # the party's key fingerprint (securefed.membership.key_sha256), seeds selection
+    protocol_key_sha256: str = ""  # SHA-256 of its protocol public key (checked against the material)
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,8 @@ def load_federation(path: str | Path) -> FederationConfig:
     if not isinstance(d, dict) or d.pop("format", None) != FORMAT:
         raise ConfigError(f"{path}: not a {FORMAT} file")
     try:
-        parties = tuple(PartyEntry(str(p["id"]), str(p["cert_sha256"])) for p in d.pop("parties"))
+        parties = tuple(PartyEntry(str(p["id"]), str(p["cert_sha256"]), str(p.get("key_sha256", "")),
+                                   str(p.get("protocol_key_sha256", ""))) for p in d.pop("parties"))
         timeouts = _timeouts(d.pop("timeouts"))
         return FederationConfig(parties=parties, timeouts=timeouts, **d)
     except (KeyError, TypeError) as e:

@@ -95,7 +95,8 @@ def check_compatible(privacy: PrivacyConfig, protocol: str, secagg_clip: float, 
         # Dropping or aborting a draw too small for the protocol would make the release depend on the
         # draw's size, which the subsampled-Gaussian accounting does not cover.
         raise ValueError(f"privacy.sampling_amplification needs aggregation.protocol='plain', not {protocol!r}: "
-                         "a Poisson draw can pick fewer parties than secagg/he can sum")
+                         "their rounds invite the public set every party derives from the roster (securefed.membership), "
+                         "which a secret Poisson draw is not")
     if privacy.mechanism == "user-distributed":
         if privacy.accountant != "rdp":
             raise ValueError("privacy.accountant must be 'rdp' with privacy.mechanism='user-distributed' "

@@ -322,16 +322,19 @@ class PrivacyEngine:
 
 
 def build_engine(root: Any, party_ids: Sequence[str], party_sizes: Mapping[str, int], vector_len: int,
-                 accounted: Sequence[str] | None = None) -> PrivacyEngine:
+                 accounted: Sequence[str] | None = None, selection_seed: int | None = None) -> PrivacyEngine:
     """The engine for a simulation, a deployed server or a deployed party from the root config.
 
     party_ids: every party of the federation (selection and sampling rates depend on all of them).
     party_sizes: the record counts this side knows (simulation: all; a party: its own; the server:
-    none, it never runs example-level DP-SGD). accounted: whose epsilon to report (default: all)."""
+    none, it never runs example-level DP-SGD). accounted: whose epsilon to report (default: all).
+    selection_seed: what seeds the rounds' selections (a deployment: the roster's, securefed.membership;
+    default `root.seed`), so the planned participations are the ones that will happen."""
     from securefed.simulation.steps import select_parties
 
     cfg: PrivacyConfig = root.privacy
-    selections = [select_parties(party_ids, r, root.seed, root.sampling.count, root.sampling.fraction)
+    seed = root.seed if selection_seed is None else selection_seed
+    selections = [select_parties(party_ids, r, seed, root.sampling.count, root.sampling.fraction)
                   for r in range(root.rounds)]
     participations = {p: sum(p in s for s in selections) for p in party_ids}
     protocol = root.aggregation.protocol

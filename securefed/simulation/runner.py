@@ -20,6 +20,7 @@ from rich.console import Console
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
 from securefed.config import RootConfig, protocol_floor
 from securefed.errors import UserError
+from securefed.membership import round_floor
 from securefed.models.adapter import save_adapter
 from securefed.progress import RunProgress, collect_warnings
 from securefed.reporting.mlflow_log import mlflow_writer
@@ -118,7 +119,7 @@ def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, 
         if not secret:  # (a draw of nobody has no aggregation phase)
             progress.update(task, description=f"round {r + 1}: {cfg.aggregation.protocol} aggregation")
         ctx = RoundContext(cfg.federation_id, r, selected, world.layout.size, world.algorithm.uses_control,
-                           weight_bound(world.party_weights.values()))
+                           weight_bound(world.party_weights.values()), min_contributors=round_floor(cfg))
         too_few = protocol_floor(cfg, len(selected))
         too_few = too_few and f"{too_few}, {len(selected)} admitted"
         try:

@@ -3,7 +3,6 @@ turning a local result into a protocol input, and a protocol's sum into the algo
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -11,29 +10,10 @@ import torch
 
 from securefed.aggregate import Aggregate, FlatLayout
 from securefed.algorithms.base import ClientContext, ClientState
-from securefed.config import RootConfig, parties_per_round
+from securefed.config import RootConfig
+from securefed.membership import derive_seed, select_parties  # noqa: F401  (re-exported)
 from securefed.protocols.base import PartyInput, VectorSum
 from securefed.training.sft import LocalResult
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from labelled parts, stable across runs and platforms (for data order and
-    dropout, not for anything secret: keys and masks use the OS CSPRNG)."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def select_parties(
-    party_ids: Sequence[str], round_index: int, seed: int, count: int | None = None, fraction: float | None = None
-) -> tuple[str, ...]:
-    """The sorted parties that train in this round; all of them unless count/fraction is given."""
-    n = len(party_ids)
-    k = parties_per_round(n, count, fraction)
-    if not 1 <= k <= n:
-        raise ValueError(f"cannot select {k} of {n} parties")
-    rng = np.random.default_rng(derive_seed(seed, "select", round_index))
-    chosen = rng.choice(n, size=k, replace=False)
-    return tuple(sorted(party_ids[i] for i in chosen))
 
 
 def train_party(task: Any, model: Any, pad_id: int, items: Sequence[Any], cfg: RootConfig, round_index: int,

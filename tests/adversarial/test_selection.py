@@ -1,6 +1,8 @@
-"""Inconsistent selection: the server picks who is in a round. A deployed party whose app knows the
-seeded selection (the FL client app does) refuses a round whose selection adds anyone to it: the
-server may leave out parties it cannot reach, never choose others (v1: any selection was taken)."""
+"""Inconsistent selection, at the deployed party: the invited set of a round is derived from the
+roster's key fingerprints (securefed.membership), so the server can neither add a party nor leave
+one out (v1 took any selection; v2 took any subset of the seeded one, which let the server shrink a
+round to a target and its colluders: tests/adversarial/test_membership.py). An invited party the
+server cannot reach is a dropout of the round, never a smaller round."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ import numpy as np
 from _deploy_helpers import provision
 from securefed.deploy.kit import load_party_kit
 from securefed.deploy.party import _Party
+from securefed.deploy.roster import membership_of
 from securefed.deploy.wire import encode_round_start
 from securefed.protocols.base import PartyInput, RoundContext
 from securefed.transport.frames import Kind
 
-PARTIES = ("p0", "p1", "p2", "p3", "p4")
+PARTIES = ("p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7")
 
 
 class _Link:
@@ -25,27 +28,39 @@ class _Link:
 
 
 class _App:
-    """Trains nothing; its seeded selection for every round is p0 .. p3."""
-
     def __init__(self) -> None:
         self.trained = 0
-
-    def expected_selection(self, round: int) -> tuple[str, ...]:
-        return ("p0", "p1", "p2", "p3")
 
     def local_update(self, round, payload, ctx) -> PartyInput:
         self.trained += 1
         return PartyInput(np.zeros(ctx.vector_len, np.float32), None, 1.0)
 
 
-def test_party_refuses_a_selection_outside_the_seeded_one(tmp_path) -> None:
-    fed = provision(tmp_path / "fed", PARTIES, "secagg")
-    app = _App()
-    party = _Party(load_party_kit(fed.party_dirs["p0"]), app, None)
+def test_party_runs_only_the_derived_invited_set(tmp_path) -> None:
+    fed = provision(tmp_path / "fed", PARTIES, "secagg", app={"sampling": {"count": 5}})
+    rule = membership_of(fed.config)
     fid = fed.config.federation_id
+    r = next(r for r in range(50) if "p0" in rule.invited(r))
+    invited = rule.invited(r)
+    outsider = next(p for p in PARTIES if p not in invited)
+    party = _Party(load_party_kit(fed.party_dirs["p0"]), _App(), None)
     link = _Link()
-    party._round_start(link, 0, 0, encode_round_start(RoundContext(fid, 0, ("p0", "p1", "p4"), 8, False, 10), b""))
-    assert link.sent == [Kind.DROPPED] and app.trained == 0  # p4 is not in the seeded selection
-    party._round_start(link, 1, 0, encode_round_start(RoundContext(fid, 1, ("p0", "p2", "p3"), 8, False, 10), b""))
-    assert link.sent == [Kind.DROPPED, Kind.READY] and app.trained == 1  # p1 unreachable: a subset is fine
-    assert party.session is not None and party.key == (1, 0)
+
+    def start(ids: tuple[str, ...], attempt: int) -> None:
+        party._round_start(link, r, attempt, encode_round_start(RoundContext(fid, r, tuple(sorted(ids)), 8, False, 10), b""))
+
+    start(tuple(p for p in invited if p != outsider)[:-1] + (outsider,), 0)  # one swapped in
+    start(tuple(p for p in invited if p == "p0" or p != invited[-1]), 1)  # one left out (v2 took it)
+    assert link.sent == [Kind.DROPPED, Kind.DROPPED] and party.app.trained == 0
+    start(invited, 2)
+    assert link.sent[-1] == Kind.READY and party.app.trained == 1 and party.key == (r, 2)
+    assert party.session is not None and party.session._plan.ctx.min_contributors == 3  # its own floor
+
+
+def test_the_invited_set_follows_the_roster_not_the_operator(tmp_path) -> None:
+    """Two federations of the same parties with the same settings invite different sets (each
+    roster's keys seed it), and the rule reads nothing the operator picks freely."""
+    a = membership_of(provision(tmp_path / "a", PARTIES, "secagg", app={"sampling": {"count": 4}}).config)
+    b = membership_of(provision(tmp_path / "b", PARTIES, "secagg", app={"sampling": {"count": 4}}).config)
+    assert [a.invited(r) for r in range(8)] != [b.invited(r) for r in range(8)]
+    assert all(len(a.invited(r)) == 4 for r in range(8))

@@ -30,7 +30,8 @@ DIM = 256
 
 def _root(protocol: str, mechanism: str, parties=6, count=2, rounds=8, extra=(), **privacy):
     sets = [f"parties={parties}", f"rounds={rounds}", f"sampling.count={count}", f"aggregation.protocol={protocol}",
-            f"privacy.mechanism={mechanism}", "aggregation.secagg.clip=1.0", "aggregation.he.preset='n4096'", *extra]
+            f"privacy.mechanism={mechanism}", "aggregation.secagg.clip=1.0", "aggregation.he.preset='n4096'",
+            "sampling.min_round_size=2", *extra]  # accounting, not membership: rounds of 2 as before
     sets += [f"privacy.{k}={v!r}" if isinstance(v, str) else f"privacy.{k}={str(v).lower() if isinstance(v, bool) else v}"
              for k, v in privacy.items()]
     return load_config(None, sets)

@@ -1,0 +1,151 @@
+"""The roster a person can check: key fingerprints, pinning, and the membership rule of a federation.
+
+Each roster entry of federation.json carries the party's key digest (its TLS public key and its
+protocol public key, `securefed.membership.key_sha256`) and the SHA-256 of its protocol public key.
+A party checks, when its kit loads:
+- its own entry is its own keys (an operator cannot substitute them);
+- every entry's protocol key is the one its protocol material will use (protocols that expose
+  `public_roster(material)`: secagg's pinned identity keys), so the listed fingerprints are the keys
+  that protect its update;
+- when the kit holds `pinned-fingerprints.txt` (fingerprints compared out of band, one
+  `party-id  xxxx xxxx ...` a line), every roster member is pinned and matches: a roster that
+  differs is refused.
+The fingerprints also seed every round's invited set (`membership_of`), so the operator cannot pick
+them either: only the parties' own keys decide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from securefed.deploy.settings import FederationConfig
+from securefed.errors import ConfigError
+from securefed.membership import Membership, SamplingConfig, key_sha256, normalise_fingerprint, short_fingerprint
+
+PINS = "pinned-fingerprints.txt"
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def spki_of_csr(csr_pem: bytes) -> bytes:
+    return x509.load_pem_x509_csr(csr_pem).public_key().public_bytes(*_SPKI)
+
+
+def spki_of_key(key_pem: bytes) -> bytes:
+    return serialization.load_pem_private_key(key_pem, None).public_key().public_bytes(*_SPKI)
+
+
+def entry_digests(tls_spki: bytes, protocol_name: str, protocol_public: bytes) -> tuple[str, str]:
+    """(key_sha256, protocol_key_sha256) of one party, as federation.json lists them."""
+    proto = hashlib.sha256(protocol_public).hexdigest()
+    return key_sha256(tls_spki, protocol_name, proto), proto
+
+
+def fingerprints(fed: FederationConfig) -> dict[str, str]:
+    """Party id -> its short fingerprint, as people compare them."""
+    return {p.id: short_fingerprint(p.key_sha256) if p.key_sha256 else "(none: provisioned before fingerprints)"
+            for p in fed.parties}
+
+
+def sampling_of(fed: FederationConfig) -> SamplingConfig:
+    """The federation's sampling rule: the securefed config's `sampling` section (FL apps keep the
+    whole config in app.config), else app.sampling (protocol-only apps), else everyone."""
+    raw = fed.app.get("config", {}).get("sampling") if isinstance(fed.app.get("config"), dict) else None
+    raw = raw if raw is not None else fed.app.get("sampling", {})
+    try:
+        return SamplingConfig.model_validate(raw)
+    except ValueError as e:
+        raise ConfigError(f"federation.json: sampling settings invalid ({str(e).splitlines()[0]})") from None
+
+
+def membership_of(fed: FederationConfig) -> Membership:
+    """The rule both the coordinator and every party apply, from federation.json alone."""
+    s = sampling_of(fed)
+    n = s.per_round(len(fed.parties))
+    floor = 1 if fed.protocol == "plain" else s.min_round_size
+    if n < floor:
+        raise ConfigError(f"federation.json: sampling invites {n} parties a round, below "
+                          f"sampling.min_round_size={floor}")
+    return Membership.from_roster({p.id: p.key_sha256 for p in fed.parties}, s.count, s.fraction, floor)
+
+
+def load_pins(path: Path) -> dict[str, str]:
+    """`party-id  fingerprint` lines (# comments, blank lines ignored) -> {party id: 32 hex digits}."""
+    pins: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read pinned fingerprints ({e})") from None
+    for n, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        pid, _, fp = line.partition(" ")
+        try:
+            pins[pid] = normalise_fingerprint(fp)
+        except ValueError as e:
+            raise ConfigError(f"{path}:{n}: {e}") from None
+    return pins
+
+
+def check_roster(kit_dir: Path, role: str, fed: FederationConfig, protocol: Any, material: Any) -> None:
+    """Raises ConfigError (one line) unless the roster is what this party can vouch for (see above)."""
+    entries = {p.id: p for p in fed.parties}
+    publics: Mapping[str, bytes] | None = None
+    hook = getattr(protocol, "public_roster", None)
+    if callable(hook) and material is not None:
+        publics = hook(material)
+        for pid, entry in entries.items():
+            if entry.protocol_key_sha256 and hashlib.sha256(publics.get(pid, b"")).hexdigest() != entry.protocol_key_sha256:
+                raise ConfigError(f"roster: the protocol key of {pid!r} in the material is not the one federation.json lists")
+    own = entries[role]
+    if own.key_sha256 and publics is not None:
+        tls = spki_of_key((kit_dir / "party-key.pem").read_bytes())
+        if entry_digests(tls, fed.protocol, publics.get(role, b""))[0] != own.key_sha256:
+            raise ConfigError(f"roster: the fingerprint federation.json lists for {role!r} is not this party's keys")
+    pins_path = kit_dir / PINS
+    if not pins_path.exists():
+        return
+    pins = load_pins(pins_path)
+    for pid, entry in entries.items():
+        if pid not in pins:
+            raise ConfigError(f"roster: {pid!r} is in federation.json but not pinned in {PINS}")
+        if entry.key_sha256[:len(pins[pid])] != pins[pid]:
+            raise ConfigError(f"roster: {pid!r} has fingerprint {short_fingerprint(entry.key_sha256)}, "
+                              f"pinned {short_fingerprint(pins[pid])}: refusing this roster")
+    missing = sorted(set(pins) - set(entries))
+    if missing:
+        raise ConfigError(f"roster: pinned {missing[0]!r} is not in federation.json")
+
+
+def request_fingerprint(request_dir: str | Path, protocol_name: str) -> str:
+    """The short fingerprint of a `securefed keygen` request, as federation.json will list it."""
+    from securefed.deploy.keygen import read_request, request_party
+
+    req = read_request(request_dir, request_party(request_dir), protocol_name)
+    return short_fingerprint(entry_digests(spki_of_csr(req.csr_pem), protocol_name, req.public)[0])
+
+
+def roster_lines(kit_dir: str | Path) -> list[str]:
+    """`party-id  fingerprint` per roster member of a kit's federation.json (the pins-file format),
+    each marked when the kit pins it: '= pinned' or '!= pinned <fp>' (refused at start)."""
+    from securefed.deploy.settings import load_federation
+
+    d = Path(kit_dir)
+    fed = load_federation(d / "federation.json")
+    pins = load_pins(d / PINS) if (d / PINS).exists() else {}
+    width = max(len(p) for p in fed.party_ids)
+    out = []
+    for pid, fp in fingerprints(fed).items():
+        mark = ""
+        if pid in pins:
+            entry = next(p for p in fed.parties if p.id == pid)
+            mark = "  # = pinned" if entry.key_sha256.startswith(pins[pid]) else f"  # != pinned {short_fingerprint(pins[pid])}"
+        elif pins:
+            mark = "  # not pinned"
+        out.append(f"{pid:<{width}}  {fp}{mark}")
+    return out

@@ -1,0 +1,156 @@
+"""Who is in a round, derived by every participant from public inputs: never the server's choice.
+
+A round's invited set is `select_parties` (the configured sampling rule) seeded by the federation's
+roster: a digest of every party's key fingerprint (keys each party made on its own machine), and the
+round number. Attempts of one round invite the same set, so aborting an attempt does not re-draw it.
+A party builds the same `Membership` from its own kit and refuses a round context that does not
+carry exactly that set, or that is smaller than `min_round_size`; the server can only report invited
+parties as dropped. The protocol then fixes its graph and threshold from the invited set (secagg's
+plan), not from whoever is left, and `RoundContext.min_contributors` (set by each side from its own
+config, never read off the wire) is the floor on the surviving contributor set.
+
+Fingerprints: SHA-256 over a party's TLS public key and its protocol public key, shown to people as
+eight groups of four hex digits (128 bits, as SSH shows host keys), compared out of band and pinned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from securefed.protocols.base import RoundContext
+
+_FINGERPRINT = b"securefed/key-fingerprint/v1\x00"
+_ROSTER = b"securefed/roster/v1\x00"
+FINGERPRINT_HEX = 32  # 128 bits shown: a second preimage costs 2^128 hashes
+
+
+class SamplingConfig(BaseModel):
+    """Which parties train in a round: all (default), a count, or a fraction (seeded per round)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int | None = Field(None, ge=1)
+    fraction: float | None = Field(None, gt=0, le=1)
+    # Under secagg/he: the fewest parties a round may invite, and the fewest whose inputs its sum may
+    # hold; a party refuses smaller rounds (securefed.membership). 3: one colluder beside you still
+    # faces the sum of two honest inputs. Raise it to (colluders you fear) + the crowd you want.
+    min_round_size: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> "SamplingConfig":
+        if self.count is not None and self.fraction is not None:
+            raise ValueError("give sampling.count or sampling.fraction, not both")
+        return self
+
+    def per_round(self, n: int) -> int:
+        """How many of n parties a round selects: all, `count`, or round(fraction * n) (at least 1;
+        round, not ceil: 0.25 of 10 is 2). The one rule selection and the config checks share."""
+        return parties_per_round(n, self.count, self.fraction)
+
+
+def parties_per_round(n: int, count: int | None, fraction: float | None) -> int:
+    return n if count is None and fraction is None else (count if count is not None else max(1, round(fraction * n)))
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from labelled parts, stable across runs and platforms (for selection, data order
+    and dropout, not for anything secret: keys and masks use the OS CSPRNG)."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def select_parties(
+    party_ids: Sequence[str], round_index: int, seed: int, count: int | None = None, fraction: float | None = None
+) -> tuple[str, ...]:
+    """The sorted parties invited to this round; all of them unless count/fraction is given."""
+    n = len(party_ids)
+    k = parties_per_round(n, count, fraction)
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot select {k} of {n} parties")
+    rng = np.random.default_rng(derive_seed(seed, "select", round_index))
+    chosen = rng.choice(n, size=k, replace=False)
+    return tuple(sorted(party_ids[i] for i in chosen))
+
+
+def round_floor(cfg: Any) -> int:
+    """cfg: a RootConfig. The smallest round (invited and surviving) it allows: sampling.min_round_size under
+    secagg/he; 1 under plain, whose server sees every update anyway."""
+    return 1 if cfg.aggregation.protocol == "plain" else cfg.sampling.min_round_size
+
+
+class MembershipRefused(ValueError):
+    """A round context whose membership this party did not derive itself (one line, no secrets)."""
+
+
+def key_sha256(tls_public_der: bytes, protocol_name: str, protocol_public_sha256: str) -> str:
+    """A party's key digest (what its fingerprint shows): its TLS public key (SubjectPublicKeyInfo
+    DER) and the SHA-256 of its protocol public key, which federation.json also lists so that every
+    party can check the keys its protocol uses against the roster (deploy.roster)."""
+    h = hashlib.sha256(_FINGERPRINT)
+    for part in (tls_public_der, protocol_name.encode(), bytes.fromhex(protocol_public_sha256)):
+        h.update(len(part).to_bytes(8, "big") + part)
+    return h.hexdigest()
+
+
+def short_fingerprint(digest_hex: str) -> str:
+    """What a person reads aloud: 'a1b2 c3d4 ...' (the first 128 bits of the digest)."""
+    d = digest_hex.lower()[:FINGERPRINT_HEX]
+    return " ".join(d[i:i + 4] for i in range(0, len(d), 4))
+
+
+def normalise_fingerprint(text: str) -> str:
+    """A fingerprint as typed or pasted (spaces, colons, case) -> its 32 lowercase hex digits."""
+    d = "".join(c for c in text.lower() if c not in " :-\t")
+    if len(d) != FINGERPRINT_HEX or any(c not in "0123456789abcdef" for c in d):
+        raise ValueError(f"not a key fingerprint: {text.strip()[:60]!r} (expected {FINGERPRINT_HEX} hex digits)")
+    return d
+
+
+def roster_digest(keys: Mapping[str, str]) -> bytes:
+    """SHA-256 over the sorted (party id, key digest) pairs: the public seed of every selection."""
+    h = hashlib.sha256(_ROSTER)
+    for pid in sorted(keys):
+        for part in (pid.encode(), bytes.fromhex(keys[pid])):
+            h.update(len(part).to_bytes(8, "big") + part)
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class Membership:
+    """The rule every participant applies to a round: who is invited and how few may take part."""
+
+    party_ids: tuple[str, ...]  # the roster, sorted
+    seed: int  # derived from public inputs (roster digest in a deployment, `seed` in a simulation)
+    count: int | None = None
+    fraction: float | None = None
+    min_round_size: int = 1
+
+    @classmethod
+    def from_roster(cls, keys: Mapping[str, str], count: int | None, fraction: float | None,
+                    min_round_size: int) -> Membership:
+        return cls(tuple(sorted(keys)), derive_seed("membership", roster_digest(keys).hex()), count, fraction,
+                   min_round_size)
+
+    def invited(self, round_index: int) -> tuple[str, ...]:
+        return select_parties(self.party_ids, round_index, self.seed, self.count, self.fraction)
+
+    def check(self, ctx: RoundContext) -> RoundContext:
+        """The context this party may run a session for: exactly the derived invited set, at least
+        min_round_size of it, and this party's own floor on the contributors. Raises
+        MembershipRefused (one line) otherwise."""
+        want = self.invited(ctx.round)
+        if ctx.party_ids != want:
+            extra, missing = len(set(ctx.party_ids) - set(want)), len(set(want) - set(ctx.party_ids))
+            raise MembershipRefused(f"round {ctx.round}: the server's set is not the derived invited set "
+                                    f"({extra} added, {missing} left out of {len(want)})")
+        if len(want) < self.min_round_size:
+            raise MembershipRefused(f"round {ctx.round}: {len(want)} invited, below min_round_size="
+                                    f"{self.min_round_size}")
+        return dataclasses.replace(ctx, min_contributors=max(ctx.min_contributors, self.min_round_size))
+

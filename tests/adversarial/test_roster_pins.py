@@ -1,0 +1,101 @@
+"""A roster the operator made up: alice's own key beside operator-made keys for everyone else. The
+operator then holds every other party's secret and reads alice's update from one round's sum. A
+party that pinned the fingerprints its peers read out (`securefed keygen` prints them, `securefed
+status --roster` lists the kit's) refuses that roster before any round; one that did not, runs it."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from _deploy_helpers import fast_settings
+from securefed.deploy.keygen import keygen_party
+from securefed.deploy.kit import load_party_kit
+from securefed.deploy.provision import provision_federation
+from securefed.deploy.roster import PINS, membership_of, request_fingerprint, roster_lines
+from securefed.errors import ConfigError
+from securefed.protocols.driver import run_round
+from securefed.protocols.secagg import SecAgg
+
+from _harness import context, make_inputs
+
+PARTIES = ("alice", "bob", "carol", "dave")
+
+
+def _kit(tmp_path, name: str, requests) -> dict:
+    fed = provision_federation(tmp_path / name, PARTIES, "127.0.0.1", "secagg", None, fast_settings(),
+                               requests=requests)
+    return fed
+
+
+def _install(kit_dir, machine) -> None:
+    for f in kit_dir.iterdir():
+        shutil.copy(f, machine / f.name)
+
+
+def test_a_made_up_roster_is_refused_by_a_party_that_pinned_fingerprints(tmp_path) -> None:
+    machines = {pid: tmp_path / "machines" / pid for pid in PARTIES}
+    requests = {pid: keygen_party(machines[pid], pid, "secagg") for pid in PARTIES}
+    told = {pid: request_fingerprint(requests[pid], "secagg") for pid in PARTIES}  # read out of band
+    honest = _kit(tmp_path, "honest", requests)
+    _install(honest.party_dirs["alice"], machines["alice"])
+    lines = roster_lines(machines["alice"])
+    assert [ln.split()[0] for ln in lines] == sorted(PARTIES)
+    assert all(" ".join(ln.split()[1:9]) == told[ln.split()[0]] for ln in lines)
+    (machines["alice"] / PINS).write_text("".join(f"{p}  {fp}\n" for p, fp in told.items()))
+    load_party_kit(machines["alice"]).protocol_and_material()  # the honest roster passes the pins
+
+    # The operator's roster: alice's real request, its own keys for the others.
+    fakes = {pid: keygen_party(tmp_path / "op-keys" / pid, pid, "secagg") for pid in PARTIES if pid != "alice"}
+    bad = _kit(tmp_path, "made-up", {"alice": requests["alice"], **fakes})
+    victim = tmp_path / "victim"
+    shutil.copytree(machines["alice"], victim)
+    _install(bad.party_dirs["alice"], victim)
+    (victim / PINS).unlink()
+
+    # Weakened (no pins): the kit loads and a round runs; the operator, holding every other secret,
+    # subtracts their inputs from the sum and has alice's update.
+    proto, alice_material = load_party_kit(victim).protocol_and_material()
+    others = {pid: load_party_kit(_own(tmp_path, pid, bad)).protocol_and_material()[1] for pid in fakes}
+    server_material = load_party_kit(victim).protocol_and_material()  # same pinned table
+    ids = PARTIES_SORTED = tuple(sorted(PARTIES))
+    ctx = membership_of(bad.config).check(context(ids, 8, round_=0))
+    inputs = make_inputs(ids, 8, 9)
+    sm = SecAgg().load_material(SecAgg().dump_material(_table(alice_material)))
+    vsum, _ = run_round(SecAgg(proto.config), ctx, inputs, sm, {"alice": alice_material, **others})
+    leaked = vsum.delta_sum - sum(inputs[p].delta * inputs[p].weight for p in PARTIES_SORTED if p != "alice")
+    assert np.allclose(leaked, inputs["alice"].delta * inputs["alice"].weight, atol=1e-2)
+    assert server_material is not None
+
+    # Real: with the pins alice was given, the made-up roster is refused at start, in one line.
+    shutil.copy(machines["alice"] / PINS, victim / PINS)
+    with pytest.raises(ConfigError, match="pinned"):
+        load_party_kit(victim).protocol_and_material()
+    assert "!= pinned" in "\n".join(roster_lines(victim))
+
+
+def _own(tmp_path, pid: str, fed) -> object:
+    machine = tmp_path / "op-keys" / pid
+    _install(fed.party_dirs[pid], machine)
+    return machine
+
+
+def _table(material):
+    from securefed.protocols.secagg.provisioning import ServerMaterial
+
+    return ServerMaterial(material.identity_keys)
+
+
+def test_material_that_differs_from_the_listed_keys_is_refused(tmp_path) -> None:
+    """The operator lists the honest fingerprints but hands alice a key table of its own making."""
+    machines = {pid: tmp_path / "m" / pid for pid in PARTIES}
+    requests = {pid: keygen_party(machines[pid], pid, "secagg") for pid in PARTIES}
+    honest = _kit(tmp_path, "honest", requests)
+    fakes = {pid: keygen_party(tmp_path / "op" / pid, pid, "secagg") for pid in PARTIES if pid != "alice"}
+    bad = _kit(tmp_path, "bad", {"alice": requests["alice"], **fakes})
+    _install(honest.party_dirs["alice"], machines["alice"])
+    shutil.copy(bad.party_dirs["alice"] / "party-public.bin", machines["alice"] / "party-public.bin")
+    with pytest.raises(ConfigError, match="protocol key of"):
+        load_party_kit(machines["alice"]).protocol_and_material()
