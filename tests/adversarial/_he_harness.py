@@ -30,9 +30,9 @@ class Session:
     """One attempt of a round: fresh real party sessions over the parties' long-lived material."""
 
     def __init__(self, fed, round_: int, selected=IDS, seed: int = 0, inputs=None, attempt: int = 0,
-                 nonce: bytes = b"\x07" * tl.NONCE_LEN):
+                 nonce: bytes = b"\x07" * tl.NONCE_LEN, min_contributors: int = 1):
         self.he, self.public, self.mats = fed
-        self.ctx = RoundContext(FED, round_, selected, M, False, 16, attempt)
+        self.ctx = RoundContext(FED, round_, selected, M, False, 16, attempt, min_contributors)
         rng = np.random.default_rng(seed)
         self.inputs = inputs or {p: PartyInput((rng.standard_normal(M) * 0.2).astype(np.float32), None,
                                                float(rng.integers(1, 17))) for p in selected}

@@ -113,9 +113,11 @@ def quorum(n: int, t: int) -> int:
     return min(n, -(-(n + t) // 2))
 
 
-def contributors_floor(config: HEConfig, t: int) -> int:
-    """The fewest contributors a sum may have: min_contributors, and never fewer than t."""
-    return max(config.min_contributors, t)
+def contributors_floor(config: HEConfig, t: int, round_min: int = 1) -> int:
+    """The fewest contributors a sum may have: the he config's min_contributors, the round's own floor
+    (RoundContext.min_contributors: sampling.min_round_size, set by each side from its own config,
+    never from the wire), and never fewer than t."""
+    return max(config.min_contributors, t, round_min)
 
 
 def round_needs(n: int, fraction: float, config: HEConfig) -> tuple[int, int, int]:

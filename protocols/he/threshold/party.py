@@ -5,7 +5,8 @@
   m_i per round (ledger: SHA-256 of the input and its dither seed, pinned by the first upload; a
   retry re-encodes the same input to the same integers, a different one is refused);
 - he/sign: it signs (key, federation, round, C) for one contributor set C per round (ledger):
-  C sorted, within the round's parties, at least max(min_contributors, t) of them;
+  C sorted, within the round's parties, at least max(min_contributors, t, ctx.min_contributors)
+  of them (layout.contributors_floor);
 - he/decrypt: it answers a_tau * lambda_j^D * sum_{i in C} share_j(s_i) + flooding + its zero
   share over D, only when: it signed exactly this C this round, a quorum of distinct round parties
   signed it (layout.quorum: then no other C of this round can be decrypted), D holds it, has >= t
@@ -97,7 +98,7 @@ class ThresholdParty:
     def _contributors(self, r: framing.Reader) -> tuple[str, ...]:
         ids = framing.read_ids(r)
         tl.check_ids(ids, self.ctx.party_ids)
-        if len(ids) < tl.contributors_floor(self.config, self.public.threshold):
+        if len(ids) < tl.contributors_floor(self.config, self.public.threshold, self.ctx.min_contributors):
             raise ProtocolError("unexpected message")
         return ids
 

@@ -100,9 +100,10 @@ class ThresholdServer:
             else:
                 self.layout.accumulate(self._c0_sum, c0)
             ids.append(pid)
-        need = tl.contributors_floor(self.config, self.public.threshold)
+        need = tl.contributors_floor(self.config, self.public.threshold, self.ctx.min_contributors)
         if len(ids) < need:
-            raise ProtocolAbort(f"{len(ids)} parties contributed, threshold he needs {need} (min_contributors, t)")
+            raise ProtocolAbort(f"{len(ids)} parties contributed, threshold he needs {need} "
+                                "(he min_contributors, t, sampling.min_round_size)")
         self._ids, self._stage = tuple(sorted(ids)), "sign"
         body = self._head(tl.KIND_SIGN) + framing.encode_ids(self._ids)
         return {pid: Message(SIGN_STAGE, body) for pid in self.ctx.party_ids}
