@@ -41,6 +41,7 @@ class LoadedPairs:
     skipped: int
     partition_keys: tuple[str, ...] | None
     test: tuple[PreferenceExample, ...] = ()
+    inferred_preset: str | None = None  # the preset read from the file's columns (data.preset unset)
 
 
 def load_pairs(cfg: DataConfig, seed: int) -> LoadedPairs:
@@ -58,7 +59,7 @@ def load_pairs(cfg: DataConfig, seed: int) -> LoadedPairs:
             f"preference pairs have free-text responses, use 'iid'"
         )
     return LoadedPairs(train=data.train, eval=data.eval, labels=None, skipped=data.skipped, partition_keys=keys,
-                       test=data.test)
+                       test=data.test, inferred_preset=data.inferred_preset)
 
 
 def tokenize_pair(tokenizer: Any, pair: PreferenceExample, max_length: int) -> TokenizedPair:

@@ -14,7 +14,7 @@ ROW = {"round": 3, "dp_mechanism": "example", "dp_delta": 1e-05, "dp_epsilon_max
 
 
 def _card(overrides, metrics=(ROW,), summary=None):
-    cfg = load_config(None, ["parties=2", "rounds=3", *overrides])
+    cfg = load_config(None, ["parties=3", "rounds=3", *overrides])  # secagg needs >= 3
     run = RunRecord(Path("/runs/hospital-fl"), cfg, Path("/runs/hospital-fl/adapter"), tuple(metrics), summary or {})
     return model_card(run, base_name="HuggingFaceTB/SmolLM2-135M-Instruct", license_="apache-2.0", merged=False,
                       gguf_files=[], chat_template_added=False, version="0.1.0")
