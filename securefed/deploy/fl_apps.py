@@ -32,7 +32,7 @@ from securefed.models.adapter import get_adapter_state, save_adapter
 from securefed.data.chat import render_loaded
 from securefed.models.loading import attach_lora, fit_max_length, load_base
 from securefed.protocols.base import PartyInput, RoundContext, VectorSum
-from securefed.robust.bounds import input_bound, party_clip
+from securefed.robust.bounds import party_clip
 from securefed.simulation.steps import party_input, to_aggregate, train_party, train_party_dp
 from securefed.simulation.world import build_evalset
 from securefed.training.schedule import round_lr
@@ -170,7 +170,7 @@ class FLServerApp:
         self.max_weight = int(fed.app.get("max_weight", DEFAULT_MAX_WEIGHT))
         self.out_dir = out_dir
         self.privacy = ServerPrivacy(self.cfg, self.party_ids, self.layout.size, membership_of(fed).seed)
-        self.sum_bound = input_bound(self.cfg)  # the coordinator rejects sums clipped parties cannot produce
+        self.sum_bound = round_report.sum_bound(self.cfg)  # the coordinator rejects sums clipped parties cannot produce
 
     def select(self, round: int, available: tuple[str, ...]) -> tuple[str, ...]:
         """Of the round's invited, connected parties, those to start (the coordinator derives the

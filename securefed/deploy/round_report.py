@@ -57,6 +57,18 @@ def bound(cfg: Any) -> float:
     return float(getattr(cfg.aggregation.section(), "clip", 1.0))
 
 
+def sum_bound(cfg: Any) -> Any:
+    """The coordinator's check on a decoded sum (securefed.robust.bounds.InputBound) for vectors that
+    carry report coordinates: each is within `bound(cfg)`, so a party's update of L2 norm <= C plus its
+    report has norm <= sqrt(C^2 + width * bound^2); the per-coordinate bound already covers them."""
+    from securefed.robust.bounds import input_bound
+
+    b = input_bound(cfg)
+    if width(cfg) and np.isfinite(b.norm):
+        b = dataclasses.replace(b, norm=float(np.hypot(b.norm, np.sqrt(width(cfg)) * bound(cfg))))
+    return b
+
+
 def evaluates(cfg: Any, round: int) -> bool:
     """Rounds in which parties score the global model they receive (the model after `round` rounds)."""
     return round % cfg.evaluation.every == 0

@@ -118,3 +118,28 @@ def test_status_without_a_coordinator_reads_the_folder(tmp_path, small_overrides
     res = CliRunner().invoke(app, ["status", "--federation", str(paths.party_dirs[PARTIES[0]])])
     party = json.loads(res.stdout)
     assert res.exit_code == 0 and party["final_adapter"] is False and "rounds_completed" not in party
+
+
+def test_sum_bound_admits_honest_parties_at_the_norm_clip_with_their_reports(small_overrides):
+    """Report coordinates ride beside an update clipped to aggregation.bound.norm: honest parties at the
+    clip must pass the coordinator's L2 check (the update alone's bound would reject them), and a party
+    past the clip must still be caught."""
+    from securefed.protocols.base import SumOutOfRange
+    from securefed.robust.bounds import input_bound
+
+    cfg = load_config(None, small_overrides + ["aggregation.protocol=secagg", "aggregation.secagg.clip=0.5",
+                                               "aggregation.bound.norm=1.0"])
+    assert round_report.width(cfg) > 0
+    w = {"a": 2.0, "b": 3.0}
+    edge = np.full(4, 0.5, np.float32)  # norm 1.0: at the clip, each coordinate at the protocol's clip
+    full = {"train_loss": 32.0, "eval_loss": 32.0, "accuracy": 1.0, "macro_f1": 1.0, "unparseable": 1.0,
+            "preference_accuracy": 1.0}
+    report = round_report.encode(cfg, 32.0, full)  # every report coordinate at its largest
+    inputs = {p: round_report.append(PartyInput(edge, None, w[p]), report) for p in w}
+    honest = VectorSum(sum(w[p] * inputs[p].delta.astype(np.float64) for p in w), None, 5.0, tuple(w))
+    with pytest.raises(SumOutOfRange):  # the update's own bound does not leave room for the reports
+        input_bound(cfg).check(honest)
+    round_report.sum_bound(cfg).check(honest)  # accepted
+    cheat = VectorSum(honest.delta_sum * 1.5, None, 5.0, tuple(w))
+    with pytest.raises(SumOutOfRange):
+        round_report.sum_bound(cfg).check(cheat)
