@@ -24,6 +24,17 @@ generation pass over 40 prompts ~1 min, so this is the smallest run that still t
   = the same TEST rows (first 40 scored), 600 train rows over 10 parties, 2 rounds x 1 step x batch 4,
     q/v LoRA r 8, lr 2e-3, max_length 96; DPO 4 parties, 2 rounds x 1 step x 2 pairs, 32 held-out pairs.
 
+Issue 25's headline recipe (`--preset headline`: 3 of 10 parties sampled a round, 10 local steps x batch
+8, 30 rounds = 300 sequential steps, the 300-step centralized run's budget; held-out every 5 rounds),
+one run at a time, resumable across kills and sessions (the run directories live in the repository):
+    python -m benchmarks.real_llm --preset headline --skip-dpo --resume --out bench-state/real_llm_headline \
+        --headline docs/results/real_llm_headline.json --only "fedavg plain,local"
+  then --only "fedavg secagg DP eps 8,fedavg secagg DP eps 4,fedavg secagg DP eps 1", the other algorithms
+  ("fedprox plain,scaffold plain,..."), and "fedavg secagg,fedavg he" with --rounds 5 (a shorter run
+  that shows they equal plain). Each finished run is read back, not rerun; a stopped one continues
+  from its last checkpoint. Wall time on the 2 shared cores, OMP_NUM_THREADS=1: ~125 s a round alone
+  (3 x 10 steps), ~85 s more on an evaluation round (200 TEST rows); 3-12 min a round beside other work.
+
 Any preset value can be overridden by its flag (--rounds, --steps, --batch, --lr, --test-max,
 --max-length, --max-examples, --dpo-*). The runs in docs/results.md (2 cores, one process per line,
 `OMP_NUM_THREADS=1`; third session, each line 35-60 min beside the others):
