@@ -17,6 +17,7 @@ import argparse
 import json
 import tempfile
 
+from benchmarks.throughput import print_table
 from securefed.deploy.churn import run_churn
 
 COLUMNS = [("protocol", "protocol"), ("parties", "parties"), ("rounds_completed", "rounds ok"), ("rounds_rejected", "rejected"),
@@ -49,9 +50,7 @@ def main() -> None:
             print(json.dumps(fig), flush=True)
     if not args.json:
         print(f"rounds={args.rounds} kill={args.kill} vector_len={args.vector_len}")
-        print(" | ".join(h for _, h in COLUMNS))
-        for fig in rows:
-            print(" | ".join(str(fig[k]) for k, _ in COLUMNS))
+        print_table(rows, COLUMNS)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ COLUMNS = [
 ]
 
 
+def print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
+    """One header line and one line per run, `|`-separated, in `columns` (key, heading) order."""
+    print(" | ".join(h for _, h in columns))
+    for fig in rows:
+        print(" | ".join(str(fig[k]) for k, _ in columns))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parties", type=int, nargs="+", default=[10, 50])
@@ -45,9 +52,7 @@ def main() -> None:
             print(json.dumps(fig), flush=True)
     if not args.json:
         print(f"protocol={args.protocol} vector_len={args.vector_len} rounds={args.rounds}")
-        print(" | ".join(h for _, h in COLUMNS))
-        for fig in rows:
-            print(" | ".join(str(fig[k]) for k, _ in COLUMNS))
+        print_table(rows, COLUMNS)
 
 
 if __name__ == "__main__":
