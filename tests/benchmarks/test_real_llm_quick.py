@@ -1,4 +1,4 @@
-"""benchmarks/real_llm.py at toy size (embedded tiny model, a few FPB rows): the SFT rows, the per-round
+"""benchmarks/real_llm at toy size (embedded tiny model, a few FPB rows): the SFT rows, the per-round
 curve and its plot, a tagged rerun, and --merge of the two. Run as a module from the repository root
 (see test_gpu_throughput_quick)."""
 
@@ -73,3 +73,19 @@ def test_toy_real_llm_stops_resumes_and_writes_the_headline(tmp_path, fpb):
     assert res.returncode == 0, res.stderr[-2000:]
     assert (run_dir / "run.log").read_text() == log_lines
     assert json.loads(headline.read_text())["runs"][-1]["accuracy"] == fed["accuracy"]
+
+    # --report: one table over every finished run of OUT, trains nothing, keeps the training command
+    stopped = out / "runs" / "fedavg-secagg"  # a run stopped part-way is left out of the table
+    stopped.mkdir()
+    (stopped / "config.json").write_text((run_dir / "config.json").read_text())
+    (stopped / "summary.json").write_text("{}")
+    (stopped / "metrics.jsonl").write_text((run_dir / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    res = subprocess.run([sys.executable, "-m", "benchmarks.real_llm", "--report", "--out", str(out), "--headline",
+                          str(headline)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (run_dir / "run.log").read_text() == log_lines
+    table = (out / "report.md").read_text()
+    assert "| zero-shot |" in table and "| fedavg plain |" in table and "fedavg secagg" not in table
+    assert (out / "report-utility.png").stat().st_size > 0
+    again = {r["run"]: r for r in json.loads(headline.read_text())["runs"]}
+    assert again["fedavg plain"] == runs["fedavg plain"]  # same figures, same training command
