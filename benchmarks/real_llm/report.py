@@ -7,6 +7,8 @@ from pathlib import Path
 
 from securefed.atomic import atomic_write_text
 
+RUN_NAME = "run-name.txt"  # in a run's directory: its name in tables (the directory name is a slug of it)
+
 def table(rows: list[dict], cols: list[str]) -> str:
     lines = ["| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for r in rows:
@@ -154,11 +156,13 @@ def finished_row(run_dir: Path, rounds: int | None = None) -> dict | None:
 
 def collect(out: Path) -> list[dict]:
     """Every finished run under OUT/runs (and OUT/zero-shot.json), for one table over runs that took
-    several invocations (or sessions): the run name is its directory's, dashes read as spaces."""
+    several invocations (or sessions), named by their RUN_NAME file (else the directory's name with
+    dashes read as spaces)."""
     rows = [json.loads((out / "zero-shot.json").read_text())] if (out / "zero-shot.json").is_file() else []
     order = {"zero-shot": 0, "centralized": 1, "local": 2}
     for d in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:
         row = finished_row(d)
         if row is not None:
-            rows.append({"run": d.name.replace("-", " "), **row})
+            named = d / RUN_NAME
+            rows.append({"run": named.read_text().strip() if named.is_file() else d.name.replace("-", " "), **row})
     return sorted(rows, key=lambda r: (order.get(r["run"], 3), r.get("epsilon") is not None, r["run"]))

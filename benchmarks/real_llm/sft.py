@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.real_llm.report import finished_row
+from benchmarks.real_llm.report import RUN_NAME, finished_row
 from securefed.atomic import atomic_write_text
 from securefed.config import load_config
 from securefed.simulation.runner import simulate
@@ -107,6 +107,8 @@ def run_sft(args, p: dict, out: Path, log) -> list[dict]:
             started = (run_dir / "checkpoints" / "LATEST").exists()
             if started and not args.resume:
                 raise SystemExit(f"{run_dir} holds a stopped run: add --resume to continue it")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / RUN_NAME, name + "\n")  # --report's name for it
             simulate(cfg, run_dir, resume=started, console=args.console, stop_after=args.stop_after)
             done = finished_row(run_dir, cfg.rounds)
         if done is None:  # --stop-after: the checkpoint is kept for --resume

@@ -31,6 +31,10 @@ def test_toy_real_llm_rows_curves_tag_and_merge(tmp_path, fpb):
     res = _run(fpb, *common, "--only", "centralized", "--tag", "4-bit", "--out", str(tmp_path / "b"))
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((tmp_path / "b" / "results.json").read_text())["sft"][0]["run"] == "centralized (4-bit)"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.real_llm", "--report", "--out", str(tmp_path / "b")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| centralized (4-bit) |" in (tmp_path / "b" / "report.md").read_text()  # its name, not its slug
 
     res = subprocess.run([sys.executable, "-m", "benchmarks.real_llm", "--merge", str(tmp_path / "a"),
                           str(tmp_path / "b"), "--out", str(tmp_path / "m")], cwd=ROOT, capture_output=True,
