@@ -5,8 +5,9 @@ protocol public key, `securefed.membership.key_sha256`) and the SHA-256 of its p
 A party checks, when its kit loads:
 - its own entry is its own keys (an operator cannot substitute them);
 - every entry's protocol key is the one its protocol material will use (protocols that expose
-  `public_roster(material)`: secagg's pinned identity keys), so the listed fingerprints are the keys
-  that protect its update;
+  `public_roster(material)`: secagg's pinned identity keys, threshold he's signed phase-1 keys, which
+  fix each member's key share b_j and the key its Shamir shares were dealt to), so the listed
+  fingerprints are the keys that protect its update;
 - when the kit holds `pinned-fingerprints.txt` (fingerprints compared out of band, one
   `party-id  xxxx xxxx ...` a line), every roster member is pinned and matches: a roster that
   differs is refused.
@@ -99,6 +100,10 @@ def check_roster(kit_dir: Path, role: str, fed: FederationConfig, protocol: Any,
     hook = getattr(protocol, "public_roster", None)
     if callable(hook) and material is not None:
         publics = hook(material)
+    if publics is not None:
+        if set(publics) != set(entries):  # e.g. an extra share holder the roster does not name
+            odd = sorted(set(publics) ^ set(entries))[0]
+            raise ConfigError(f"roster: the protocol material and federation.json disagree on member {odd!r}")
         for pid, entry in entries.items():
             if entry.protocol_key_sha256 and hashlib.sha256(publics.get(pid, b"")).hexdigest() != entry.protocol_key_sha256:
                 raise ConfigError(f"roster: the protocol key of {pid!r} in the material is not the one federation.json lists")
