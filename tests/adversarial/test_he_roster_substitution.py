@@ -11,6 +11,7 @@ fingerprints and refuses in one line, before any round.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -76,15 +77,17 @@ def test_substituted_he_member_material_is_refused_at_kit_load(tmp_path, monkeyp
     alice_roster.write_text(json.dumps(doctored, sort_keys=True) + "\n")
 
     keygen_finish(machines["alice"], alice_roster, "he")
-    keygen_finish(fake_dir, alice_roster, "he")
     for pid in PARTIES[1:]:
         keygen_finish(machines[pid], honest_roster, "he")
     fed = _provision(tmp_path / "fed", requests)  # pass 2: the kits, honest fingerprints
+    # The operator's "bob" deals its phase 2 against alice's view (the protocol hook, run by hand).
+    _, kg = protocol_of("he", None)
+    fake_secret = bytes.fromhex(_load(fake_dir / SECRET, "secret", "he")["secret"])
+    _, fake_public2 = kg.party_keygen_finish("bob", fake_secret, {p: bytes.fromhex(v) for p, v in doctored["roster"].items()})
 
     # Alice's kit: the honest federation.json, and the material assembled from her view.
-    _, kg = protocol_of("he", None)
-    view = {**requests, "bob": fake_dir / REQUEST}
-    reqs = {pid: read_request(view[pid], pid, "he") for pid in PARTIES}
+    reqs = {pid: read_request(requests[pid], pid, "he") for pid in PARTIES}
+    reqs["bob"] = dataclasses.replace(read_request(fake_dir / REQUEST, "bob", "he"), public2=fake_public2)
     _, bundles = kg.assemble({p: r.public for p, r in reqs.items()}, {p: r.public2 for p, r in reqs.items()})
     victim = machines["alice"]
     for f in fed.party_dirs["alice"].iterdir():
@@ -100,7 +103,7 @@ def test_substituted_he_member_material_is_refused_at_kit_load(tmp_path, monkeyp
 
     # The operator opens alice's share dealt to "bob" (its own X25519 key); carol and dave collude.
     ring, pub = lay.ring, alice_mat.public
-    fake = tkeys.secret_from_bytes(bytes.fromhex(_load(fake_dir / SECRET, "secret", "he")["secret"]), "bob")
+    fake = tkeys.secret_from_bytes(fake_secret, "bob")
     alice_p1 = tkeys.Phase1.parse(reqs["alice"].public)
     enc = tkeys.Phase2.parse(reqs["alice"].public2).shares["bob"]
     aead = tkeys._share_key(fake.dh_key, alice_p1.dh_pub, pub.label, "alice", "bob")
