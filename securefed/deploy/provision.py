@@ -57,10 +57,13 @@ class KeygenPhasePending(ConfigError):
     parties' second keygen phase (reveal; a two-phase protocol's dealing) comes next. The command
     line prints it as the next step and exits 0."""
 
-    def __init__(self, roster: Path, protocol_name: str, two_phase: bool) -> None:
+    def __init__(self, roster: Path, protocol_name: str, two_phase: bool, waiting: Sequence[str] = ()) -> None:
         self.roster = roster
         deal = f", and deals protocol {protocol_name!r}'s key shares" if two_phase else ""
-        super().__init__(f"phase 1 done: {roster} written (every member's key digest and seed commitment). "
+        # A second pass that still lacks reveals names who has not revealed (a party that withholds
+        # its reveal after seeing the others' forces a re-run: that must be visible).
+        still = f"still no second phase from {', '.join(waiting)}. " if waiting else ""
+        super().__init__(f"phase 1 done: {roster} written (every member's key digest and seed commitment); {still}"
                          f"Next: give {roster.name} to every party for its second keygen phase: each runs "
                          f"`securefed keygen --party P --out KEYS --finish {roster.name}` with the same config (it "
                          f"records the roster, then reveals its seed contribution{deal}) and hands back KEYS/request "
@@ -181,10 +184,12 @@ def _provision(root: Path, ids: tuple[str, ...], server_host: str, protocol_name
         raise ConfigError(f"requests: {e}") from None
     # Commit, then reveal (securefed.membership): roster.json fixes every key and commitment before
     # any party reveals its contribution; the kits are written only from reveals against it.
-    if any(r.seed_reveal is None or (kg.two_phase and r.public2 is None) for r in reqs.values()):
+    waiting = [p for p, r in reqs.items() if r.seed_reveal is None or (kg.two_phase and r.public2 is None)]
+    if waiting:
+        again = len(waiting) < len(ids)  # some parties already revealed: this is the second pass
         write_roster(root / ROSTER, protocol_name, reqs)
         if not local:
-            raise KeygenPhasePending(root / ROSTER, protocol_name, kg.two_phase)
+            raise KeygenPhasePending(root / ROSTER, protocol_name, kg.two_phase, waiting if again else ())
         for pid in ids:
             keygen_finish(root / pid, root / ROSTER, protocol_name, cfg_json)
         reqs = {pid: read_request(requests[pid], pid, protocol_name) for pid in ids}

@@ -125,11 +125,17 @@ def test_a_last_mover_grinding_its_key_steers_the_weakened_seed_and_not_the_comm
     # (c) withhold its reveal and come back with another key: provisioning stops (a re-run, visible),
     # and no honest party reveals its contribution again against the new roster: that needs new keys,
     # so each abort buys the grinder one fresh, unpredictable draw, not a search.
-    with pytest.raises(KeygenPhasePending):
+    withheld = tmp_path / "withheld" / "request"
+    shutil.copytree(found, withheld)
+    (withheld / "seed-reveal.json").unlink()
+    with pytest.raises(KeygenPhasePending, match="still no second phase from p7"):
         provision_federation(tmp_path / "fed2", PARTIES, HOST, "secagg", None, _settings(),
+                             requests={**requests, GRINDER: withheld})
+    with pytest.raises(KeygenPhasePending):
+        provision_federation(tmp_path / "fed3", PARTIES, HOST, "secagg", None, _settings(),
                              requests={**requests, GRINDER: late})
     with pytest.raises(ConfigError, match="already revealed its seed contribution against another roster"):
-        keygen_finish(machines[TARGET], tmp_path / "fed2" / "roster.json", "secagg")
+        keygen_finish(machines[TARGET], tmp_path / "fed3" / "roster.json", "secagg")
     # The operator cannot reveal for a party either: a roster.json with the target's entry changed
     # is refused before anything is revealed.
     doctored = json.loads(roster.read_text())
