@@ -70,7 +70,8 @@ def register(app: typer.Typer, _fail: Callable[[str], None], err: Console) -> No
         out: Path = typer.Option(..., "--out", "-o", help="new folder for this party's keys (stays on this machine)"),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="the federation's TOML config (protocol)"),
         set_: List[str] = typer.Option([], "--set", "-s", help="override: dotted.key=value (repeatable)"),
-        finish: Optional[Path] = typer.Option(None, "--finish", help="two-phase protocols: the operator's roster.json"),
+        finish: Optional[Path] = typer.Option(None, "--finish", help="second phase: the operator's roster.json (records "
+                                              "it, reveals this party's seed contribution; he: deals key shares)"),
     ) -> None:
         """On a party's machine: make its TLS key, certificate request and protocol keys. Only
         <out>/request goes to the operator; copy the kit it sends back into <out>."""
@@ -86,11 +87,13 @@ def register(app: typer.Typer, _fail: Callable[[str], None], err: Console) -> No
         except (UserError, ValueError) as e:
             _fail(str(e))
         if finish is not None:
-            Console().print(f"{party}: phase 2 done from {finish}; hand {req} to the operator again (now with its "
-                            "phase-2 public bytes), who runs the same provision command again", highlight=False)
+            Console().print(f"{party}: phase 2 done from {finish} (roster recorded in {out}, seed contribution "
+                            f"revealed); hand {req} to the operator again, who runs the same provision command "
+                            f"again; when the kit {party}/ comes back, copy its files into {out}", highlight=False)
         else:
-            Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator; when the kit "
-                            f"{party}/ comes back, copy its files into {out}", highlight=False)
+            Console().print(f"{party}: keys in {out} (keep them there); hand {req} to the operator; when its "
+                            f"roster.json comes back, run this command again with --finish roster.json; when the "
+                            f"kit {party}/ comes back, copy its files into {out}", highlight=False)
         Console().print(f"{party}: key fingerprint {fp} (read it to the other parties out of band)", highlight=False)
 
 

@@ -49,6 +49,10 @@ class RoundContext:
     # Floor on the surviving contributor set (sampling.min_round_size). Each side sets it from its own
     # config (securefed.membership), never from the wire; a session refuses a smaller survivor set.
     min_contributors: int = 1
+    # The federation's public seed (securefed.membership.federation_seed: the roster and every party's
+    # revealed contribution), set by each side from its own kit, never from the wire; b"" in a
+    # simulation. secagg draws its neighbour graph from it when set.
+    roster_seed: bytes = b""
 
     def __post_init__(self) -> None:
         if len(set(self.party_ids)) != len(self.party_ids):

@@ -11,6 +11,14 @@ config, never read off the wire) is the floor on the surviving contributor set.
 
 Fingerprints: SHA-256 over a party's TLS public key and its protocol public key, shown to people as
 eight groups of four hex digits (128 bits, as SSH shows host keys), compared out of band and pinned.
+
+Commit-then-reveal (against roster grinding): keys are cheap, so a party that makes its keys last
+could try keys until the derived selections suit it. Each party therefore also draws a random
+32-byte contribution at keygen and hands in only its commitment (`seed_commitment`); it reveals the
+contribution after the operator has published every member's key digest and commitment, and the
+seed (`federation_seed`) mixes every reveal. No one knows an honest party's contribution before the
+roster is fixed, so no key or contribution chosen then steers the seed (securefed/deploy/roster.py
+checks reveals, commitments and the roster each party revealed against).
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from securefed.protocols.base import RoundContext
 
 _FINGERPRINT = b"securefed/key-fingerprint/v1\x00"
 _ROSTER = b"securefed/roster/v1\x00"
+_COMMIT = b"securefed/seed-commit/v1\x00"
+_BEACON = b"securefed/federation-seed/v1\x00"
 FINGERPRINT_HEX = 32  # 128 bits shown: a second preimage costs 2^128 hashes
 
 
@@ -121,6 +131,28 @@ def roster_digest(keys: Mapping[str, str]) -> bytes:
     return h.digest()
 
 
+def seed_commitment(party_id: str, contribution_hex: str) -> str:
+    """SHA-256 commitment (hex) to a party's 32-byte seed contribution, bound to its id."""
+    h = hashlib.sha256(_COMMIT)
+    for part in (party_id.encode(), bytes.fromhex(contribution_hex)):
+        h.update(len(part).to_bytes(8, "big") + part)
+    return h.hexdigest()
+
+
+def federation_seed(keys: Mapping[str, str], reveals: Mapping[str, str] | None = None) -> bytes:
+    """32 public bytes every selection and graph of a deployment derives from: the roster digest,
+    mixed with every party's revealed contribution (None: a roster provisioned before
+    commit-reveal, the digest alone)."""
+    digest = roster_digest(keys)
+    if reveals is None:
+        return digest
+    h = hashlib.sha256(_BEACON + digest)
+    for pid in sorted(reveals):
+        for part in (pid.encode(), bytes.fromhex(reveals[pid])):
+            h.update(len(part).to_bytes(8, "big") + part)
+    return h.digest()
+
+
 @dataclass(frozen=True)
 class Membership:
     """The rule every participant applies to a round: who is invited and how few may take part."""
@@ -130,19 +162,20 @@ class Membership:
     count: int | None = None
     fraction: float | None = None
     min_round_size: int = 1
+    roster_seed: bytes = b""  # deployment: federation_seed, handed to the protocol in the context
 
     @classmethod
     def from_roster(cls, keys: Mapping[str, str], count: int | None, fraction: float | None,
-                    min_round_size: int) -> Membership:
-        return cls(tuple(sorted(keys)), derive_seed("membership", roster_digest(keys).hex()), count, fraction,
-                   min_round_size)
+                    min_round_size: int, reveals: Mapping[str, str] | None = None) -> Membership:
+        seed = federation_seed(keys, reveals)
+        return cls(tuple(sorted(keys)), derive_seed("membership", seed.hex()), count, fraction, min_round_size, seed)
 
     def invited(self, round_index: int) -> tuple[str, ...]:
         return select_parties(self.party_ids, round_index, self.seed, self.count, self.fraction)
 
     def check(self, ctx: RoundContext) -> RoundContext:
         """The context this party may run a session for: exactly the derived invited set, at least
-        min_round_size of it, and this party's own floor on the contributors. Raises
+        min_round_size of it, and this party's own floor on the contributors and roster seed. Raises
         MembershipRefused (one line) otherwise."""
         want = self.invited(ctx.round)
         if ctx.party_ids != want:
@@ -152,5 +185,6 @@ class Membership:
         if len(want) < self.min_round_size:
             raise MembershipRefused(f"round {ctx.round}: {len(want)} invited, below min_round_size="
                                     f"{self.min_round_size}")
-        return dataclasses.replace(ctx, min_contributors=max(ctx.min_contributors, self.min_round_size))
+        return dataclasses.replace(ctx, min_contributors=max(ctx.min_contributors, self.min_round_size),
+                                   roster_seed=self.roster_seed)
 

@@ -114,9 +114,19 @@ class HE:
 
     def load_material(self, data: bytes) -> Any:
         """Inverse of dump_material; raises MaterialError (ConfigError and ValueError) if malformed."""
-        if bytes(data[: len(tkits.MAGIC)]) == tkits.MAGIC:
+        if bytes(data[: len(tkits.MAGIC)]) in (tkits.MAGIC, tkits._OLD):
             return tkits.load(data)
         return load_material(data)
+
+    def public_roster(self, material: Any) -> dict[str, bytes] | None:
+        """threshold: every party's signed phase-1 keys as this material uses them (its signing key,
+        the X25519 key its shares were dealt to, the commitment its b_j was checked against); the
+        deploy layer checks them against the fingerprints federation.json lists. single_key: None
+        (dealer model: the operator made the key, there is nothing of the parties' to check)."""
+        if isinstance(material, (ThresholdPublic, ThresholdPartyMaterial)):
+            pub = material if isinstance(material, ThresholdPublic) else material.public
+            return dict(zip(pub.roster, pub.phase1))
+        return None
 
     def party(self, ctx: RoundContext, party_id: str, data: PartyInput, material: Any) -> HEParty | ThresholdParty:
         if isinstance(material, ThresholdPartyMaterial):

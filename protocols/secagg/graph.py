@@ -5,11 +5,13 @@ random permutation of the parties, each party joined to the k/2 nearest on eithe
 graph is exactly k-regular and symmetric.
 
 Malicious server: the ring order of a round is the parties sorted by a label HKDF(roster seed,
-round, party id). The roster seed is fixed when the identity keys are pinned (primitives.roster_seed)
-and parties refuse round numbers that repeat, go backwards or pass the configured rounds, so the
-server cannot try round numbers until colluders surround a target. Leaving a party out of the
-selection only closes the gap around it (everyone else keeps their relative order), exactly as if
-that party had dropped out; it cannot reshuffle the ring.
+round, party id). The roster seed is the deployment's federation seed (RoundContext.roster_seed: it
+mixes every party's revealed seed contribution, so no party grinds its key into a graph it likes), or
+in a simulation fixed when the identity keys are pinned (primitives.roster_seed); parties refuse
+round numbers that repeat, go backwards or pass the configured rounds, so the server cannot try
+round numbers until colluders surround a target. Leaving a party out of the selection only closes
+the gap around it (everyone else keeps their relative order), exactly as if that party had dropped
+out; it cannot reshuffle the ring.
 """
 
 from __future__ import annotations

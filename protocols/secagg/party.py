@@ -70,7 +70,7 @@ class SecAggParty:
             raise ValueError("control_delta has non-finite values")
         if not isinstance(material, PartyMaterial) or material.party_id != party_id:
             raise ValueError("material was provisioned for another party")
-        self._plan = build_plan(ctx, config, roster_seed(material.identity_keys))
+        self._plan = build_plan(ctx, config, ctx.roster_seed or roster_seed(material.identity_keys))
         self._ledger = ledger if ledger is not None else RoundLedger()
         if party_id not in self._plan.index:
             raise ValueError(f"party {party_id!r} is not selected for this round")

@@ -41,7 +41,8 @@ class RoundPlan:
 
 @functools.lru_cache(maxsize=8)
 def build_plan(ctx: RoundContext, config: SecAggConfig, seed: bytes) -> RoundPlan:
-    """`seed`: the roster seed (primitives.roster_seed of the pinned identity keys).
+    """`seed`: the roster seed (a deployment's ctx.roster_seed, which mixes every party's revealed
+    contribution; else primitives.roster_seed of the pinned identity keys).
     Raises ValueError (naming the field) when the config cannot serve this round.
     Cached: a simulated round builds one plan per party from identical public inputs."""
     n = len(ctx.party_ids)

@@ -40,7 +40,7 @@ class SecAggServer:
     def __init__(self, ctx: RoundContext, material: ServerMaterial, config: SecAggConfig) -> None:
         if not isinstance(material, ServerMaterial) or not set(ctx.party_ids) <= set(material.identity_keys):
             raise ValueError("server material lacks identity keys for some selected parties")
-        self._plan = build_plan(ctx, config, roster_seed(material.identity_keys))
+        self._plan = build_plan(ctx, config, ctx.roster_seed or roster_seed(material.identity_keys))
         self._nb = {pid: self._plan.neighbours(pid) for pid in ctx.party_ids}
         self._identity = material.identity_keys
         self._stage: Stage | None = None

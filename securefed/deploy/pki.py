@@ -94,9 +94,14 @@ def make_csr(common_name: str) -> tuple[bytes, bytes]:
 
 
 def issue_for_csr(ca: Issued, csr_pem: bytes, common_name: str) -> bytes:
-    """Operator: a client certificate (PEM) for a party's CSR, after checking it is well-formed,
-    self-signed by its key, names exactly `common_name` and holds a P-256 key. Raises ValueError
-    naming what is wrong. The party's private key never comes here."""
+    """Operator: a client certificate (PEM) for a party's CSR, after `check_csr`. The party's
+    private key never comes here."""
+    return _leaf(ca, common_name, check_csr(csr_pem, common_name), None).public_bytes(serialization.Encoding.PEM)
+
+
+def check_csr(csr_pem: bytes, common_name: str) -> ec.EllipticCurvePublicKey:
+    """The CSR's key, after checking the request is well-formed, self-signed by its key, names
+    exactly `common_name` and holds a P-256 key. Raises ValueError naming what is wrong."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError:
@@ -109,7 +114,7 @@ def issue_for_csr(ca: Issued, csr_pem: bytes, common_name: str) -> bytes:
     key = csr.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError(f"certificate request of {common_name!r} must hold an EC P-256 key")
-    return _leaf(ca, common_name, key, None).public_bytes(serialization.Encoding.PEM)
+    return key
 
 
 def _leaf(ca: Issued, common_name: str, public_key: ec.EllipticCurvePublicKey,

@@ -34,14 +34,16 @@ from securefed.deploy.keygen import (
     keygen_party,
     protocol_of,
     read_request,
+    roster_members,
     write_party_public,
     write_roster,
 )
 from securefed.deploy.material import encode_material
-from securefed.deploy.pki import issue, issue_for_csr, make_ca, write_atomic
+from securefed.deploy.pki import check_csr, issue, issue_for_csr, make_ca, write_atomic
 from securefed.deploy.roster import entry_digests, spki_of_csr
 from securefed.deploy.settings import FederationConfig, PartyEntry, apply_settings, check_party_id
 from securefed.errors import ConfigError
+from securefed.membership import seed_commitment
 from securefed.transport.tls import fingerprint_pem
 
 _log = logging.getLogger("securefed.deploy.provision")
@@ -51,15 +53,21 @@ OPERATOR_NAME = "operator"
 
 
 class KeygenPhasePending(ConfigError):
-    """Not a failure: a two-phase protocol's roster is written and the parties' second keygen phase
-    comes next. The command line prints it as the next step and exits 0."""
+    """Not a failure: roster.json (every member's key digest and seed commitment) is written and the
+    parties' second keygen phase (reveal; a two-phase protocol's dealing) comes next. The command
+    line prints it as the next step and exits 0."""
 
-    def __init__(self, roster: Path, protocol_name: str) -> None:
+    def __init__(self, roster: Path, protocol_name: str, two_phase: bool, waiting: Sequence[str] = ()) -> None:
         self.roster = roster
-        super().__init__(f"phase 1 done: {roster} written (protocol {protocol_name!r} has a second keygen phase). "
-                         f"Next: give {roster.name} to every party; each runs `securefed keygen --party P --out KEYS "
-                         f"--finish {roster.name}` with the same config and hands back KEYS/request again; then run "
-                         "this provision command again")
+        deal = f", and deals protocol {protocol_name!r}'s key shares" if two_phase else ""
+        # A second pass that still lacks reveals names who has not revealed (a party that withholds
+        # its reveal after seeing the others' forces a re-run: that must be visible).
+        still = f"still no second phase from {', '.join(waiting)}. " if waiting else ""
+        super().__init__(f"phase 1 done: {roster} written (every member's key digest and seed commitment); {still}"
+                         f"Next: give {roster.name} to every party for its second keygen phase: each runs "
+                         f"`securefed keygen --party P --out KEYS --finish {roster.name}` with the same config (it "
+                         f"records the roster, then reveals its seed contribution{deal}) and hands back KEYS/request "
+                         "again; then run this provision command again")
 
 
 def _request_mismatch(requests: Mapping[str, Any], ids: Sequence[str]) -> str:
@@ -69,6 +77,26 @@ def _request_mismatch(requests: Mapping[str, Any], ids: Sequence[str]) -> str:
     parts = [f"{requests[p]} is party {p!r}'s request, and {p!r} is not in --parties" for p in extra]
     parts += [f"no request folder for party {p!r}" for p in missing]
     return f"requests: {'; '.join(parts)} (--parties: {', '.join(ids)})"
+
+
+def _check_reveals(roster: Path, protocol_name: str, reqs: Mapping[str, Any]) -> None:
+    """Every reveal opens its commitment, and the roster is the one roster.json published (what the
+    parties revealed against: their kits would refuse any other)."""
+    for pid, r in reqs.items():
+        if seed_commitment(pid, r.seed_reveal) != r.seed_commit:
+            raise ConfigError(f"requests: party {pid!r}'s revealed seed contribution does not match its commitment")
+    try:
+        published = json.loads(roster.read_text()).get("members")
+    except (OSError, ValueError, AttributeError):
+        raise ConfigError(f"{roster}: missing or unreadable: the roster the parties revealed against "
+                          "(run this provision command from the same --out folder)") from None
+    now = roster_members(protocol_name, reqs)
+    listed = {p: [m.get("key_sha256"), m.get("seed_commit")] for p, m in published.items() if isinstance(m, dict)} \
+        if isinstance(published, dict) else {}
+    changed = sorted(p for p in set(now) | set(listed) if now.get(p) != listed.get(p))
+    if changed:
+        raise ConfigError(f"requests: party {changed[0]!r}'s keys or seed commitment are not those {roster.name} "
+                          "published; every party must reveal against one roster: start again from keygen")
 
 
 @dataclass(frozen=True)
@@ -149,13 +177,23 @@ def _provision(root: Path, ids: tuple[str, ...], server_host: str, protocol_name
     if set(requests) != set(ids):
         raise ConfigError(_request_mismatch(requests, ids))
     reqs = {pid: read_request(requests[pid], pid, protocol_name) for pid in ids}
-    if kg.two_phase and any(r.public2 is None for r in reqs.values()):
+    try:  # before roster.json lists anything
+        for pid in ids:
+            check_csr(reqs[pid].csr_pem, pid)
+    except ValueError as e:
+        raise ConfigError(f"requests: {e}") from None
+    # Commit, then reveal (securefed.membership): roster.json fixes every key and commitment before
+    # any party reveals its contribution; the kits are written only from reveals against it.
+    waiting = [p for p, r in reqs.items() if r.seed_reveal is None or (kg.two_phase and r.public2 is None)]
+    if waiting:
+        again = len(waiting) < len(ids)  # some parties already revealed: this is the second pass
         write_roster(root / ROSTER, protocol_name, reqs)
         if not local:
-            raise KeygenPhasePending(root / ROSTER, protocol_name)
+            raise KeygenPhasePending(root / ROSTER, protocol_name, kg.two_phase, waiting if again else ())
         for pid in ids:
             keygen_finish(root / pid, root / ROSTER, protocol_name, cfg_json)
         reqs = {pid: read_request(requests[pid], pid, protocol_name) for pid in ids}
+    _check_reveals(root / ROSTER, protocol_name, reqs)
     if kg.dealer:
         _log.warning("protocol %r has no keygen hooks: the operator makes its party material (dealer model)",
                      protocol_name)
@@ -181,7 +219,8 @@ def _provision(root: Path, ids: tuple[str, ...], server_host: str, protocol_name
     base = FederationConfig(
         federation_id=federation_id,
         parties=tuple(PartyEntry(pid, fingerprint_pem(party_certs[pid]),
-                                 *entry_digests(spki_of_csr(reqs[pid].csr_pem), protocol_name, reqs[pid].public))
+                                 *entry_digests(spki_of_csr(reqs[pid].csr_pem), protocol_name, reqs[pid].public),
+                                 reqs[pid].seed_commit, reqs[pid].seed_reveal or "")
                       for pid in ids),
         server_host=server_host,
         server_port=DEFAULT_PORT,

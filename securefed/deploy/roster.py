@@ -5,18 +5,24 @@ protocol public key, `securefed.membership.key_sha256`) and the SHA-256 of its p
 A party checks, when its kit loads:
 - its own entry is its own keys (an operator cannot substitute them);
 - every entry's protocol key is the one its protocol material will use (protocols that expose
-  `public_roster(material)`: secagg's pinned identity keys), so the listed fingerprints are the keys
-  that protect its update;
+  `public_roster(material)`: secagg's pinned identity keys, threshold he's signed phase-1 keys, which
+  fix each member's key share b_j and the key its Shamir shares were dealt to), so the listed
+  fingerprints are the keys that protect its update;
 - when the kit holds `pinned-fingerprints.txt` (fingerprints compared out of band, one
   `party-id  xxxx xxxx ...` a line), every roster member is pinned and matches: a roster that
   differs is refused.
-The fingerprints also seed every round's invited set (`membership_of`), so the operator cannot pick
-them either: only the parties' own keys decide.
+- commit-then-reveal (securefed.membership): every member's seed contribution matches the
+  commitment it handed in, and the roster (every member's key digest and commitment) is exactly the
+  one this party recorded at `keygen --finish` before it revealed its own (`seen-roster.json`); a
+  party that committed refuses a roster without commitments (no downgrade to the grindable seed).
+The fingerprints and the revealed contributions seed every round's invited set (`membership_of`),
+so neither the operator nor a party that makes its keys last can pick them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,9 +31,17 @@ from cryptography.hazmat.primitives import serialization
 
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
-from securefed.membership import Membership, SamplingConfig, key_sha256, normalise_fingerprint, short_fingerprint
+from securefed.membership import (
+    Membership,
+    SamplingConfig,
+    key_sha256,
+    normalise_fingerprint,
+    seed_commitment,
+    short_fingerprint,
+)
 
 PINS = "pinned-fingerprints.txt"
+CONTRIBUTION, SEEN = "seed-contribution.json", "seen-roster.json"  # in a party's keys folder (deploy.keygen)
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -70,7 +84,8 @@ def membership_of(fed: FederationConfig) -> Membership:
     if n < floor:
         raise ConfigError(f"federation.json: sampling invites {n} parties a round, below "
                           f"sampling.min_round_size={floor}")
-    return Membership.from_roster({p.id: p.key_sha256 for p in fed.parties}, s.count, s.fraction, floor)
+    reveals = {p.id: p.seed_reveal for p in fed.parties} if all(p.seed_reveal for p in fed.parties) else None
+    return Membership.from_roster({p.id: p.key_sha256 for p in fed.parties}, s.count, s.fraction, floor, reveals)
 
 
 def load_pins(path: Path) -> dict[str, str]:
@@ -99,6 +114,10 @@ def check_roster(kit_dir: Path, role: str, fed: FederationConfig, protocol: Any,
     hook = getattr(protocol, "public_roster", None)
     if callable(hook) and material is not None:
         publics = hook(material)
+    if publics is not None:
+        if set(publics) != set(entries):  # e.g. an extra share holder the roster does not name
+            odd = sorted(set(publics) ^ set(entries))[0]
+            raise ConfigError(f"roster: the protocol material and federation.json disagree on member {odd!r}")
         for pid, entry in entries.items():
             if entry.protocol_key_sha256 and hashlib.sha256(publics.get(pid, b"")).hexdigest() != entry.protocol_key_sha256:
                 raise ConfigError(f"roster: the protocol key of {pid!r} in the material is not the one federation.json lists")
@@ -107,6 +126,7 @@ def check_roster(kit_dir: Path, role: str, fed: FederationConfig, protocol: Any,
         tls = spki_of_key((kit_dir / "party-key.pem").read_bytes())
         if entry_digests(tls, fed.protocol, publics.get(role, b""))[0] != own.key_sha256:
             raise ConfigError(f"roster: the fingerprint federation.json lists for {role!r} is not this party's keys")
+    check_reveals(kit_dir, fed)
     pins_path = kit_dir / PINS
     if not pins_path.exists():
         return
@@ -120,6 +140,29 @@ def check_roster(kit_dir: Path, role: str, fed: FederationConfig, protocol: Any,
     missing = sorted(set(pins) - set(entries))
     if missing:
         raise ConfigError(f"roster: pinned {missing[0]!r} is not in federation.json")
+
+
+def check_reveals(kit_dir: Path, fed: FederationConfig) -> None:
+    """Commit-then-reveal at kit load (module docstring); raises ConfigError (one line)."""
+    committed = [p for p in fed.parties if p.seed_commit]
+    for p in fed.parties if committed else ():
+        try:
+            ok = bool(p.seed_reveal) and seed_commitment(p.id, p.seed_reveal) == p.seed_commit
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"roster: the seed contribution federation.json reveals for {p.id!r} does not match "
+                              "its commitment")
+    if not committed and not (kit_dir / CONTRIBUTION).exists():
+        return  # a federation provisioned before commit-reveal (its seed is grindable: docs/threat-model.md)
+    try:
+        seen = json.loads((kit_dir / SEEN).read_text()).get("members")
+    except (OSError, ValueError, AttributeError):
+        raise ConfigError(f"roster: no {SEEN} in {kit_dir}: this party never revealed its seed contribution against "
+                          "a roster (`securefed keygen --finish roster.json`), so it cannot vouch for this one") from None
+    if {p.id: [p.key_sha256, p.seed_commit] for p in fed.parties} != seen:
+        raise ConfigError("roster: federation.json is not the roster this party revealed its seed contribution "
+                          f"against ({SEEN}): a member's key or commitment changed after the reveals")
 
 
 def request_fingerprint(request_dir: str | Path, protocol_name: str) -> str:

@@ -55,6 +55,8 @@ class PartyEntry:
     cert_sha256: str
     key_sha256: str = ""  # the party's key fingerprint (securefed.membership.key_sha256), seeds selection
     protocol_key_sha256: str = ""  # SHA-256 of its protocol public key (checked against the material)
+    seed_commit: str = ""  # commitment to its seed contribution, handed in before any reveal
+    seed_reveal: str = ""  # the contribution (hex), revealed once every commitment was published
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ def load_federation(path: str | Path) -> FederationConfig:
         raise ConfigError(f"{path}: not a {FORMAT} file")
     try:
         parties = tuple(PartyEntry(str(p["id"]), str(p["cert_sha256"]), str(p.get("key_sha256", "")),
-                                   str(p.get("protocol_key_sha256", ""))) for p in d.pop("parties"))
+                                   str(p.get("protocol_key_sha256", "")), str(p.get("seed_commit", "")),
+                                   str(p.get("seed_reveal", ""))) for p in d.pop("parties"))
         timeouts = _timeouts(d.pop("timeouts"))
         return FederationConfig(parties=parties, timeouts=timeouts, **d)
     except (KeyError, TypeError) as e:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 
 from _deploy_helpers import expected_sums, fast_settings, run_inprocess, server_state
-from securefed.deploy.keygen import ROSTER, keygen_finish, keygen_party, read_request, write_roster
+from securefed.deploy.keygen import ROSTER, keygen_finish, keygen_party
 from securefed.deploy.kit import load_party_kit
-from securefed.deploy.provision import FederationPaths, provision_federation
+from securefed.deploy.provision import FederationPaths, KeygenPhasePending, provision_federation
 from securefed.protocols.he import ThresholdPartyMaterial
 from securefed.protocols.he.threshold import keys as tkeys
 
@@ -24,13 +25,15 @@ def test_he_threshold_keys_never_reach_the_operator(tmp_path) -> None:
     machines = {pid: tmp_path / "machines" / pid for pid in PARTIES}
     requests = {pid: keygen_party(machines[pid], pid, "he") for pid in PARTIES}
     # The operator publishes the phase-1 roster; every party deals its shares on its own machine.
+    settings = fast_settings()
+    with pytest.raises(KeygenPhasePending):
+        provision_federation(tmp_path / "operator", PARTIES, "127.0.0.1", "he", None, settings, requests=requests)
     roster = tmp_path / "exchange" / ROSTER
     roster.parent.mkdir()
-    write_roster(roster, "he", {pid: read_request(requests[pid], pid, "he") for pid in PARTIES})
+    shutil.copy(tmp_path / "operator" / ROSTER, roster)
     for pid in PARTIES:
         keygen_finish(machines[pid], roster, "he")
-    fed = provision_federation(tmp_path / "operator", PARTIES, "127.0.0.1", "he", None, fast_settings(),
-                               requests=requests)
+    fed = provision_federation(tmp_path / "operator", PARTIES, "127.0.0.1", "he", None, settings, requests=requests)
     for pid in PARTIES:
         for f in fed.party_dirs[pid].iterdir():
             shutil.copy(f, machines[pid] / f.name)

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from _deploy_helpers import expected_sums, fast_settings, run_inprocess, server_state
+from _deploy_helpers import expected_sums, provision_across, run_inprocess, server_state
 from securefed.deploy.keygen import PARTY_PUBLIC, keygen_party
 from securefed.deploy.kit import load_party_kit
 from securefed.deploy.pki import make_csr
@@ -26,8 +26,7 @@ PARTIES = ("alice", "bob", "carol")
 def _federation(tmp_path, protocol="secagg"):
     machines = {pid: tmp_path / "machines" / pid for pid in PARTIES}
     requests = {pid: keygen_party(machines[pid], pid, protocol) for pid in PARTIES}
-    fed = provision_federation(tmp_path / "operator", PARTIES, "127.0.0.1", protocol, None, fast_settings(),
-                               requests=requests)
+    fed = provision_across(tmp_path / "operator", PARTIES, protocol, requests)
     for pid in PARTIES:  # each party copies its public kit next to its keys
         for f in fed.party_dirs[pid].iterdir():
             shutil.copy(f, machines[pid] / f.name)

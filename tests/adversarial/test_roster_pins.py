@@ -10,10 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from _deploy_helpers import fast_settings
+from _deploy_helpers import provision_across
 from securefed.deploy.keygen import keygen_party
 from securefed.deploy.kit import load_party_kit
-from securefed.deploy.provision import provision_federation
 from securefed.deploy.roster import PINS, membership_of, request_fingerprint, roster_lines
 from securefed.errors import ConfigError
 from securefed.protocols.driver import run_round
@@ -25,9 +24,7 @@ PARTIES = ("alice", "bob", "carol", "dave")
 
 
 def _kit(tmp_path, name: str, requests) -> dict:
-    fed = provision_federation(tmp_path / name, PARTIES, "127.0.0.1", "secagg", None, fast_settings(),
-                               requests=requests)
-    return fed
+    return provision_across(tmp_path / name, PARTIES, "secagg", requests)
 
 
 def _install(kit_dir, machine) -> None:
@@ -39,6 +36,8 @@ def test_a_made_up_roster_is_refused_by_a_party_that_pinned_fingerprints(tmp_pat
     machines = {pid: tmp_path / "machines" / pid for pid in PARTIES}
     requests = {pid: keygen_party(machines[pid], pid, "secagg") for pid in PARTIES}
     told = {pid: request_fingerprint(requests[pid], "secagg") for pid in PARTIES}  # read out of band
+    victim = tmp_path / "victim"  # alice's machine in the world where the operator sends her its roster
+    shutil.copytree(machines["alice"], victim)
     honest = _kit(tmp_path, "honest", requests)
     _install(honest.party_dirs["alice"], machines["alice"])
     lines = roster_lines(machines["alice"])
@@ -49,11 +48,8 @@ def test_a_made_up_roster_is_refused_by_a_party_that_pinned_fingerprints(tmp_pat
 
     # The operator's roster: alice's real request, its own keys for the others.
     fakes = {pid: keygen_party(tmp_path / "op-keys" / pid, pid, "secagg") for pid in PARTIES if pid != "alice"}
-    bad = _kit(tmp_path, "made-up", {"alice": requests["alice"], **fakes})
-    victim = tmp_path / "victim"
-    shutil.copytree(machines["alice"], victim)
+    bad = _kit(tmp_path, "made-up", {"alice": victim / "request", **fakes})
     _install(bad.party_dirs["alice"], victim)
-    (victim / PINS).unlink()
 
     # Weakened (no pins): the kit loads and a round runs; the operator, holding every other secret,
     # subtracts their inputs from the sum and has alice's update.
@@ -92,9 +88,10 @@ def test_material_that_differs_from_the_listed_keys_is_refused(tmp_path) -> None
     """The operator lists the honest fingerprints but hands alice a key table of its own making."""
     machines = {pid: tmp_path / "m" / pid for pid in PARTIES}
     requests = {pid: keygen_party(machines[pid], pid, "secagg") for pid in PARTIES}
+    shutil.copytree(machines["alice"], tmp_path / "alice-elsewhere")  # her keys, for the operator's roster
     honest = _kit(tmp_path, "honest", requests)
     fakes = {pid: keygen_party(tmp_path / "op" / pid, pid, "secagg") for pid in PARTIES if pid != "alice"}
-    bad = _kit(tmp_path, "bad", {"alice": requests["alice"], **fakes})
+    bad = _kit(tmp_path, "bad", {"alice": tmp_path / "alice-elsewhere" / "request", **fakes})
     _install(honest.party_dirs["alice"], machines["alice"])
     shutil.copy(bad.party_dirs["alice"] / "party-public.bin", machines["alice"] / "party-public.bin")
     with pytest.raises(ConfigError, match="protocol key of"):

@@ -228,3 +228,19 @@ def run_inprocess(fed: FederationPaths, hooks: Mapping[str, Any] | None = None, 
     for name, r in results.items():
         assert not isinstance(r, BaseException), f"{name}: {r!r}"
     return results
+
+
+def provision_across(root: Path, parties: Sequence[str], protocol: str, requests: Mapping[str, Path],
+                     config: Any = None, settings: Mapping[str, Any] | None = None) -> FederationPaths:
+    """Provisioning from the parties' request folders, both passes: the operator's roster.json, each
+    party's `keygen --finish` in its keys folder (the request folder's parent), the kits."""
+    from securefed.deploy.keygen import keygen_finish
+    from securefed.deploy.provision import KeygenPhasePending
+
+    settings = dict(settings or fast_settings())
+    try:
+        return provision_federation(root, list(parties), HOST, protocol, config, settings, requests=requests)
+    except KeygenPhasePending as e:
+        for req in requests.values():
+            keygen_finish(Path(req).parent, e.roster, protocol, config)
+    return provision_federation(root, list(parties), HOST, protocol, config, settings, requests=requests)

@@ -1,9 +1,10 @@
 """The deployment commands say what to do next: a request that is not in --parties is named, a kit not
-copied yet names the folder to copy, he's expected second keygen phase is a next step (exit 0), and
-`keygen --finish` says it finished phase 2."""
+copied yet names the folder to copy, the second keygen phase (every protocol: the seed reveal; he:
+also the key shares) is a next step (exit 0), and `keygen --finish` says it finished phase 2."""
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from securefed.cli.app import app
@@ -41,20 +42,21 @@ def test_a_kit_not_copied_yet_names_what_to_copy(tmp_path):
     assert "cannot read federation file" not in out
 
 
-def test_he_second_keygen_phase_is_a_next_step(tmp_path):
+@pytest.mark.parametrize("protocol", ["aggregation.protocol=secagg", HE])
+def test_the_second_keygen_phase_is_a_next_step(tmp_path, protocol):
     parties = ("alice", "bob", "carol")
-    assert "copy its files into" in _keygen(tmp_path, "alice", HE)
+    assert "--finish roster.json" in " ".join(_keygen(tmp_path, "alice", protocol).split())
     for pid in parties[1:]:
-        _keygen(tmp_path, pid, HE)
+        _keygen(tmp_path, pid, protocol)
     provision = ["provision", "--parties", ",".join(parties), "--server-host", "127.0.0.1", "--out",
-                 str(tmp_path / "fed"), "--set", HE,
+                 str(tmp_path / "fed"), "--set", protocol,
                  *[a for pid in parties for a in ("--request", str(tmp_path / pid / "request"))]]
     res = CliRunner().invoke(app, provision)
     out = " ".join(res.output.split())
     assert res.exit_code == 0 and "error" not in out and "Next: give roster.json to every party" in out
     roster = tmp_path / "fed" / "roster.json"
     for pid in parties:
-        res = CliRunner().invoke(app, ["keygen", "--party", pid, "--out", str(tmp_path / pid), "--set", HE,
+        res = CliRunner().invoke(app, ["keygen", "--party", pid, "--out", str(tmp_path / pid), "--set", protocol,
                                        "--finish", str(roster)])
         assert res.exit_code == 0 and "phase 2 done" in res.output, res.output
     res = CliRunner().invoke(app, provision)

@@ -64,7 +64,8 @@ def test_layout_permissions_and_federation_file(tmp_path):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
         assert not [p for p in d.iterdir() if p.name.startswith(".")]  # no temp file left behind
         for p in d.iterdir():
-            private = p.name.endswith("-key.pem") or p.name in ("material.bin", "protocol-secret.bin")
+            private = p.name.endswith("-key.pem") or p.name in ("material.bin", "protocol-secret.bin",
+                                                                            "seed-contribution.json")
             assert stat.S_IMODE(p.stat().st_mode) == (0o600 if private else 0o644), p
     cfg = load_federation(fed.server_dir)
     assert cfg == fed.config and cfg.address == "fed.example.org:9443"

@@ -42,9 +42,15 @@ def _run_real_federation(tmp_path: Path, overrides: list[str]) -> tuple[Path, di
                              text=True, env=env, timeout=120)
         assert res.returncode == 0, res.stderr
     reqs = [x for p in PARTIES for x in ("--request", str(kits[p] / "request"))]
-    res = subprocess.run([*CLI, "provision", "--parties", ",".join(PARTIES), "--server-host", "127.0.0.1",
-                          "--out", str(fed_dir), "--port", str(free_port()), *reqs, *sets], capture_output=True,
-                         text=True, env=env, timeout=120)
+    provision = [*CLI, "provision", "--parties", ",".join(PARTIES), "--server-host", "127.0.0.1",
+                 "--out", str(fed_dir), "--port", str(free_port()), *reqs, *sets]
+    res = subprocess.run(provision, capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and "Next: give roster.json" in res.stdout, res.stderr
+    for p in PARTIES:  # pass 2: each party records the roster and reveals its seed contribution
+        res = subprocess.run([*CLI, "keygen", "--party", p, "--out", str(kits[p]), "--finish",
+                              str(fed_dir / "roster.json"), *sets], capture_output=True, text=True, env=env, timeout=120)
+        assert res.returncode == 0, res.stderr
+    res = subprocess.run(provision, capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     for p in PARTIES:  # the operator's public kit goes next to the party's keys
         for f in (fed_dir / p).iterdir():

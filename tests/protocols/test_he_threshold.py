@@ -4,6 +4,8 @@ the material codec."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -182,6 +184,23 @@ def test_material_codec_roundtrip_and_tamper():
     server_blob = bytearray(he.dump_material(public))
     with pytest.raises(MaterialError):
         he.load_material(bytes(server_blob[:7]) + b"\x01" + bytes(server_blob[8:]))  # server kit relabelled party
+
+
+def test_material_carries_the_signed_phase1_keys_the_fingerprints_cover():
+    from securefed.protocols.he.threshold import kits as tkits
+
+    he = HE()
+    public, parties = he.provision(("a", "b", "c"))
+    assert he.public_roster(public) == he.public_roster(parties["b"]) and set(he.public_roster(public)) == {"a", "b", "c"}
+    assert all(tkeys.Phase1.parse(raw).party_id == pid for pid, raw in he.public_roster(public).items())
+    assert he.public_roster(he.load_material(he.dump_material(parties["c"]))) == he.public_roster(public)
+    # a phase-1 key moved to another member is refused when the material is read
+    swapped = dataclasses.replace(public, phase1=(public.phase1[1], public.phase1[0], public.phase1[2]))
+    with pytest.raises(MaterialError, match="phase-1 key of 'a'"):
+        he.load_material(tkits.dump(swapped))
+    # a kit written before phase-1 keys (SFHETK2) loads and names none: the roster check refuses it
+    old = tkits._OLD + tkits.dump(dataclasses.replace(public, phase1=()))[len(tkits.MAGIC):]
+    assert he.public_roster(he.load_material(old)) == {}
 
 
 def test_a_configuration_whose_rounds_cannot_finish_is_refused_with_one_line(tmp_path):

@@ -248,6 +248,9 @@ class ThresholdPublic:
     threshold: int
     b_ntt: np.ndarray = field(repr=False)  # collective public key (L, N)
     key_id: bytes = b""  # SHA-256 prefix of everything above
+    # Every party's signed phase-1 bytes (roster order): what its fingerprint covers. Its signing,
+    # share-encryption and commitment to b_j, so binding these binds b and who holds shares.
+    phase1: tuple[bytes, ...] = ()
 
     def point(self, pid: str) -> int:
         return self.roster.index(pid) + 1
@@ -257,7 +260,7 @@ class ThresholdPublic:
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ThresholdPublic) and (self.label, self.roster, self.sign_pubs, self.threshold)
-                == (other.label, other.roster, other.sign_pubs, other.threshold)
+                == (other.label, other.roster, other.sign_pubs, other.threshold) and self.phase1 == other.phase1
                 and np.array_equal(self.b_ntt, other.b_ntt))
 
     __hash__ = None  # type: ignore[assignment]
@@ -272,8 +275,21 @@ def public_key_id(label: str, roster: tuple[str, ...], sign_pubs: tuple[bytes, .
     return h.digest()[:16]
 
 
-def _key_id(label: str, ros: dict[str, Phase1], t: int, b: np.ndarray) -> bytes:
-    return public_key_id(label, tuple(ros), tuple(p.sign_pub for p in ros.values()), t, b)
+def _public(label: str, ros: dict[str, Phase1], t: int, b: np.ndarray) -> ThresholdPublic:
+    pubs = tuple(p.sign_pub for p in ros.values())
+    return ThresholdPublic(label, tuple(ros), pubs, t, b, public_key_id(label, tuple(ros), pubs, t, b),
+                           tuple(p.raw for p in ros.values()))
+
+
+def check_phase1(public: ThresholdPublic) -> None:
+    """Raises KeygenError unless `public.phase1` are the roster's signed phase-1 keys (material read
+    from bytes: each parses, verifies under its own signing key, and names its party and key)."""
+    if len(public.phase1) != len(public.roster):
+        raise KeygenError("he threshold kit: phase-1 keys do not match the roster")
+    for pid, pub, raw in zip(public.roster, public.sign_pubs, public.phase1):
+        p1 = Phase1.parse(raw)
+        if p1.party_id != pid or p1.sign_pub != pub or Phase1.label_of(raw) != public.label:
+            raise KeygenError(f"he threshold kit: the phase-1 key of {pid!r} names another party or key")
 
 
 def assemble(roster: dict[str, bytes], finish: dict[str, bytes]) -> tuple[ThresholdPublic, dict[str, bytes]]:
@@ -297,7 +313,7 @@ def assemble(roster: dict[str, bytes], finish: dict[str, bytes]) -> tuple[Thresh
         if set(p2.shares) != set(ros) - {pid}:
             raise KeygenError(f"keygen phase 2 of {pid!r}: shares do not cover the roster")
         b = ring.add(b, elem_from(ring, p2.b, f"key share of {pid!r}"))
-    public = ThresholdPublic(label, tuple(ros), tuple(ros[p].sign_pub for p in ros), t, b, _key_id(label, ros, t, b))
+    public = _public(label, ros, t, b)
     bundles = {}
     for k in ros:
         items = [roster[p] for p in ros]
@@ -358,8 +374,7 @@ def party_material(secret: KeygenSecret, bundle: bytes) -> ThresholdPartyMateria
         except (InvalidTag, ValueError):
             raise KeygenError(f"keygen bundle: the share from {pid!r} does not open") from None
         shares[pid] = elem_from(ring, raw, f"share from {pid!r}")
-    public = ThresholdPublic(secret.label, tuple(ros), tuple(ros[p].sign_pub for p in ros), t, b,
-                             _key_id(secret.label, ros, t, b))
+    public = _public(secret.label, ros, t, b)
     return ThresholdPartyMaterial(public, secret.party_id, secret.sign_key, secret.s_ntt, shares, pair_keys)
 
 

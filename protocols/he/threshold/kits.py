@@ -1,8 +1,10 @@
 """Threshold `he` key material as bytes (the deploy layer's MaterialCodec hook; no pickle):
 
-    magic "SFHETK2" | role u8 (0 server, 1 party) | threshold.blobs packing: JSON head + binary blobs
+    magic "SFHETK3" | role u8 (0 server, 1 party) | threshold.blobs packing: JSON head + binary blobs
 
-Server: label, roster, threshold, Ed25519 public keys, collective public key. Party: the same plus
+Server: label, roster, threshold, Ed25519 public keys, collective public key, every party's signed
+phase-1 keys (what the roster's fingerprints cover; "SFHETK2" files, without them, still load and
+name no phase-1 keys, so a kit check against fingerprints refuses them). Party: the same plus
 its party id, Ed25519 private key, own key share, the Shamir shares dealt to it and its pairwise
 zero-sharing keys, one per peer (file mode 0600
 is the deploy layer's job). The key id is recomputed from the contents on load, never trusted.
@@ -15,15 +17,16 @@ from securefed.protocols.he import rlwe
 from securefed.protocols.he.threshold.blobs import KeygenError, elem_bytes, elem_from
 from securefed.protocols.he.threshold.blobs import pack as _pack
 from securefed.protocols.he.threshold.blobs import unpack as _unpack
-from securefed.protocols.he.threshold.keys import ThresholdPartyMaterial, ThresholdPublic, public_key_id
+from securefed.protocols.he.threshold.keys import ThresholdPartyMaterial, ThresholdPublic, check_phase1, public_key_id
 
-MAGIC = b"SFHETK2"  # 2: pair keys for the zero sharing at decryption
+MAGIC = b"SFHETK3"  # 2: pair keys for the zero sharing at decryption; 3: the phase-1 keys
+_OLD = b"SFHETK2"
 ROLE_SERVER, ROLE_PARTY = 0, 1
 
 
 def _public_parts(pub: ThresholdPublic) -> tuple[dict, list[bytes]]:
     return ({"label": pub.label, "roster": list(pub.roster), "t": pub.threshold},
-            [elem_bytes(pub.b_ntt), *pub.sign_pubs])
+            [elem_bytes(pub.b_ntt), *pub.sign_pubs, *pub.phase1])
 
 
 def dump(material: ThresholdPublic | ThresholdPartyMaterial) -> bytes:
@@ -44,8 +47,9 @@ def dump(material: ThresholdPublic | ThresholdPartyMaterial) -> bytes:
 def load(data: bytes) -> ThresholdPublic | ThresholdPartyMaterial:
     """Raises MaterialError naming what is wrong."""
     data = bytes(data)
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 1 or data[len(MAGIC)] not in (0, 1):
+    if not data.startswith((MAGIC, _OLD)) or len(data) < len(MAGIC) + 1 or data[len(MAGIC)] not in (0, 1):
         raise MaterialError("he threshold kit: bad magic or role")
+    with_phase1 = data.startswith(MAGIC)
     role = data[len(MAGIC)]
     ring = rlwe.ring_for()
     try:
@@ -60,21 +64,25 @@ def load(data: bytes) -> ThresholdPublic | ThresholdPartyMaterial:
         if any(len(p) != 32 for p in pubs):
             raise KeygenError("he threshold kit: bad signing key")
         label = str(head["label"])
-        public = ThresholdPublic(label, roster, pubs, t, b, public_key_id(label, roster, pubs, t, b))
+        p1 = tuple(blobs[1 + n : 1 + 2 * n]) if with_phase1 else ()
+        public = ThresholdPublic(label, roster, pubs, t, b, public_key_id(label, roster, pubs, t, b), p1)
+        if with_phase1:
+            check_phase1(public)
+        o = 1 + n + len(p1)  # the public blobs end here
         if role == ROLE_SERVER:
-            if len(blobs) != 1 + n:
+            if len(blobs) != o:
                 raise KeygenError("he threshold kit: a server kit must not carry secrets")
             return public
         pid, dealers = str(head["party_id"]), [str(d) for d in head["dealers"]]
-        if pid not in roster or sorted(dealers) != list(roster) or len(blobs) != 3 + n + n + n - 1:
+        if pid not in roster or sorted(dealers) != list(roster) or len(blobs) != o + 2 + n + n - 1:
             raise KeygenError("he threshold kit: party id or shares do not match the roster")
-        sign_key = blobs[1 + n]
+        sign_key = blobs[o]
         if len(sign_key) != 32:
             raise KeygenError("he threshold kit: bad signing key")
-        s = elem_from(ring, blobs[2 + n], "he threshold kit: key share")
-        shares = {d: elem_from(ring, blobs[3 + n + i], f"he threshold kit: share from {d!r}") for i, d in enumerate(dealers)}
+        s = elem_from(ring, blobs[o + 1], "he threshold kit: key share")
+        shares = {d: elem_from(ring, blobs[o + 2 + i], f"he threshold kit: share from {d!r}") for i, d in enumerate(dealers)}
         peers = [p for p in roster if p != pid]
-        pair_keys = dict(zip(peers, blobs[3 + 2 * n :]))
+        pair_keys = dict(zip(peers, blobs[o + 2 + n :]))
         if any(len(k) != 32 for k in pair_keys.values()):
             raise KeygenError("he threshold kit: bad pair key")
         return ThresholdPartyMaterial(public, pid, sign_key, s, shares, pair_keys)
