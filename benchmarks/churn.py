@@ -4,8 +4,8 @@ upload, during unmasking or decryption) and restarted. Prints rounds completed, 
 round, whether every completed round's sum equals its contributors' inputs within the quantisation
 bound, coordinator and per-party memory, wall time per round, and any unhandled exception.
 
-    .venv/bin/python benchmarks/churn.py --parties 30 100 --rounds 10 --protocol secagg
-    .venv/bin/python benchmarks/churn.py --parties 30 --rounds 10 --protocol he --json --keep runs/churn
+    .venv/bin/python -m benchmarks.churn --parties 30 100 --rounds 10 --protocol secagg
+    .venv/bin/python -m benchmarks.churn --parties 30 --rounds 10 --protocol he --json --keep runs/churn
 
 Protocol-agnostic: the stage count comes from securefed.deploy.churn.STAGES. Everything runs on this
 machine: with few cores, round times measure CPU contention as much as the protocol.
