@@ -37,7 +37,9 @@ def _garbage_upload(ctx, pid, session):
     class Spoiler:
         def handle(self, msg: Message) -> Message | None:
             reply = session.handle(msg)
-            return garbage_answer(session, ctx.round, rng, INPUT_STAGE) if msg.stage == INPUT_STAGE and ctx.round == 0 else reply
+            if msg.stage == INPUT_STAGE and ctx.round == 0:
+                return garbage_answer(session, ctx.round, rng, INPUT_STAGE)
+            return reply
     return Spoiler()
 
 

@@ -98,7 +98,8 @@ def test_an_honest_retry_with_the_same_input_decrypts_to_the_same_sum(fed):
 @pytest.mark.parametrize("weakened", [True, False])
 def test_a_retry_that_decrypts_another_contributor_set_isolates_one_input(fed, weakened, monkeypatch):
     if weakened:  # the variant that signs any set it is shown (test-only): it remembers the latest
-        monkeypatch.setattr(ThresholdLedger, "claim_signature", lambda self, round_, c_hash: setattr(self, "signed", c_hash.hex()))
+        monkeypatch.setattr(ThresholdLedger, "claim_signature",
+                            lambda self, round_, c_hash: setattr(self, "signed", c_hash.hex()))
     round_ = 4 if weakened else 5
     inputs = _inputs(11)
     v1 = _decrypt(Session(fed, round_, inputs=inputs, attempt=0, nonce=b"\x05" * tl.NONCE_LEN))  # C, then "failed"
