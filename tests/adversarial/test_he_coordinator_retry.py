@@ -63,6 +63,7 @@ def test_a_round_that_lost_its_signing_quorum_is_retried_with_the_same_set(tmp_p
     assert lines[1]["contributors"] == ["p0", "p1", "p2", "p3"]
     _check_sums(fed, {0: PARTIES, 1: PARTIES}, drop_at={0: {"p4": INPUT_STAGE}})  # round 0: C without p4
 
+
 def test_a_party_whose_upload_spoils_every_decryption_spends_the_round_not_the_federation(tmp_path) -> None:
     """p2 uploads uniform garbage in round 0 (every attempt): no decryptor set decodes. The attempt
     is retried once with its signed set, fails again, and the round is rejected; round 1 completes."""
