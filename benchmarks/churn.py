@@ -4,8 +4,8 @@ upload, during unmasking or decryption) and restarted. Prints rounds completed, 
 round, whether every completed round's sum equals its contributors' inputs within the quantisation
 bound, coordinator and per-party memory, wall time per round, and any unhandled exception.
 
-    .venv/bin/python benchmarks/churn.py --parties 30 100 --rounds 10 --protocol secagg
-    .venv/bin/python benchmarks/churn.py --parties 30 --rounds 10 --protocol he --json
+    .venv/bin/python -m benchmarks.churn --parties 30 100 --rounds 10 --protocol secagg
+    .venv/bin/python -m benchmarks.churn --parties 30 --rounds 10 --protocol he --json --keep runs/churn
 
 Protocol-agnostic: the stage count comes from securefed.deploy.churn.STAGES. Everything runs on this
 machine: with few cores, round times measure CPU contention as much as the protocol.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from pathlib import Path
 
 from benchmarks.throughput import print_table
 from securefed.deploy.churn import run_churn
@@ -37,11 +38,16 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="keep each run's federation (coordinator and party logs, metrics) in DIR/<parties>")
     args = ap.parse_args()
     rows = []
     for n in args.parties:
         with tempfile.TemporaryDirectory(prefix=f"securefed-churn-{n}-") as tmp:
-            run = run_churn(tmp, n, rounds=args.rounds, kill_fraction=args.kill, protocol=args.protocol,
+            root = tmp if args.keep is None else args.keep / str(n)
+            if args.keep is not None and root.exists():
+                raise SystemExit(f"--keep: {root} exists; give an empty directory")
+            run = run_churn(root, n, rounds=args.rounds, kill_fraction=args.kill, protocol=args.protocol,
                             vector_len=args.vector_len, seed=args.seed, timeout_s=args.timeout)
             fig = {**run.figures(), "vector_len": args.vector_len, "tracebacks_in": run.tracebacks,
                    "odd_exit_list": run.odd_exits}

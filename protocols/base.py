@@ -101,7 +101,9 @@ class VectorSum:
 
 class RoundSpent(ProtocolAbort):
     """The round cannot complete and must not be retried: parties already revealed unmasking
-    material for it (secagg parties refuse to unmask a round twice). The runner skips the round."""
+    material for it (secagg parties refuse to unmask a round twice), or its one decryptable
+    contributor set cannot be decrypted (threshold he: the retry with that set failed). The runner
+    skips the round."""
 
 
 class SumOutOfRange(RoundSpent):

@@ -55,6 +55,8 @@ class HE:
         self._ledgers: dict[str, RoundLedger | ThresholdLedger] = {}
         # threshold: decryptors whose exclusion made a round decode, worst first; asked last.
         self.suspects: list[str] = []
+        # threshold: round -> the contributor set an attempt put up for signature (a retry reuses it).
+        self.proposed: dict[int, tuple[str, ...]] = {}
         if self.config.mode == "threshold":
             # The keygen hooks exist only in threshold mode: protocols.keygen detects them by name,
             # and single-key mode keeps the dealer adapter (the operator makes the shared key).
@@ -136,7 +138,7 @@ class HE:
 
     def server(self, ctx: RoundContext, material: Any) -> HEServer | ThresholdServer:
         if isinstance(material, ThresholdPublic):
-            return ThresholdServer(ctx, material, self.config, self.suspects)
+            return ThresholdServer(ctx, material, self.config, self.suspects, proposed=self.proposed)
         return HEServer(ctx, material, self.config)
 
 

@@ -137,9 +137,10 @@ class Coordinator:
                 result, app_metrics = self._attempt(r, attempt, record)
             except RoundSpent as e:
                 # Parties have unmasked this round (an out-of-range sum, or shares that did not
-                # reconstruct): its inputs must not be summed again under another survivor set (the
-                # difference of two sums is one party's update), and secagg parties refuse to. The
-                # round is skipped (nothing applied), not retried.
+                # reconstruct), or (threshold he) its signed contributor set failed its one retry:
+                # its inputs must not be summed again under another survivor set (the difference of
+                # two sums is one party's update), and the parties refuse to. The round is skipped
+                # (nothing applied), not retried.
                 record.update(status="rejected", reason=str(e)[:200])
                 self._end(self._live, r, attempt, "aborted", record, before, t0)
                 if self.run_record is not None:

@@ -99,9 +99,11 @@ def refuses(party, message: Message) -> bool:
     return False
 
 
-def garbage_answer(session, round_: int, rng: np.random.Generator) -> Message:
-    """A well-formed answer of uniform residues from `session` (a malicious decryptor)."""
+def garbage_answer(session, round_: int, rng: np.random.Generator, stage: str = DECRYPT_STAGE) -> Message:
+    """A well-formed answer (or, stage=INPUT_STAGE, upload) of uniform residues from `session` (a
+    malicious decryptor or contributor)."""
     lay = session.layout
     p = np.array(lay.ring.primes, dtype=np.uint64).reshape(-1, 1)
     junk = rng.integers(0, 2**31, (lay.n_ct, lay.ring.size, lay.ring.n), dtype=np.uint64) % p
-    return Message(DECRYPT_STAGE, framing.header(tl.KIND_ANSWER, session.public.key_id, round_) + lay.pack(junk))
+    kind = tl.KIND_UPLOAD if stage == INPUT_STAGE else tl.KIND_ANSWER
+    return Message(stage, framing.header(kind, session.public.key_id, round_) + lay.pack(junk))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from securefed.protocols.base import PartyInput, ProtocolError, RoundContext
+from securefed.protocols.base import PartyInput, ProtocolAbort, ProtocolError, RoundContext, RoundSpent
 from securefed.protocols.driver import run_round
 from securefed.protocols.he import HE, HEConfig
 from securefed.protocols.he.threshold import scheme
@@ -80,3 +80,61 @@ def test_a_restarted_round_gets_a_fresh_nonce_and_finishes():
         sessions[p].handle(m)  # uploads, then the coordinator dies
     result, traffic = run_round(he, ctx, inputs, public, mats)
     assert traffic.stages[:2] == [INPUT_STAGE, SIGN_STAGE] and result.contributors == ids
+
+
+def _attempt(he, public, mats, attempt: int, drop_at: dict[str, str] | None = None, round_: int = 0):
+    ctx = RoundContext("fed", round_, ("a", "b", "c", "d", "e"), M, False, 8, attempt)
+    return run_round(he, ctx, _inputs(ctx, 3), public, mats, drop_at=drop_at)[0]
+
+
+@pytest.mark.parametrize("drop_at, reason", [
+    ({"c": SIGN_STAGE, "d": SIGN_STAGE}, "quorum needs 4"),  # 2 signatures of C = {a, b, c, d}
+    ({"b": DECRYPT_STAGE, "c": DECRYPT_STAGE}, "t=3"),  # a's and d's answers for C have left
+])
+def test_an_attempt_failed_after_signing_is_retried_with_the_same_contributor_set(drop_at, reason):
+    """e is out of attempt 0 (its upload is missing), which fails after C = {a, b, c, d} was put up for
+    signature. v1: the retry put up C' = {a, ..., e} (e uploaded this time); every party that had
+    signed C refused it (one C per round: threat-model.md), and so did every further retry, until the
+    coordinator stopped the federation. Now the retry puts up C again: e's upload is left out."""
+    he = HE(HEConfig())  # t = 3, quorum 4
+    public, mats = he.provision(("a", "b", "c", "d", "e"))
+    with pytest.raises(ProtocolAbort, match=reason) as e:
+        _attempt(he, public, mats, 0, {"e": INPUT_STAGE, **drop_at})
+    assert not isinstance(e.value, RoundSpent)  # nothing was decrypted: one retry with C may finish it
+    result = _attempt(he, public, mats, 1)
+    assert result.contributors == ("a", "b", "c", "d")
+    ctx = RoundContext("fed", 0, ("a", "b", "c", "d", "e"), M, False, 8)
+    inputs = _inputs(ctx, 3)
+    want = sum(inputs[p].delta.astype(np.float64) * inputs[p].weight for p in result.contributors)
+    assert np.max(np.abs(result.delta_sum - want)) <= result.stats["error_bound"]["delta_sum"]
+    assert _attempt(he, public, mats, 0, round_=1).contributors == ("a", "b", "c", "d", "e")  # next round: fresh
+
+
+def test_a_retry_that_cannot_decrypt_the_signed_set_spends_the_round():
+    """The signed C can only be decrypted with every member's upload again; a member missing in the
+    retry, or the retry failing too, spends the round (RoundSpent: the coordinator skips it) instead
+    of burning every attempt."""
+    he = HE(HEConfig())
+    public, mats = he.provision(("a", "b", "c", "d", "e"))
+    with pytest.raises(ProtocolAbort):
+        _attempt(he, public, mats, 0, {"e": INPUT_STAGE, "c": SIGN_STAGE, "d": SIGN_STAGE})
+    with pytest.raises(RoundSpent, match="did not upload again"):
+        _attempt(he, public, mats, 1, {"d": INPUT_STAGE})  # d is part of C and missing
+    with pytest.raises(ProtocolAbort) as e:
+        _attempt(he, public, mats, 0, {"a": SIGN_STAGE, "b": SIGN_STAGE}, round_=1)
+    assert not isinstance(e.value, RoundSpent)
+    with pytest.raises(RoundSpent, match="retry"):
+        _attempt(he, public, mats, 1, {"a": SIGN_STAGE, "b": SIGN_STAGE}, round_=1)  # C fails a second time
+    assert _attempt(he, public, mats, 0, round_=2).contributors == ("a", "b", "c", "d", "e")
+
+
+def test_fewer_live_parties_than_a_quorum_put_up_no_set():
+    """Two of five silent at upload: three parties are left, below the quorum of four, so no set could
+    gather its signatures; the server puts none up (v1 did, and the set three parties had signed then
+    blocked every retry of the round). The retry is free to decrypt whoever uploads then."""
+    he = HE(HEConfig())
+    public, mats = he.provision(("a", "b", "c", "d", "e"))
+    with pytest.raises(ProtocolAbort, match="quorum of 4") as e:
+        _attempt(he, public, mats, 0, {"d": INPUT_STAGE, "e": INPUT_STAGE})
+    assert not isinstance(e.value, RoundSpent) and 0 not in he.proposed
+    assert _attempt(he, public, mats, 1).contributors == ("a", "b", "c", "d", "e")

@@ -8,6 +8,15 @@ signed C reveals nothing new: docs/threat-model.md) and finishes with the first 
 the culprit, named in the result's stats ("excluded") and kept in `suspects` (shared across the
 federation's rounds: suspects are asked last from then on). D is the server's choice: any D of >= t
 signers reveals the same (a_tau * S_C, smudged), and the parties' ledgers bound how many times.
+
+Retries. Once the SIGN request for C has left, C is the only set the round can ever decrypt: every
+party that signed it refuses any other set this round (ledger; a second set would give the server
+the difference of two sums). So the set is remembered in `proposed` (round -> C, shared across the
+federation's attempts, like `suspects`) and an attempt that fails after it (too few signatures or
+decryptors, no decodable set) is retried once with the same C: every member uploads again (the same
+pinned input), uploads from outside C are left out. When that retry cannot finish (a member of C
+missing, or it fails too), the round is spent (RoundSpent: the coordinator skips it), so neither
+churn nor one party can make a round's retries burn every attempt and stop the federation.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, RoundContext, VectorSum
+from securefed.protocols.base import Message, ProtocolAbort, ProtocolError, RoundContext, RoundSpent, VectorSum
 from securefed.protocols.encoding import WEIGHT_FRAC_BITS, to_ring
 from securefed.protocols.he import framing, rlwe
 from securefed.protocols.he.config import HEConfig
@@ -30,12 +39,17 @@ from securefed.protocols.he.threshold.party import DECRYPT_STAGE, INPUT_STAGE, S
 
 class ThresholdServer:
     def __init__(self, ctx: RoundContext, material: ThresholdPublic, config: HEConfig,
-                 suspects: list[str] | None = None, rng=os.urandom) -> None:
+                 suspects: list[str] | None = None, rng=os.urandom,
+                 proposed: dict[int, tuple[str, ...]] | None = None) -> None:
         if not isinstance(material, ThresholdPublic):
             raise TypeError("threshold he server material must be a ThresholdPublic")
         self.ctx, self.public, self.config = ctx, material, config
         self.layout = tl.TLayout.for_round(ctx, config, material)
         self.suspects = suspects if suspects is not None else []
+        self.proposed = proposed if proposed is not None else {}
+        for old in [r for r in self.proposed if r < ctx.round]:  # finished rounds: nothing to retry
+            del self.proposed[old]
+        self._pinned = self.proposed.get(ctx.round)  # C of an earlier attempt of this round, if one went out
         self._nonce = rng(tl.NONCE_LEN)
         self._stage = "input"
         self._c0_sum: np.ndarray | None = None
@@ -72,7 +86,14 @@ class ThresholdServer:
                    "decrypt": self._collect_answers}.get(self._stage)
         if handler is None:
             raise ProtocolAbort("round already finished")
-        return handler(replies)
+        try:
+            return handler(replies)
+        except RoundSpent:
+            raise
+        except ProtocolAbort as e:
+            if self._pinned is None:
+                raise  # retried; if C went out, the retry puts up C again
+            raise RoundSpent(f"{e}; the retry of the round's signed contributor set failed too: round spent") from None
 
     def _body(self, msg: Message | None, stage: str, kind: int) -> framing.Reader:
         if msg is None or msg.stage != stage:
@@ -90,7 +111,7 @@ class ThresholdServer:
 
     def _collect_uploads(self, replies: Mapping[str, Message]) -> dict[str, Message]:
         ids = []
-        for pid in self.ctx.party_ids:
+        for pid in self.ctx.party_ids if self._pinned is None else self._pinned:
             try:
                 c0 = self._read_elems(replies.get(pid), INPUT_STAGE, tl.KIND_UPLOAD)
             except ProtocolError:
@@ -100,11 +121,21 @@ class ThresholdServer:
             else:
                 self.layout.accumulate(self._c0_sum, c0)
             ids.append(pid)
+        if self._pinned is not None and len(ids) < len(self._pinned):
+            raise RoundSpent(f"{len(self._pinned) - len(ids)} of the {len(self._pinned)} contributors whose set an "
+                             "earlier attempt put up for signature did not upload again, and only that set can "
+                             "be decrypted this round: round spent")
         need = tl.contributors_floor(self.config, self.public.threshold, self.ctx.min_contributors)
         if len(ids) < need:
             raise ProtocolAbort(f"{len(ids)} parties contributed, threshold he needs {need} "
                                 "(he min_contributors, t, sampling.min_round_size)")
+        q = tl.quorum(len(self.public.roster), self.public.threshold)
+        live = sum(p in replies for p in self.ctx.party_ids)  # a party silent now is a dropout: it will not sign
+        if live < q:
+            raise ProtocolAbort(f"{live} parties answered the input stage, fewer than the quorum of {q} "
+                                "that must sign the contributor set: none put up (the round can be retried)")
         self._ids, self._stage = tuple(sorted(ids)), "sign"
+        self.proposed[self.ctx.round] = self._ids  # from here on, the only set this round can decrypt
         body = self._head(tl.KIND_SIGN) + framing.encode_ids(self._ids)
         return {pid: Message(SIGN_STAGE, body) for pid in self.ctx.party_ids}
 
