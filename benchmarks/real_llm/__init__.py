@@ -30,10 +30,12 @@ one run at a time, resumable across kills and sessions (the run directories live
     python -m benchmarks.real_llm --preset headline --skip-dpo --resume --out bench-state/real_llm_headline \
         --headline docs/results/real_llm_headline.json --only "fedavg plain,local"
   then --only "fedavg secagg DP eps 8,fedavg secagg DP eps 4,fedavg secagg DP eps 1", the other algorithms
-  ("fedprox plain,scaffold plain,..."), and "fedavg secagg,fedavg he" with --rounds 5 (a shorter run
-  that shows they equal plain). Each finished run is read back, not rerun; a stopped one continues
-  from its last checkpoint. Wall time on the 2 shared cores, OMP_NUM_THREADS=1: ~125 s a round alone
-  (3 x 10 steps), ~85 s more on an evaluation round (200 TEST rows); 3-12 min a round beside other work.
+  ("fedprox plain,scaffold plain,..."), and "fedavg plain,fedavg secagg" with --rounds 5 --tag "5 rounds"
+  (a shorter run that shows they equal plain; threshold he needs a quorum of 8 of 10 in a round, so
+  "fedavg plain,fedavg he" with --set sampling.count=8 and another --tag). Each finished run is read
+  back, not rerun; a stopped one continues from its last checkpoint. Wall time alone on the 2 cores,
+  OMP_NUM_THREADS=2: ~25 s a party-round (10 steps), ~50 s an evaluation (200 TEST rows); DP-SGD
+  rounds ~150-220 s (3 parties). `--report` then tables every finished run.
 
 Any preset value can be overridden by its flag (--rounds, --steps, --batch, --lr, --test-max,
 --max-length, --max-examples, --dpo-*). The runs in docs/results.md (2 cores, one process per line,
