@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -38,6 +38,22 @@ _ROSTER = b"securefed/roster/v1\x00"
 _COMMIT = b"securefed/seed-commit/v1\x00"
 _BEACON = b"securefed/federation-seed/v1\x00"
 FINGERPRINT_HEX = 32  # 128 bits shown: a second preimage costs 2^128 hashes
+
+
+def _framed(prefix: bytes, parts: Iterable[bytes]) -> bytes:
+    """SHA-256 of `prefix` then each part length-prefixed (8 bytes, big-endian), so no two
+    sequences of parts hash the same input."""
+    h = hashlib.sha256(prefix)
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big") + part)
+    return h.digest()
+
+
+def _pairs(hex_by_party: Mapping[str, str]) -> Iterator[bytes]:
+    """party id, then its hex value as bytes, for every party in sorted order."""
+    for pid in sorted(hex_by_party):
+        yield pid.encode()
+        yield bytes.fromhex(hex_by_party[pid])
 
 
 class SamplingConfig(BaseModel):
@@ -102,10 +118,7 @@ def key_sha256(tls_public_der: bytes, protocol_name: str, protocol_public_sha256
     """A party's key digest (what its fingerprint shows): its TLS public key (SubjectPublicKeyInfo
     DER) and the SHA-256 of its protocol public key, which federation.json also lists so that every
     party can check the keys its protocol uses against the roster (deploy.roster)."""
-    h = hashlib.sha256(_FINGERPRINT)
-    for part in (tls_public_der, protocol_name.encode(), bytes.fromhex(protocol_public_sha256)):
-        h.update(len(part).to_bytes(8, "big") + part)
-    return h.hexdigest()
+    return _framed(_FINGERPRINT, (tls_public_der, protocol_name.encode(), bytes.fromhex(protocol_public_sha256))).hex()
 
 
 def short_fingerprint(digest_hex: str) -> str:
@@ -124,19 +137,12 @@ def normalise_fingerprint(text: str) -> str:
 
 def roster_digest(keys: Mapping[str, str]) -> bytes:
     """SHA-256 over the sorted (party id, key digest) pairs: the public seed of every selection."""
-    h = hashlib.sha256(_ROSTER)
-    for pid in sorted(keys):
-        for part in (pid.encode(), bytes.fromhex(keys[pid])):
-            h.update(len(part).to_bytes(8, "big") + part)
-    return h.digest()
+    return _framed(_ROSTER, _pairs(keys))
 
 
 def seed_commitment(party_id: str, contribution_hex: str) -> str:
     """SHA-256 commitment (hex) to a party's 32-byte seed contribution, bound to its id."""
-    h = hashlib.sha256(_COMMIT)
-    for part in (party_id.encode(), bytes.fromhex(contribution_hex)):
-        h.update(len(part).to_bytes(8, "big") + part)
-    return h.hexdigest()
+    return _framed(_COMMIT, (party_id.encode(), bytes.fromhex(contribution_hex))).hex()
 
 
 def federation_seed(keys: Mapping[str, str], reveals: Mapping[str, str] | None = None) -> bytes:
@@ -146,11 +152,7 @@ def federation_seed(keys: Mapping[str, str], reveals: Mapping[str, str] | None =
     digest = roster_digest(keys)
     if reveals is None:
         return digest
-    h = hashlib.sha256(_BEACON + digest)
-    for pid in sorted(reveals):
-        for part in (pid.encode(), bytes.fromhex(reveals[pid])):
-            h.update(len(part).to_bytes(8, "big") + part)
-    return h.digest()
+    return _framed(_BEACON + digest, _pairs(reveals))
 
 
 @dataclass(frozen=True)

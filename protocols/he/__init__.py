@@ -116,7 +116,7 @@ class HE:
 
     def load_material(self, data: bytes) -> Any:
         """Inverse of dump_material; raises MaterialError (ConfigError and ValueError) if malformed."""
-        if bytes(data[: len(tkits.MAGIC)]) in (tkits.MAGIC, tkits._OLD):
+        if bytes(data[: len(tkits.MAGIC)]) in (tkits.MAGIC, tkits.OLD_MAGIC):
             return tkits.load(data)
         return load_material(data)
 

@@ -110,13 +110,11 @@ def keygen_finish(key_dir: str | Path, roster_file: str | Path, protocol_name: s
     cd = _load(d / CONTRIBUTION, "contribution", protocol_name)
     pid, contribution = cd.get("party_id"), _hex(d / CONTRIBUTION, cd, "contribution")
     own = read_request(d / REQUEST, str(pid), protocol_name)
-    rd = _load(roster_path, "roster", protocol_name)
-    members, roster = rd.get("members"), rd.get("roster")
-    if not isinstance(members, dict) or not isinstance(roster, dict) or set(members) != set(roster) or pid not in roster:
-        raise ConfigError(f"{roster_path}: roster missing, malformed or without this party {pid!r}")
-    seen = {p: _member(roster_path, p, m) for p, m in sorted(members.items())}
+    seen, roster = read_roster(roster_path, protocol_name)
+    if pid not in seen:
+        raise ConfigError(f"{roster_path}: roster without this party {pid!r}")
     mine = [entry_digests(spki_of_key((d / KEY).read_bytes()), protocol_name, own.public)[0], own.seed_commit]
-    if seen[pid] != mine or _hex(roster_path, roster, pid) != own.public:
+    if seen[pid] != mine or roster[pid] != own.public:
         raise ConfigError(f"{roster_path}: the entry for {pid!r} is not this party's keys and seed commitment")
     if (d / SEEN).exists():
         if _load(d / SEEN, "seen-roster", protocol_name, pid).get("members") != seen:
@@ -127,8 +125,7 @@ def keygen_finish(key_dir: str | Path, roster_file: str | Path, protocol_name: s
         write_atomic(d / SEEN, _dump("seen-roster", protocol_name, party_id=pid, members=seen), private=False)
     if kg.two_phase:
         sd = _load(d / SECRET, "secret", protocol_name, pid)
-        secret, public2 = kg.party_keygen_finish(pid, _hex(d / SECRET, sd, "secret"),
-                                                 {p: _hex(roster_path, roster, p) for p in roster})
+        secret, public2 = kg.party_keygen_finish(pid, _hex(d / SECRET, sd, "secret"), roster)
         write_atomic(d / SECRET, _dump("secret", protocol_name, party_id=pid, secret=secret), private=True)
         if public2 is not None:
             write_atomic(d / REQUEST / PUBLIC2, _dump("public2", protocol_name, party_id=pid, public=public2),
@@ -136,6 +133,16 @@ def keygen_finish(key_dir: str | Path, roster_file: str | Path, protocol_name: s
     write_atomic(d / REQUEST / REVEAL, _dump("reveal", protocol_name, party_id=pid, contribution=contribution),
                  private=False)
     return d / REQUEST
+
+
+def read_roster(path: Path, protocol_name: str) -> tuple[dict[str, list[str]], dict[str, bytes]]:
+    """roster.json: every member's [key digest, seed commitment] (sorted by party id) and phase-1
+    public bytes. Raises ConfigError (one line) when it is missing or malformed."""
+    rd = _load(path, "roster", protocol_name)
+    members, roster = rd.get("members"), rd.get("roster")
+    if not isinstance(members, dict) or not isinstance(roster, dict) or set(members) != set(roster):
+        raise ConfigError(f"{path}: roster missing or malformed")
+    return {p: _member(path, p, m) for p, m in sorted(members.items())}, {p: _hex(path, roster, p) for p in roster}
 
 
 def _member(path: Path, pid: str, m: Any) -> list[str]:

@@ -34,6 +34,7 @@ from securefed.deploy.keygen import (
     keygen_party,
     protocol_of,
     read_request,
+    read_roster,
     roster_members,
     write_party_public,
     write_roster,
@@ -86,13 +87,11 @@ def _check_reveals(roster: Path, protocol_name: str, reqs: Mapping[str, Any]) ->
         if seed_commitment(pid, r.seed_reveal) != r.seed_commit:
             raise ConfigError(f"requests: party {pid!r}'s revealed seed contribution does not match its commitment")
     try:
-        published = json.loads(roster.read_text()).get("members")
-    except (OSError, ValueError, AttributeError):
-        raise ConfigError(f"{roster}: missing or unreadable: the roster the parties revealed against "
-                          "(run this provision command from the same --out folder)") from None
+        listed, _ = read_roster(roster, protocol_name)
+    except ConfigError as e:
+        raise ConfigError(f"{e}: the roster the parties revealed against (run this provision command from "
+                          "the same --out folder)") from None
     now = roster_members(protocol_name, reqs)
-    listed = {p: [m.get("key_sha256"), m.get("seed_commit")] for p, m in published.items() if isinstance(m, dict)} \
-        if isinstance(published, dict) else {}
     changed = sorted(p for p in set(now) | set(listed) if now.get(p) != listed.get(p))
     if changed:
         raise ConfigError(f"requests: party {changed[0]!r}'s keys or seed commitment are not those {roster.name} "

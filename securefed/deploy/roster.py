@@ -145,10 +145,10 @@ def check_roster(kit_dir: Path, role: str, fed: FederationConfig, protocol: Any,
 def check_reveals(kit_dir: Path, fed: FederationConfig) -> None:
     """Commit-then-reveal at kit load (module docstring); raises ConfigError (one line)."""
     committed = [p for p in fed.parties if p.seed_commit]
-    for p in fed.parties if committed else ():
+    for p in fed.parties if committed else ():  # a committed roster: every member revealed and opens
         try:
             ok = bool(p.seed_reveal) and seed_commitment(p.id, p.seed_reveal) == p.seed_commit
-        except ValueError:
+        except ValueError:  # a reveal that is not hex
             ok = False
         if not ok:
             raise ConfigError(f"roster: the seed contribution federation.json reveals for {p.id!r} does not match "

@@ -199,7 +199,7 @@ def test_material_carries_the_signed_phase1_keys_the_fingerprints_cover():
     with pytest.raises(MaterialError, match="phase-1 key of 'a'"):
         he.load_material(tkits.dump(swapped))
     # a kit written before phase-1 keys (SFHETK2) loads and names none: the roster check refuses it
-    old = tkits._OLD + tkits.dump(dataclasses.replace(public, phase1=()))[len(tkits.MAGIC):]
+    old = tkits.OLD_MAGIC + tkits.dump(dataclasses.replace(public, phase1=()))[len(tkits.MAGIC):]
     assert he.public_roster(he.load_material(old)) == {}
 
 

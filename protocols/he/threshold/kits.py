@@ -20,7 +20,7 @@ from securefed.protocols.he.threshold.blobs import unpack as _unpack
 from securefed.protocols.he.threshold.keys import ThresholdPartyMaterial, ThresholdPublic, check_phase1, public_key_id
 
 MAGIC = b"SFHETK3"  # 2: pair keys for the zero sharing at decryption; 3: the phase-1 keys
-_OLD = b"SFHETK2"
+OLD_MAGIC = b"SFHETK2"
 ROLE_SERVER, ROLE_PARTY = 0, 1
 
 
@@ -47,7 +47,7 @@ def dump(material: ThresholdPublic | ThresholdPartyMaterial) -> bytes:
 def load(data: bytes) -> ThresholdPublic | ThresholdPartyMaterial:
     """Raises MaterialError naming what is wrong."""
     data = bytes(data)
-    if not data.startswith((MAGIC, _OLD)) or len(data) < len(MAGIC) + 1 or data[len(MAGIC)] not in (0, 1):
+    if not data.startswith((MAGIC, OLD_MAGIC)) or len(data) < len(MAGIC) + 1 or data[len(MAGIC)] not in (0, 1):
         raise MaterialError("he threshold kit: bad magic or role")
     with_phase1 = data.startswith(MAGIC)
     role = data[len(MAGIC)]
