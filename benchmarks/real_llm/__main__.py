@@ -15,10 +15,18 @@ import benchmarks.real_llm as package
 from benchmarks.llm_efficiency import SHARED_DATA as _DATA
 from benchmarks.llm_efficiency import default_model
 from benchmarks.real_llm.dpo import run_dpo
-from benchmarks.real_llm.report import collect, headline_entries, merge, plot, plot_curves, table, update_headline
-from benchmarks.real_llm.sft import _PRESET_FLAGS, PRESETS, run_sft
-
-SFT_COLUMNS = ["accuracy", "macro_f1", "eval_loss", "unparseable", "train_loss", "seconds"]
+from benchmarks.real_llm.report import (
+    DPO_COLUMNS,
+    SFT_COLUMNS,
+    collect,
+    headline_entries,
+    merge,
+    plot,
+    plot_curves,
+    table,
+    update_headline,
+)
+from benchmarks.real_llm.sft import PRESET_FLAGS, PRESETS, run_sft
 
 
 def main() -> None:
@@ -38,7 +46,7 @@ def main() -> None:
     ap.add_argument("--skip-zero-shot", action="store_true", help="(to split the SFT runs over processes)")
     ap.add_argument("--dpo-protocols", default="plain,secagg")
     ap.add_argument("--tag", default="", help='appended to SFT run names, e.g. "4-bit" with --set model.quantization=4bit')
-    for k, kind in _PRESET_FLAGS.items():  # override one value of the preset (the centralized row follows)
+    for k, kind in PRESET_FLAGS.items():  # override one value of the preset (the centralized row follows)
         ap.add_argument("--" + k.replace("_", "-"), type=kind, default=None, help=f"preset's {k}")
     ap.add_argument("--out", default="bench-out/real_llm")
     ap.add_argument("--resume", action="store_true",
@@ -54,7 +62,7 @@ def main() -> None:
         return merge(args.merge, Path(args.out))
     if args.report:
         return report(Path(args.out), args.headline)
-    p = {**PRESETS[args.preset], **{k: v for k, v in ((k, getattr(args, k)) for k in _PRESET_FLAGS) if v is not None}}
+    p = {**PRESETS[args.preset], **{k: v for k, v in ((k, getattr(args, k)) for k in PRESET_FLAGS) if v is not None}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     args.console = Console(stderr=True)
@@ -82,7 +90,7 @@ def main() -> None:
         rows = run_dpo(args, p, out, log)
         result["dpo"] = rows
         md += ["## Federated DPO, HH-RLHF harmless-base (held-out TEST pairs)\n",
-               table(rows, ["likelihood_accuracy", "preference_accuracy", "reward_margin", "train_loss", "seconds"])]
+               table(rows, DPO_COLUMNS)]
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "results.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

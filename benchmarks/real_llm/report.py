@@ -6,8 +6,12 @@ import json
 from pathlib import Path
 
 from securefed.atomic import atomic_write_text
+from securefed.membership import parties_per_round
 
 RUN_NAME = "run-name.txt"  # in a run's directory: its name in tables (the directory name is a slug of it)
+SFT_COLUMNS = ["accuracy", "macro_f1", "eval_loss", "unparseable", "train_loss", "seconds"]
+DPO_COLUMNS = ["likelihood_accuracy", "preference_accuracy", "reward_margin", "train_loss", "seconds"]
+
 
 def table(rows: list[dict], cols: list[str]) -> str:
     lines = ["| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -85,10 +89,10 @@ def merge(dirs: list[str], out: Path) -> None:
         meta.append(part["meta"])
     out.mkdir(parents=True, exist_ok=True)
     md = ["## Financial PhraseBank (held-out TEST rows)\n",
-          table(sft, ["accuracy", "macro_f1", "eval_loss", "unparseable", "train_loss", "seconds"]), ""]
+          table(sft, SFT_COLUMNS), ""]
     if dpo:
         md += ["## Federated DPO, HH-RLHF harmless-base (held-out TEST pairs)\n",
-               table(dpo, ["likelihood_accuracy", "preference_accuracy", "reward_margin", "train_loss", "seconds"])]
+               table(dpo, DPO_COLUMNS)]
     if sft:
         plot(sft, out / "utility.png", "FPB, held-out test rows (merged runs)")
         plot_curves(sft, out / "curves.png", "FPB, held-out test rows, by round (merged runs)")
@@ -148,7 +152,7 @@ def finished_row(run_dir: Path, rounds: int | None = None) -> dict | None:
                curve=eval_curve(metrics), rounds=rounds, algorithm=cfg["algorithm"]["name"],
                protocol=cfg["aggregation"]["protocol"], local_steps=cfg["training"]["max_steps"],
                rows_scored=int(final["eval_rows"]), parties=cfg["parties"],
-               sampled=cfg["sampling"]["count"] or (cfg["sampling"]["fraction"] or 1.0) * cfg["parties"])
+               sampled=parties_per_round(cfg["parties"], cfg["sampling"]["count"], cfg["sampling"]["fraction"]))
     if cfg["privacy"]["mechanism"] != "none":
         row["epsilon"] = final.get("dp_epsilon_max")
     return row

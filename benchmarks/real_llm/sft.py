@@ -27,7 +27,7 @@ PRESETS = {
                      dpo_steps=1, dpo_batch=2, dpo_max_length=160, dpo_test=32, dpo_max_examples=300, dpo_lr=5e-4),
 }
 
-_PRESET_FLAGS = {"rounds": int, "steps": int, "batch": int, "lr": float, "test_max": int, "max_length": int,
+PRESET_FLAGS = {"rounds": int, "steps": int, "batch": int, "lr": float, "test_max": int, "max_length": int,
                  "max_examples": int, "dpo_rounds": int, "dpo_steps": int, "dpo_batch": int, "dpo_lr": float,
                  "dpo_test": int}
 
