@@ -26,6 +26,7 @@ from securefed.deploy.fl_privacy import PartyPrivacy, ServerPrivacy, deployment_
 from securefed.deploy.keygen import keygen_finish, keygen_party
 from securefed.deploy.provision import FederationPaths, provision_federation
 from securefed.deploy.roster import membership_of
+from securefed.deploy.round_work import Sent, Trained, from_groups, sent_key, to_groups
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
 from securefed.models.adapter import get_adapter_state, save_adapter
@@ -238,47 +239,47 @@ class FLClientApp:
         self.algorithm = algorithms.create(self.cfg.algorithm, len(fed.parties))
         self.state_path = self.kit_dir / "state" / "client_state.safetensors"
         initial = get_adapter_state(self.model)
-        self.state = self._load_state() or self.algorithm.init_client(initial)
         self.privacy = PartyPrivacy(self.cfg, [p.id for p in fed.parties], party_id, len(self.data),
                                     FlatLayout.of(initial).size, self.kit_dir / "state", membership_of(fed).seed)
-        # (round, SHA-256 of the global payload) -> the training result of its first attempt, and
-        # (that, selection) -> the input sent. A retried attempt of the round reuses them: threshold
-        # `he` accepts one input per round (a party that trained again, or drew a fresh distributed-DP
-        # share, would be refused), DP is not spent twice, the client state moves once.
-        self._trained: tuple[int, bytes, Any] | None = None
-        self._sent: tuple[tuple[Any, ...], PartyInput] | None = None
-
-    def _load_state(self) -> ClientState | None:
-        if not self.state_path.exists():
-            return None
-        groups, _ = unpack_tensors(self.state_path.read_bytes())
-        return ClientState(control=groups.get("control"), own_params=groups.get("own"))
+        # This round's work (training result, input sent), on disk with the client state: a retried
+        # attempt, or a restarted process, re-sends it instead of training again (round_work says why).
+        self._trained: Trained | None = None
+        self._sent: Sent | None = None
+        if self.state_path.exists():
+            groups, meta = unpack_tensors(self.state_path.read_bytes())
+            self.state, self._trained, self._sent = from_groups(groups, meta)
+            if self._sent is not None:
+                self.last_report = self._sent.report
+        else:
+            self.state = self.algorithm.init_client(initial)
 
     def _save_state(self) -> None:
-        blob = pack_tensors({"control": self.state.control, "own": self.state.own_params}, {})
-        atomic_write_bytes(self.state_path, blob)
+        groups, meta = to_groups(self.state, self._trained, self._sent)
+        atomic_write_bytes(self.state_path, pack_tensors(groups, meta))
 
     def local_update(self, round: int, global_payload: bytes, ctx: RoundContext) -> PartyInput:
         groups, meta = unpack_tensors(global_payload)
         digest = hashlib.sha256(global_payload).digest()
-        if self._trained is not None and self._trained[:2] == (round, digest):
-            result, heldout = self._trained[2]  # a retry of this round, same global model: the same update
-        else:
+        if self._trained is None or (self._trained.round, self._trained.digest) != (round, digest):
             heldout = self._heldout(round, groups)
-            result = self._train(round, groups, meta)
-            self._trained = (round, digest, (result, heldout))
-        key = (round, digest, ctx.party_ids, ctx.max_weight)
-        if self._sent is not None and self._sent[0] == key:
-            return self._sent[1]  # the same selection too: the same input (the same noise share)
-        weight = self.cfg.algorithm.party_weight(min(len(self.data), ctx.max_weight))  # 1 when uniform
-        plain = party_input(result, FlatLayout.of(groups["params"]), weight, party_clip(self.cfg))
-        protected = self.privacy.protect(round, ctx, plain)  # user-level DP: clip (+ distributed noise share)
-        self.last_report = {"round": round, "train_loss": result.train_loss,
-                            **({"heldout": heldout} if heldout else {})}
-        if round_report.width(self.cfg):
-            protected = round_report.append(protected, round_report.encode(self.cfg, result.train_loss, heldout))
-        self._sent = (key, protected)
-        return protected
+            result = self._train(round, groups, meta)  # DP ledger on disk first: a crash here over-counts
+            self.state = result.client_state
+            self._trained, self._sent = Trained(round, digest, result, heldout), None
+            self._save_state()  # the moved client state and the result that moved it, in one write
+        key = sent_key(round, digest, ctx.party_ids, ctx.max_weight)
+        if self._sent is None or self._sent.key != key:  # else: the same selection, the same input
+            result = self._trained.result  # (the same noise share, too)
+            weight = self.cfg.algorithm.party_weight(min(len(self.data), ctx.max_weight))  # 1 when uniform
+            plain = party_input(result, FlatLayout.of(groups["params"]), weight, party_clip(self.cfg))
+            protected = self.privacy.protect(round, ctx, plain)  # user-level DP: clip (+ distributed noise share)
+            heldout = self._trained.heldout
+            report = {"round": round, "train_loss": result.train_loss, **({"heldout": heldout} if heldout else {})}
+            if round_report.width(self.cfg):
+                protected = round_report.append(protected, round_report.encode(self.cfg, result.train_loss, heldout))
+            self._sent = Sent(key, protected, report)
+            self._save_state()
+        self.last_report = self._sent.report
+        return self._sent.input
 
     def _heldout(self, round: int, groups: dict[str, Any]) -> dict[str, float] | None:
         """The global model as received, on rows this party never trains on (when round reports are on)."""
@@ -295,12 +296,8 @@ class FLClientApp:
         if self.privacy.example:  # DP-SGD; raises RoundDeclined when the budget is spent
             out = train_party_dp(*args, self.privacy.admit(round))
             self.privacy.record(round, out.noise_multiplier, out.sample_rate, out.steps)
-            result = out.result
-        else:
-            result = train_party(*args)
-        self.state = result.client_state
-        self._save_state()
-        return result
+            return out.result
+        return train_party(*args)
 
     def receive_final(self, payload: bytes) -> None:
         groups, _ = unpack_tensors(payload)

@@ -121,6 +121,11 @@ def keygen_finish(key_dir: str | Path, roster_file: str | Path, protocol_name: s
             raise ConfigError(f"{d}: this party already revealed its seed contribution against another roster; "
                               "revealing again would let a late party steer the seed: make new keys "
                               "(`securefed keygen` into a new folder)")
+        if (d / REQUEST / REVEAL).exists():
+            # Finished against this roster already: dealing phase 2 again would hand out a second,
+            # different set of key shares (threshold he), and recipients given shares of different
+            # deals can never decrypt together. The request folder already holds what to hand over.
+            return d / REQUEST
     else:  # recorded before anything is revealed: the kit must carry exactly this roster
         write_atomic(d / SEEN, _dump("seen-roster", protocol_name, party_id=pid, members=seen), private=False)
     if kg.two_phase:

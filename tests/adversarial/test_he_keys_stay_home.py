@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from _deploy_helpers import expected_sums, fast_settings, run_inprocess, server_state
-from securefed.deploy.keygen import ROSTER, keygen_finish, keygen_party
+from securefed.deploy.keygen import PUBLIC2, REQUEST, ROSTER, SECRET, keygen_finish, keygen_party
 from securefed.deploy.kit import load_party_kit
 from securefed.deploy.provision import FederationPaths, KeygenPhasePending, provision_federation
 from securefed.protocols.he import ThresholdPartyMaterial
@@ -33,6 +33,11 @@ def test_he_threshold_keys_never_reach_the_operator(tmp_path) -> None:
     shutil.copy(tmp_path / "operator" / ROSTER, roster)
     for pid in PARTIES:
         keygen_finish(machines[pid], roster, "he")
+    # Run again by mistake: the same deal, not a second one (recipients holding shares of two different
+    # deals of bob's key could never decrypt together, and nothing would say why).
+    dealt = [(machines["bob"] / f).read_bytes() for f in (SECRET, f"{REQUEST}/{PUBLIC2}")]
+    keygen_finish(machines["bob"], roster, "he")
+    assert [(machines["bob"] / f).read_bytes() for f in (SECRET, f"{REQUEST}/{PUBLIC2}")] == dealt
     fed = provision_federation(tmp_path / "operator", PARTIES, "127.0.0.1", "he", None, settings, requests=requests)
     for pid in PARTIES:
         for f in fed.party_dirs[pid].iterdir():
