@@ -1,6 +1,7 @@
-"""A real federation with the real FL apps: `securefed provision`, one `securefed server` and three
-`securefed client` processes on 127.0.0.1, trained on the tiny model. The final adapter equals the
-one the same apps produce in process (protocols.driver.run_round), round for round."""
+"""A real federation with the real FL apps: `securefed keygen`/`provision` (the CLI, in this process),
+then one `securefed server` and three `securefed client` processes on 127.0.0.1, trained on the tiny
+model. The final adapter equals the one the same apps produce in process (protocols.driver.run_round),
+round for round."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from _fl_helpers import PARTIES, InProcessFederation, fl_overrides, free_port, write_party_data
+from securefed.cli.app import app
 
 CLI = [sys.executable, "-m", "securefed.cli.app"]
 
@@ -29,29 +32,32 @@ def _in_process_reference(fed_dir: Path, data: dict[str, Path], rounds: int) -> 
     return dict(fed.server.state.params)
 
 
+def _cli(*args: str) -> str:
+    res = CliRunner().invoke(app, list(args))
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
 def _run_real_federation(tmp_path: Path, overrides: list[str]) -> tuple[Path, dict[str, Path], dict[str, str]]:
-    """provision + server + 3 clients as CLI processes; (federation dir, party data, log tails)."""
+    """keygen + provision (CLI in process), then server + 3 clients as processes; (federation dir, party
+    data, log tails)."""
     fed_dir = tmp_path / "fed"
     data = write_party_data(tmp_path)
     sets = [x for o in overrides for x in ("--set", o)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     # Each party makes its keys in its own folder (its machine); the operator sees only the requests.
+    # These steps run the CLI in this process (a process each would add ~20 s to every test); the
+    # server and the parties below are real processes.
     kits = {p: tmp_path / "machines" / p for p in PARTIES}
     for p in PARTIES:
-        res = subprocess.run([*CLI, "keygen", "--party", p, "--out", str(kits[p]), *sets], capture_output=True,
-                             text=True, env=env, timeout=120)
-        assert res.returncode == 0, res.stderr
+        _cli("keygen", "--party", p, "--out", str(kits[p]), *sets)
     reqs = [x for p in PARTIES for x in ("--request", str(kits[p] / "request"))]
-    provision = [*CLI, "provision", "--parties", ",".join(PARTIES), "--server-host", "127.0.0.1",
+    provision = ["provision", "--parties", ",".join(PARTIES), "--server-host", "127.0.0.1",
                  "--out", str(fed_dir), "--port", str(free_port()), *reqs, *sets]
-    res = subprocess.run(provision, capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0 and "Next: give roster.json" in res.stdout, res.stderr
+    assert "Next: give roster.json" in _cli(*provision)
     for p in PARTIES:  # pass 2: each party records the roster and reveals its seed contribution
-        res = subprocess.run([*CLI, "keygen", "--party", p, "--out", str(kits[p]), "--finish",
-                              str(fed_dir / "roster.json"), *sets], capture_output=True, text=True, env=env, timeout=120)
-        assert res.returncode == 0, res.stderr
-    res = subprocess.run(provision, capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
+        _cli("keygen", "--party", p, "--out", str(kits[p]), "--finish", str(fed_dir / "roster.json"), *sets)
+    _cli(*provision)
     for p in PARTIES:  # the operator's public kit goes next to the party's keys
         for f in (fed_dir / p).iterdir():
             shutil.copy(f, kits[p] / f.name)
@@ -122,15 +128,10 @@ def _observable_like_a_run(tmp_path: Path, fed_dir: Path, rounds: int, tails: di
     assert all(r["contributors"] == 3 and 0 < r["train_loss"] < 20 for r in rows[1:])
     assert all(0 < r["eval_loss"] < 20 and 0 <= r["accuracy"] <= 1 for r in rows[:-1])
     assert "train loss" in tails["server"] and "my train loss" in (tmp_path / "machines" / PARTIES[0] / "run.log").read_text()
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    res = subprocess.run([*CLI, "report", str(fed_dir / "server" / "state"), "--out", str(tmp_path / "report")],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0 and "wrote 3 figures" in res.stdout, res.stdout + res.stderr  # loss, accuracy, bytes
+    out = _cli("report", str(fed_dir / "server" / "state"), "--out", str(tmp_path / "report"))
+    assert "wrote 3 figures" in out, out  # loss, accuracy, bytes
     assert f"| {rounds} |" in (tmp_path / "report" / "report.md").read_text()
-    res = subprocess.run([*CLI, "status", "--federation", str(fed_dir / "server")], capture_output=True, text=True,
-                         env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
-    status = json.loads(res.stdout)
+    status = json.loads(_cli("status", "--federation", str(fed_dir / "server")))
     assert status["rounds_completed"] == rounds and status["finished"] and "not reachable" in status["coordinator"]
     assert status["last_round_metrics"]["round"] == rounds
 
