@@ -177,11 +177,12 @@ def register(app: typer.Typer, _fail: Callable[[str], None], err: Console) -> No
         address: Optional[str] = typer.Option(None, help="coordinator address host:port (default: the one in "
                                               "federation.json)"),
         roster: bool = typer.Option(False, "--roster", help="list every party's key fingerprint from the folder "
-                                    "(and whether it matches pinned-fingerprints.txt); contacts no one"),
+                                    "(and whether it matches pinned-fingerprints.txt), and whether every "
+                                    "seed reveal opens its commitment; contacts no one"),
     ) -> None:
         """Show the coordinator's round, connected parties, bytes moved and the last round's aggregated
         metrics; when no coordinator answers (finished or down), what the folder's own files say; --roster:
-        every member's key fingerprint."""
+        every member's key fingerprint and the seed's commit-then-reveal state."""
         import json
 
         from securefed.deploy.status import fetch_status, read_status

@@ -142,15 +142,19 @@ def check_roster(kit_dir: Path, role: str, fed: FederationConfig, protocol: Any,
         raise ConfigError(f"roster: pinned {missing[0]!r} is not in federation.json")
 
 
+def _opens(p: Any) -> bool:
+    """A member's revealed seed contribution opens the commitment it handed in."""
+    try:
+        return bool(p.seed_reveal) and seed_commitment(p.id, p.seed_reveal) == p.seed_commit
+    except ValueError:  # a reveal that is not hex
+        return False
+
+
 def check_reveals(kit_dir: Path, fed: FederationConfig) -> None:
     """Commit-then-reveal at kit load (module docstring); raises ConfigError (one line)."""
     committed = [p for p in fed.parties if p.seed_commit]
     for p in fed.parties if committed else ():  # a committed roster: every member revealed and opens
-        try:
-            ok = bool(p.seed_reveal) and seed_commitment(p.id, p.seed_reveal) == p.seed_commit
-        except ValueError:  # a reveal that is not hex
-            ok = False
-        if not ok:
+        if not _opens(p):
             raise ConfigError(f"roster: the seed contribution federation.json reveals for {p.id!r} does not match "
                               "its commitment")
     if not committed and not (kit_dir / CONTRIBUTION).exists():
@@ -191,4 +195,14 @@ def roster_lines(kit_dir: str | Path) -> list[str]:
         elif pins:
             mark = "  # not pinned"
         out.append(f"{pid:<{width}}  {fp}{mark}")
-    return out
+    return out + [_seed_line(fed)]
+
+
+def _seed_line(fed: FederationConfig) -> str:
+    """How the membership seed was made: commit-then-reveal by every member, or digest only."""
+    if not any(p.seed_commit for p in fed.parties):
+        return "# seed: no commitments (provisioned before commit-then-reveal: the selection seed is grindable)"
+    bad = [p.id for p in fed.parties if not _opens(p)]
+    if bad:
+        return f"# seed: no reveal that opens its commitment from {', '.join(bad)} (a kit refuses this roster)"
+    return "# seed: every member committed, then revealed a contribution that opens its commitment"

@@ -5,6 +5,7 @@ status --roster` lists the kit's) refuses that roster before any round; one that
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -40,7 +41,8 @@ def test_a_made_up_roster_is_refused_by_a_party_that_pinned_fingerprints(tmp_pat
     shutil.copytree(machines["alice"], victim)
     honest = _kit(tmp_path, "honest", requests)
     _install(honest.party_dirs["alice"], machines["alice"])
-    lines = roster_lines(machines["alice"])
+    *lines, seed = roster_lines(machines["alice"])
+    assert seed.startswith("# seed: every member committed, then revealed")
     assert [ln.split()[0] for ln in lines] == sorted(PARTIES)
     assert all(" ".join(ln.split()[1:9]) == told[ln.split()[0]] for ln in lines)
     (machines["alice"] / PINS).write_text("".join(f"{p}  {fp}\n" for p, fp in told.items()))
@@ -70,6 +72,12 @@ def test_a_made_up_roster_is_refused_by_a_party_that_pinned_fingerprints(tmp_pat
     with pytest.raises(ConfigError, match="pinned"):
         load_party_kit(victim).protocol_and_material()
     assert "!= pinned" in "\n".join(roster_lines(victim))
+    # A roster whose reveal does not open its commitment is named by the listing, as refused at start.
+    fed_json = json.loads((victim / "federation.json").read_text())
+    (bob,) = [p for p in fed_json["parties"] if p["id"] == "bob"]
+    bob["seed_reveal"] = "00" * 32
+    (victim / "federation.json").write_text(json.dumps(fed_json))
+    assert roster_lines(victim)[-1] == "# seed: no reveal that opens its commitment from bob (a kit refuses this roster)"
 
 
 def _own(tmp_path, pid: str, fed) -> object:
