@@ -265,7 +265,6 @@ class FLClientApp:
             result = self._train(round, groups, meta)  # DP ledger on disk first: a crash here over-counts
             self.state = result.client_state
             self._trained, self._sent = Trained(round, digest, result, heldout), None
-            self._save_state()  # the moved client state and the result that moved it, in one write
         key = sent_key(round, digest, ctx.party_ids, ctx.max_weight)
         if self._sent is None or self._sent.key != key:  # else: the same selection, the same input
             result = self._trained.result  # (the same noise share, too)
@@ -277,6 +276,7 @@ class FLClientApp:
             if round_report.width(self.cfg):
                 protected = round_report.append(protected, round_report.encode(self.cfg, result.train_loss, heldout))
             self._sent = Sent(key, protected, report)
+            # One write: the client state training moved, the result that moved it, the input sent.
             self._save_state()
         self.last_report = self._sent.report
         return self._sent.input

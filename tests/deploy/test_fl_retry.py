@@ -12,8 +12,8 @@ import dataclasses
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from _fl_helpers import PARTIES, InProcessFederation, fl_overrides, provision_fl, write_party_data
 from securefed.protocols.base import ProtocolAbort
