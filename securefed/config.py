@@ -17,7 +17,7 @@ from securefed.algorithms.config import AlgorithmConfig
 from securefed.config_hints import unknown_key_message
 from securefed.data.config import DataConfig
 from securefed.errors import ConfigError
-from securefed.membership import SamplingConfig, parties_per_round  # noqa: F401  (the `sampling` section)
+from securefed.membership import LEGACY_RULE, SamplingConfig, parties_per_round  # noqa: F401  (`sampling`)
 from securefed.models.config import LoraConfig, ModelConfig
 from securefed.privacy.config import PrivacyConfig, check_compatible
 from securefed.robust.config import BoundConfig, RobustConfig, check_robust
@@ -227,8 +227,18 @@ def from_dict(data: dict[str, Any]) -> RootConfig:
         raise ConfigError(f"invalid config: {_format_errors(e)}") from None
 
 
+def stored(data: dict[str, Any]) -> dict[str, Any]:
+    """A config securefed wrote earlier (a run's config.json, a checkpoint's, federation.json's
+    app.config), as the run that wrote it meant it: settings added since, whose default differs from
+    what ran then, get the old behaviour (today: no `sampling.rule` means numpy-choice)."""
+    sampling = data.get("sampling")
+    if not isinstance(sampling, dict):
+        return data
+    return {**data, "sampling": {"rule": LEGACY_RULE, **sampling}}
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RootConfig:
-    """Read TOML (or the JSON a run saved), apply overrides, validate."""
+    """Read TOML (or the JSON a run saved, read as `stored`), apply overrides, validate."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -236,7 +246,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(f"config file {str(p)!r} not found")
         try:
             text = p.read_text(encoding="utf-8")
-            data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+            data = stored(json.loads(text)) if p.suffix == ".json" else tomllib.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {str(p)!r} is not valid {p.suffix.lstrip('.') or 'TOML'}: {e}") from None
     return from_dict(apply_overrides(data, overrides))

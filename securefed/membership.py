@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -37,6 +37,13 @@ _FINGERPRINT = b"securefed/key-fingerprint/v1\x00"
 _ROSTER = b"securefed/roster/v1\x00"
 _COMMIT = b"securefed/seed-commit/v1\x00"
 _BEACON = b"securefed/federation-seed/v1\x00"
+_RANK = b"securefed/select/sha256-rank/v1\x00"
+# The selection rules by name. "sha256-rank" (the default): a fixed function of public bytes that any
+# implementation reproduces. "numpy-choice": numpy's Generator.choice, whose streams numpy does not
+# promise to keep across releases, so two parties with different numpy could derive different sets
+# and refuse every round; it stays for runs and federations made before rules had names.
+SelectionRule = Literal["sha256-rank", "numpy-choice"]
+LEGACY_RULE: SelectionRule = "numpy-choice"  # what a stored config without `rule` was run with
 FINGERPRINT_HEX = 32  # 128 bits shown: a second preimage costs 2^128 hashes
 
 
@@ -67,6 +74,7 @@ class SamplingConfig(BaseModel):
     # hold; a party refuses smaller rounds (securefed.membership). 3: one colluder beside you still
     # faces the sum of two honest inputs. Raise it to (colluders you fear) + the crowd you want.
     min_round_size: int = Field(3, ge=1)
+    rule: SelectionRule = "sha256-rank"  # how the invited set is derived (see SelectionRule)
 
     @model_validator(mode="after")
     def _one(self) -> "SamplingConfig":
@@ -78,6 +86,12 @@ class SamplingConfig(BaseModel):
         """How many of n parties a round selects: all, `count`, or round(fraction * n) (at least 1;
         round, not ceil: 0.25 of 10 is 2). The one rule selection and the config checks share."""
         return parties_per_round(n, self.count, self.fraction)
+
+    @classmethod
+    def from_stored(cls, raw: Mapping[str, Any]) -> "SamplingConfig":
+        """A `sampling` section read back from something written earlier (federation.json, a run's
+        config): no `rule` there means the rule in force when it was written, not today's default."""
+        return cls.model_validate({"rule": LEGACY_RULE, **raw})  # raw may set its own rule
 
 
 def parties_per_round(n: int, count: int | None, fraction: float | None) -> int:
@@ -92,16 +106,30 @@ def derive_seed(*parts: object) -> int:
 
 
 def select_parties(
-    party_ids: Sequence[str], round_index: int, seed: int, count: int | None = None, fraction: float | None = None
+    party_ids: Sequence[str], round_index: int, seed: int, count: int | None = None, fraction: float | None = None,
+    rule: SelectionRule = "sha256-rank",
 ) -> tuple[str, ...]:
-    """The sorted parties invited to this round; all of them unless count/fraction is given."""
+    """The sorted parties invited to this round; all of them unless count/fraction is given.
+
+    sha256-rank: each party's score is SHA-256 over the label, then the seed, the round (both in
+    decimal) and the party id (UTF-8), each framed by its 8-byte length; the k lowest scores are
+    invited. A uniform k-subset (scores are independent and uniform if SHA-256 is), the same on every
+    machine and in any language (tests/vectors/selection_sha256_rank.json), whatever the order the
+    roster lists parties in."""
     n = len(party_ids)
     k = parties_per_round(n, count, fraction)
     if not 1 <= k <= n:
         raise ValueError(f"cannot select {k} of {n} parties")
-    rng = np.random.default_rng(derive_seed(seed, "select", round_index))
-    chosen = rng.choice(n, size=k, replace=False)
-    return tuple(sorted(party_ids[i] for i in chosen))
+    if k == n:
+        return tuple(sorted(party_ids))
+    if rule == "sha256-rank":
+        head = (str(seed).encode(), str(round_index).encode())  # decimal: any int, no width to agree on
+        ranked = sorted(party_ids, key=lambda pid: (_framed(_RANK, (*head, pid.encode())), pid))
+        return tuple(sorted(ranked[:k]))
+    if rule == "numpy-choice":
+        rng = np.random.default_rng(derive_seed(seed, "select", round_index))
+        return tuple(sorted(party_ids[i] for i in rng.choice(n, size=k, replace=False)))
+    raise ValueError(f"unknown selection rule {rule!r} (sha256-rank or numpy-choice)")
 
 
 def round_floor(cfg: Any) -> int:
@@ -165,15 +193,18 @@ class Membership:
     fraction: float | None = None
     min_round_size: int = 1
     roster_seed: bytes = b""  # deployment: federation_seed, handed to the protocol in the context
+    rule: SelectionRule = "sha256-rank"
 
     @classmethod
     def from_roster(cls, keys: Mapping[str, str], count: int | None, fraction: float | None,
-                    min_round_size: int, reveals: Mapping[str, str] | None = None) -> Membership:
+                    min_round_size: int, reveals: Mapping[str, str] | None = None,
+                    rule: SelectionRule = "sha256-rank") -> Membership:
         seed = federation_seed(keys, reveals)
-        return cls(tuple(sorted(keys)), derive_seed("membership", seed.hex()), count, fraction, min_round_size, seed)
+        return cls(tuple(sorted(keys)), derive_seed("membership", seed.hex()), count, fraction, min_round_size, seed,
+                   rule)
 
     def invited(self, round_index: int) -> tuple[str, ...]:
-        return select_parties(self.party_ids, round_index, self.seed, self.count, self.fraction)
+        return select_parties(self.party_ids, round_index, self.seed, self.count, self.fraction, self.rule)
 
     def check(self, ctx: RoundContext) -> RoundContext:
         """The context this party may run a session for: exactly the derived invited set, at least

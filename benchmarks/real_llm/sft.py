@@ -34,7 +34,9 @@ PRESET_FLAGS = {"rounds": int, "steps": int, "batch": int, "lr": float, "test_ma
 
 def sft_base(args, p: dict) -> list[str]:
     cap = [] if p["max_examples"] is None else [f"data.max_examples={p['max_examples']}"]
-    cap += [f"sampling.count={p['sample']}"] if p.get("sample") else []
+    # The headline runs began before selection rules had names: every run of its table keeps the rule
+    # they began with (numpy-choice), so all of them train the same parties in the same rounds.
+    cap += [f"sampling.count={p['sample']}", "sampling.rule=numpy-choice"] if p.get("sample") else []
     return [
         f"model.name_or_path={args.model}", f"model.device={args.device}", f"seed={args.seed}",
         f"data.source={args.data}", "data.preset=financial-phrasebank", "data.test_fraction=0.2",

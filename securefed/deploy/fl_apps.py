@@ -20,7 +20,7 @@ from securefed import algorithms
 from securefed.aggregate import FlatLayout
 from securefed.atomic import atomic_write_bytes
 from securefed.algorithms.base import ClientContext, ClientState, ServerState
-from securefed.config import RootConfig, from_dict, protocol_floor
+from securefed.config import RootConfig, from_dict, protocol_floor, stored
 from securefed.deploy import round_report
 from securefed.deploy.fl_privacy import PartyPrivacy, ServerPrivacy, deployment_config
 from securefed.deploy.keygen import keygen_finish, keygen_party
@@ -46,7 +46,7 @@ def federation_root_config(fed: FederationConfig) -> RootConfig:
     raw = fed.app.get("config")
     if not isinstance(raw, dict):
         raise ConfigError("federation.json: app.config (the federation's securefed config) is missing")
-    return deployment_config(from_dict(raw))
+    return deployment_config(from_dict(stored(raw)))
 
 
 def provision_fl_federation(out_dir: str | Path, parties: Sequence[str], server_host: str, cfg: RootConfig, *,

@@ -71,7 +71,7 @@ def sampling_of(fed: FederationConfig) -> SamplingConfig:
     raw = fed.app.get("config", {}).get("sampling") if isinstance(fed.app.get("config"), dict) else None
     raw = raw if raw is not None else fed.app.get("sampling", {})
     try:
-        return SamplingConfig.model_validate(raw)
+        return SamplingConfig.from_stored(raw)
     except ValueError as e:
         raise ConfigError(f"federation.json: sampling settings invalid ({str(e).splitlines()[0]})") from None
 
@@ -85,7 +85,8 @@ def membership_of(fed: FederationConfig) -> Membership:
         raise ConfigError(f"federation.json: sampling invites {n} parties a round, below "
                           f"sampling.min_round_size={floor}")
     reveals = {p.id: p.seed_reveal for p in fed.parties} if all(p.seed_reveal for p in fed.parties) else None
-    return Membership.from_roster({p.id: p.key_sha256 for p in fed.parties}, s.count, s.fraction, floor, reveals)
+    return Membership.from_roster({p.id: p.key_sha256 for p in fed.parties}, s.count, s.fraction, floor, reveals,
+                                  s.rule)
 
 
 def load_pins(path: Path) -> dict[str, str]:

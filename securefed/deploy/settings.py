@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from pydantic import ValidationError
+
 from securefed.errors import ConfigError
+from securefed.membership import SamplingConfig
 from securefed.transport.assembly import Limits
 
 FORMAT = "securefed-federation/1"
@@ -135,11 +138,27 @@ def apply_settings(base: FederationConfig, settings: Mapping[str, Any]) -> Feder
     if "timeouts" in settings:
         kw["timeouts"] = _timeouts(settings["timeouts"])
     if "app" in settings:
-        kw["app"] = dict(settings["app"])
+        kw["app"] = _app(settings["app"])
     for k in ("rounds", "min_parties", "max_round_retries", "chunk_size", "max_message_bytes", "server_port"):
         if k in kw and (not isinstance(kw[k], int) or isinstance(kw[k], bool)):
             raise ConfigError(f"federation settings: {k} must be an integer")
     return replace(base, **kw)
+
+
+def _app(app: Any) -> dict[str, Any]:
+    """The free-form app section, with a protocol-only app's `sampling` written out in full: a
+    federation made now names its selection rule, so a later default never changes whom it invites
+    (securefed.membership.SelectionRule)."""
+    if not isinstance(app, Mapping):
+        raise ConfigError("app: must be a mapping")
+    app = dict(app)
+    if isinstance(app.get("sampling"), Mapping):
+        try:
+            app["sampling"] = SamplingConfig.model_validate(dict(app["sampling"])).model_dump(mode="json")
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"app.sampling.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    return app
 
 
 def _timeouts(d: Any) -> Timeouts:

@@ -334,7 +334,7 @@ def build_engine(root: Any, party_ids: Sequence[str], party_sizes: Mapping[str, 
 
     cfg: PrivacyConfig = root.privacy
     seed = root.seed if selection_seed is None else selection_seed
-    selections = [select_parties(party_ids, r, seed, root.sampling.count, root.sampling.fraction)
+    selections = [select_parties(party_ids, r, seed, root.sampling.count, root.sampling.fraction, root.sampling.rule)
                   for r in range(root.rounds)]
     participations = {p: sum(p in s for s in selections) for p in party_ids}
     protocol = root.aggregation.protocol

@@ -17,9 +17,15 @@ import torch
 
 from securefed.algorithms.base import ClientState, ServerState
 from securefed.atomic import atomic_directory, atomic_write_text
-from securefed.errors import UserError
+from securefed.config import RootConfig, from_dict, stored
+from securefed.errors import ConfigError, UserError
 
 FORMAT = 1
+# Settings a resumed run may change: where files are, where it runs, what it logs and how often it
+# scores. Everything else decides the rounds still to come, so a resume with another value would
+# silently splice two different runs.
+RESUME_FREE = ("model.name_or_path", "model.device", "data.source", "output.", "simulation.",
+               "evaluation.every", "evaluation.batch_size")
 
 
 @dataclass(frozen=True)
@@ -81,3 +87,29 @@ def load_checkpoint(out_dir: Path) -> Checkpoint:
     server = ServerState(round=s["round"], params=s["params"], control=s["control"], opt=s["opt"])
     clients = {pid: ClientState(control=c["control"], own_params=c["own_params"]) for pid, c in raw["clients"].items()}
     return Checkpoint(raw["completed_rounds"], server, clients, config)
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_same_run(ckpt_config: Mapping[str, Any], cfg: RootConfig, out_dir: Path) -> None:
+    """Raise UserError (one line) unless `cfg` continues the run the checkpoint's config started,
+    up to RESUME_FREE. The checkpoint's config is read as `stored`: a setting added since takes the
+    behaviour the run had (a run from before `sampling.rule` keeps numpy-choice)."""
+    try:
+        was = _flat(from_dict(stored(dict(ckpt_config))).model_dump(mode="json"))
+    except ConfigError as e:
+        raise UserError(f"{out_dir}: the checkpoint's config does not load today ({e}); start another --out") from None
+    now = _flat(cfg.model_dump(mode="json"))
+    changed = [k for k in sorted(set(was) | set(now))
+               if was.get(k) != now.get(k) and not any(k == f or (f.endswith(".") and k.startswith(f))
+                                                      for f in RESUME_FREE)]
+    if changed:
+        shown = ", ".join(f"{k} ({was.get(k)!r} there, {now.get(k)!r} here)" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise UserError(f"{out_dir}: the checkpoint was written by another config: {shown}{more}; resume with "
+                        "its config (--set the values it had) or start another --out")

@@ -32,7 +32,7 @@ from securefed.protocols.driver import run_round
 from securefed.atomic import atomic_write_text
 from securefed.simulation.backends import open_backend
 from securefed.privacy.sensitivity import weight_bound
-from securefed.simulation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from securefed.simulation.checkpoint import Checkpoint, check_same_run, load_checkpoint, save_checkpoint
 from securefed.simulation.report import print_partition
 from securefed.simulation.evaluate import mean_metrics
 from securefed.simulation.steps import derive_seed, party_input, select_parties, to_aggregate, train_party, train_party_dp
@@ -84,7 +84,8 @@ def _train_party(world: World, pid: str, r: int, lr: float, server: ServerState,
 def run_one_round(world: World, r: int, server: ServerState, clients: dict[str, ClientState], progress, task,
                   backend=None):
     cfg = world.cfg
-    selected = select_parties(world.party_ids, r, cfg.seed, cfg.sampling.count, cfg.sampling.fraction)
+    selected = select_parties(world.party_ids, r, cfg.seed, cfg.sampling.count, cfg.sampling.fraction,
+                              cfg.sampling.rule)
     lr = round_lr(r, cfg.rounds, cfg.training.lr, cfg.training.min_lr, cfg.training.schedule)
     selected = world.privacy.admit_round(r, selected)  # parties whose DP budget is spent sit out
     if not selected:
@@ -189,6 +190,9 @@ def simulate(
     console = console or Console(stderr=True)
     if not resume and (out / "checkpoints" / "LATEST").exists():
         raise UserError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+    ckpt = load_checkpoint(out) if resume else None
+    if ckpt is not None:
+        check_same_run(ckpt.config, cfg, out)  # before anything in OUT is rewritten
     with collect_warnings(console) as notes:  # e.g. skipped malformed rows, said on the console now
         world = build_world(cfg)
     if world.inferred_preset:
@@ -200,8 +204,7 @@ def simulate(
     atomic_write_text(out / "partition.json", json.dumps(dataclasses.asdict(world.partition_report), indent=2))
     print_partition(world.partition_report, world.party_ids, console)
     metrics_path = out / "metrics.jsonl"
-    if resume:
-        ckpt = load_checkpoint(out)
+    if ckpt is not None:
         server, clients, start = ckpt.server, dict(ckpt.clients), ckpt.completed_rounds
         history = _truncate_metrics(metrics_path, start)
         world.privacy.restore(history)

@@ -7,6 +7,7 @@ server cannot reach is a dropout of the round, never a smaller round."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from _deploy_helpers import provision
 from securefed.deploy.kit import load_party_kit
@@ -64,3 +65,58 @@ def test_the_invited_set_follows_the_roster_not_the_operator(tmp_path) -> None:
     b = membership_of(provision(tmp_path / "b", PARTIES, "secagg", app={"sampling": {"count": 4}}).config)
     assert [a.invited(r) for r in range(8)] != [b.invited(r) for r in range(8)]
     assert all(len(a.invited(r)) == 4 for r in range(8))
+
+
+def test_a_new_federation_names_its_rule_and_an_old_one_keeps_numpy_choice(tmp_path) -> None:
+    """federation.json made now writes `sampling.rule` out; one written before rules had names
+    (no `rule`) keeps the numpy-choice rule its parties have been deriving all along."""
+    import dataclasses
+
+    from securefed.deploy.fl_apps import federation_root_config
+    from securefed.membership import derive_seed
+    from securefed.deploy.settings import load_federation
+
+    fed = provision(tmp_path / "fed", PARTIES, "secagg", app={"sampling": {"count": 4}})
+    on_disk = load_federation(fed.party_dirs["p0"])
+    assert on_disk.app["sampling"]["rule"] == "sha256-rank" and membership_of(on_disk).rule == "sha256-rank"
+    old = dataclasses.replace(fed.config, app={"sampling": {"count": 4}})
+    rule = membership_of(old)
+    assert rule.rule == "numpy-choice"
+    for r in range(6):
+        rng = np.random.default_rng(derive_seed(rule.seed, "select", r))
+        assert rule.invited(r) == tuple(sorted(PARTIES[i] for i in rng.choice(len(PARTIES), size=4, replace=False)))
+    fl = dataclasses.replace(fed.config, app={"config": {"parties": 8, "sampling": {"count": 4}}})
+    assert federation_root_config(fl).sampling.rule == "numpy-choice"
+
+
+class _OtherNumpy:
+    """numpy as a release with another Generator stream would be (numpy does not promise its streams
+    across releases): default_rng draws from a different seed."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    class random:
+        @staticmethod
+        def default_rng(seed):
+            return np.random.default_rng(seed ^ 1)
+
+
+@pytest.mark.parametrize("rule", ["numpy-choice", "sha256-rank"])
+def test_a_party_with_another_numpy_agrees_only_under_sha256_rank(tmp_path, monkeypatch, rule) -> None:
+    """The coordinator derives a round's set with one numpy, a party with another. Under numpy-choice
+    the party refuses the server's (honest) set in most rounds, so such a federation stalls; under
+    sha256-rank, which numpy never touches, it accepts every one."""
+    import securefed.membership as membership
+
+    fed = provision(tmp_path / "fed", PARTIES, "secagg", app={"sampling": {"count": 4, "rule": rule}})
+    m = membership_of(fed.config)
+    honest = [m.invited(r) for r in range(12)]
+    monkeypatch.setattr(membership, "np", _OtherNumpy())
+    refused = 0
+    for r, invited in enumerate(honest):
+        try:
+            m.check(RoundContext(fed.config.federation_id, r, invited, 8, False, 10))
+        except membership.MembershipRefused:
+            refused += 1
+    assert refused >= 8 if rule == "numpy-choice" else refused == 0

@@ -94,3 +94,29 @@ def test_client_sampling_selects_a_fraction(tmp_path, small_overrides):
     _, out = run(tmp_path, small_overrides + ["sampling.count=2"])
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["selected"] == 2 and r["contributors"] == 2 for r in rows)
+
+
+def test_resume_refuses_another_config_and_rewrites_nothing(tmp_path, small_overrides):
+    """A resume whose config differs from the checkpoint's in anything that decides the rounds still
+    to come would splice two runs; it is refused (naming the setting) before OUT is touched. Where
+    the files are, the device and how often it scores may change."""
+    from securefed.errors import UserError
+
+    base = small_overrides + ["rounds=2", "sampling.count=2", "evaluation.every=2"]
+    out = tmp_path / "part"
+    simulate(load_config(None, base), out, stop_after=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match=r"training\.lr \(0\.0005 there, 0\.001 here\)"):
+        simulate(load_config(None, base + ["training.lr=1e-3"]), out, resume=True)
+    with pytest.raises(UserError, match=r"sampling\.rule \('sha256-rank' there, 'numpy-choice' here\)"):
+        simulate(load_config(None, base + ["sampling.rule=numpy-choice"]), out, resume=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # A checkpoint from before `sampling.rule` ran numpy-choice: resuming it under today's default is refused.
+    ckpt_cfg = out / "checkpoints" / "round-0001" / "config.json"
+    old = json.loads(ckpt_cfg.read_text())
+    del old["sampling"]["rule"]
+    ckpt_cfg.write_text(json.dumps(old))
+    with pytest.raises(UserError, match=r"sampling\.rule \('numpy-choice' there, 'sha256-rank' here\)"):
+        simulate(load_config(None, base), out, resume=True)
+    summary = simulate(load_config(None, base + ["sampling.rule=numpy-choice", "evaluation.every=1"]), out, resume=True)
+    assert summary["final"]["round"] == 2
