@@ -32,6 +32,7 @@ Randomness: rounding coins and Skellam noise come from an AES-256-CTR keystream 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -57,9 +58,17 @@ def fwht(x: np.ndarray) -> np.ndarray:
     return y.reshape(n) / math.sqrt(n)
 
 
+_SIGNS = b"securefed/rotation-signs/v1\x00"
+
+
 def _signs(seed: int, count: int) -> np.ndarray:
-    # Public randomness (every party and the server derive it): a seeded generator is right here.
-    return np.where(np.random.default_rng(seed).random(count) < 0.5, -1.0, 1.0)
+    """count +-1 from the bits of SHAKE-256(label, seed in decimal), first byte's high bit first.
+    Public randomness every party and the server derive: a fixed function of public bytes, not a
+    numpy generator, whose streams numpy does not promise across releases (a party on another numpy
+    would rotate differently and the un-rotated sum would be silently wrong)."""
+    stream = hashlib.shake_256(_SIGNS + str(seed).encode()).digest((count + 7) // 8)
+    bits = np.unpackbits(np.frombuffer(stream, np.uint8), count=count)
+    return 1.0 - 2.0 * bits  # bit 0 -> +1, bit 1 -> -1
 
 
 def rotate(x: np.ndarray, seed: int) -> np.ndarray:

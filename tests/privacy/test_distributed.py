@@ -38,6 +38,19 @@ def test_rotation_is_orthogonal_for_any_length():
     assert np.abs(dd.rotate(spike, 5)).max() < 0.1  # energy spread over coordinates
 
 
+def test_rotation_signs_are_a_fixed_function_of_public_bytes():
+    """Every party and the server derive the signs; they must agree on any machine. The spec,
+    restated with hashlib alone: bits of SHAKE-256(label, decimal seed), high bit first, 1 -> -1."""
+    import hashlib
+
+    stream = hashlib.shake_256(b"securefed/rotation-signs/v1\x00" + b"5").digest(2)
+    want = [-1.0 if (stream[i // 8] >> (7 - i % 8)) & 1 else 1.0 for i in range(13)]
+    assert dd._signs(5, 13).tolist() == want
+    assert dd._signs(5, 13).tolist() == dd._signs(5, 4096)[:13].tolist()  # a prefix of one stream
+    assert dd._signs(5, 4096).tolist() != dd._signs(6, 4096).tolist()
+    assert abs(dd._signs(7, 1 << 16).mean()) < 0.02  # balanced (sd of the mean 0.004)
+
+
 def test_conditional_rounding_is_unbiased_and_bounded():
     rng = np.random.default_rng(1)
     x = rng.normal(size=64) * 3
