@@ -25,7 +25,8 @@ generation pass over 40 prompts ~1 min, so this is the smallest run that still t
     q/v LoRA r 8, lr 2e-3, max_length 96; DPO 4 parties, 2 rounds x 1 step x 2 pairs, 32 held-out pairs.
 
 Issue 25's headline recipe (`--preset headline`: 3 of 10 parties sampled a round, 10 local steps x batch
-8, 30 rounds = 300 sequential steps, the 300-step centralized run's budget; held-out every 5 rounds),
+8, 30 rounds = 300 sequential steps, the 300-step centralized run's budget; held-out every 5 rounds;
+FedAdagrad/FedYogi/FedAdam at OpenFedLLM's server lr 1e-3; selection rule numpy-choice, as it began),
 one run at a time, resumable across kills and sessions (the run directories live in the repository):
     python -m benchmarks.real_llm --preset headline --skip-dpo --resume --out bench-state/real_llm_headline \
         --headline docs/results/real_llm_headline.json --only "fedavg plain,local"
