@@ -70,6 +70,7 @@ def test_toy_real_llm_stops_resumes_and_writes_the_headline(tmp_path, fpb):
     runs = {r["run"]: r for r in json.loads(headline.read_text())["runs"]}
     fed = runs["fedavg plain"]
     assert fed["kind"] == "federated" and fed["rounds"] == 2 and fed["sequential_steps"] == 2
+    assert fed["server_lr"] == 1.0  # fedavg applies the mean update as is
     assert fed["epsilon"] is None and fed["rows_scored"] == runs["zero-shot"]["rows_scored"] > 0
     assert set(fed) >= {"algorithm", "protocol", "accuracy", "macro_f1", "heldout_loss", "wall_s", "command"}
 
