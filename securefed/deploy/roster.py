@@ -196,7 +196,20 @@ def roster_lines(kit_dir: str | Path) -> list[str]:
         elif pins:
             mark = "  # not pinned"
         out.append(f"{pid:<{width}}  {fp}{mark}")
-    return out + [_seed_line(fed)]
+    return out + [_selection_line(fed), _seed_line(fed)]
+
+
+def _selection_line(fed: FederationConfig) -> str:
+    """Who a round invites and by which rule (sha256-rank: the same set on any machine)."""
+    s = sampling_of(fed)
+    n = len(fed.parties)
+    if s.per_round(n) == n:
+        return f"# selection: all {n} every round"  # no draw, so no rule
+    how = f"{s.per_round(n)} of {n} a round"
+    if s.rule == "numpy-choice":
+        return (f"# selection: {how}, numpy-choice (federation.json from before rules had names: every "
+                "party must run the same numpy; re-provision for sha256-rank)")
+    return f"# selection: {how}, {s.rule}"
 
 
 def _seed_line(fed: FederationConfig) -> str:

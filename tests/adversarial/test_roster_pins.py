@@ -41,8 +41,9 @@ def test_a_made_up_roster_is_refused_by_a_party_that_pinned_fingerprints(tmp_pat
     shutil.copytree(machines["alice"], victim)
     honest = _kit(tmp_path, "honest", requests)
     _install(honest.party_dirs["alice"], machines["alice"])
-    *lines, seed = roster_lines(machines["alice"])
+    *lines, selection, seed = roster_lines(machines["alice"])
     assert seed.startswith("# seed: every member committed, then revealed")
+    assert selection == f"# selection: all {len(PARTIES)} every round"
     assert [ln.split()[0] for ln in lines] == sorted(PARTIES)
     assert all(" ".join(ln.split()[1:9]) == told[ln.split()[0]] for ln in lines)
     (machines["alice"] / PINS).write_text("".join(f"{p}  {fp}\n" for p, fp in told.items()))

@@ -74,6 +74,7 @@ def test_a_new_federation_names_its_rule_and_an_old_one_keeps_numpy_choice(tmp_p
 
     from securefed.deploy.fl_apps import federation_root_config
     from securefed.membership import derive_seed
+    from securefed.deploy.roster import _selection_line
     from securefed.deploy.settings import load_federation
 
     fed = provision(tmp_path / "fed", PARTIES, "secagg", app={"sampling": {"count": 4}})
@@ -85,6 +86,8 @@ def test_a_new_federation_names_its_rule_and_an_old_one_keeps_numpy_choice(tmp_p
     for r in range(6):
         rng = np.random.default_rng(derive_seed(rule.seed, "select", r))
         assert rule.invited(r) == tuple(sorted(PARTIES[i] for i in rng.choice(len(PARTIES), size=4, replace=False)))
+    assert _selection_line(on_disk) == "# selection: 4 of 8 a round, sha256-rank"
+    assert "numpy-choice (federation.json from before rules had names" in _selection_line(old)
     fl = dataclasses.replace(fed.config, app={"config": {"parties": 8, "sampling": {"count": 4}}})
     assert federation_root_config(fl).sampling.rule == "numpy-choice"
 
