@@ -10,6 +10,11 @@ Cases (each: a warm-up step, then --steps timed optimizer steps of `train_local`
   +/- gradient checkpointing      -- training.gradient_checkpointing
   DP-SGD, ghost clipping          -- example-level DP (Opacus fast gradient clipping; padded rows,
                                      Poisson batches of expected size --batch; noise multiplier 1)
+  fixed length, eager | + torch.compile | + CUDA graphs (compile mode "reduce-overhead", CUDA only)
+                                  -- every row --fixed-len tokens, so one shape; three warm-up steps
+                                     each; `vs_fixed_eager` is the ratio issue 25 asks for at 135M:
+    python -m benchmarks.gpu_throughput --device cuda --shape smollm2-135m --batch 8 \
+        --cases "fixed length,fixed length + compile,fixed length + CUDA graphs"
 Examples have random token ids and lengths drawn log-uniformly in [--min-len, --max-len] (real SFT
 data is ragged: that is what padding wastes); the first half of each is prompt (no loss).
 
@@ -29,6 +34,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,13 +54,28 @@ SHAPES = {  # Llama-2-7B, and a toy of the same family for CPU smoke tests
                          num_key_value_heads=32, vocab_size=49152, max_position_embeddings=8192,
                          tie_word_embeddings=True),
 }
-CASES = [  # name, packing, quantization, gradient checkpointing, dp
-    ("padded", False, "none", False, False),
-    ("packed", True, "none", False, False),
-    ("packed + grad ckpt", True, "none", True, False),
-    ("packed 4-bit", True, "4bit", False, False),
-    ("packed 4-bit + grad ckpt", True, "4bit", True, False),
-    ("DP-SGD ghost (padded)", False, "none", False, True),
+class Case(NamedTuple):
+    name: str
+    packing: bool
+    quantization: str  # "none" | "4bit"
+    checkpointing: bool
+    dp: bool
+    fixed: bool = False  # every row --fixed-len tokens (half prompt): one shape, what compile and CUDA graphs want
+    compile: str = ""  # "" eager, else torch.compile's mode ("default"; "reduce-overhead" = CUDA graphs)
+
+
+CASES = [
+    Case("padded", False, "none", False, False),
+    Case("packed", True, "none", False, False),
+    Case("packed + grad ckpt", True, "none", True, False),
+    Case("packed 4-bit", True, "4bit", False, False),
+    Case("packed 4-bit + grad ckpt", True, "4bit", True, False),
+    Case("DP-SGD ghost (padded)", False, "none", False, True),
+    # A small model's step is launch-bound on a GPU (SmolLM2-135M: ~170 ms a step, issue 25): compiling
+    # fuses kernels, CUDA graphs replay the whole step's launches at once. Compared on one fixed shape.
+    Case("fixed length", False, "none", False, False, fixed=True),
+    Case("fixed length + compile", False, "none", False, False, fixed=True, compile="default"),
+    Case("fixed length + CUDA graphs", False, "none", False, False, fixed=True, compile="reduce-overhead"),
 ]
 
 
@@ -137,12 +158,17 @@ def run_case(args, path: Path, n_params: int, case) -> dict:
     from securefed.training.dp_sgd import DPSGDParams, train_local_dp
     from securefed.training.sft import train_local
 
-    name, packing, quant, ckpt, dp = case
+    name, packing, quant, ckpt, dp = case.name, case.packing, case.quantization, case.checkpointing, case.dp
     base, tokenizer, device = load_base(ModelConfig(name_or_path=str(path), device=args.device, quantization=quant))
     model = attach_lora(base, LoraConfig(r=16, alpha=32, dropout=0.0, target_modules=["q_proj", "v_proj"]),
                         gradient_checkpointing=ckpt)
-    items = examples(args.batch * (args.steps + 1) * 4, args.min_len, args.max_len, SHAPES[args.shape]["vocab_size"],
-                     rows=args.rows)
+    if case.compile:  # in place: parameter names (the adapter's keys) stay as they are
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        model.compile(mode=case.compile, backend=args.compile_backend)
+    lo, hi = (args.fixed_len, args.fixed_len) if case.fixed else (args.min_len, args.max_len)
+    items = examples(args.batch * (args.steps + 1) * 4, lo, hi, SHAPES[args.shape]["vocab_size"],
+                     rows=None if case.fixed else args.rows)
     algorithm = algorithms.create(AlgorithmConfig(name="fedavg"), 1)
     initial = get_adapter_state(model)
     ctx, state = ClientContext(global_params=initial, server_control=None), algorithm.init_client(initial)
@@ -165,19 +191,27 @@ def run_case(args, path: Path, n_params: int, case) -> dict:
     else:
         rng = np.random.default_rng(1)
         collate_fn = collate_packed if packing else collate
-        batches = draw_batches(items, args.steps + 1, args.batch, rng, 2, collate_fn=collate_fn)
-        train_local(model, batches[:1], cfg.model_copy(update={"max_steps": 1}), 1e-4, algorithm, ctx, state, device)
+        # Warm-up steps, untimed: one (eager), three when compiled (trace + compile, then CUDA graphs
+        # record on the second call and replay from the third).
+        warm = 3 if case.fixed else 1  # the eager fixed-length case too, so the three compare alike
+        batches = draw_batches(items, args.steps + warm, args.batch, rng, 2, collate_fn=collate_fn)
+        train_local(model, batches[:warm], cfg.model_copy(update={"max_steps": warm}), 1e-4, algorithm, ctx, state,
+                    device)
         sync()
         t = time.perf_counter()
-        train_local(model, batches[1:], cfg, 1e-4, algorithm, ctx, state, device)
+        train_local(model, batches[warm:], cfg, 1e-4, algorithm, ctx, state, device)
         sync()
         seconds = time.perf_counter() - t
-        tokens = sum(useful_tokens(b) for b in batches[1:])
+        tokens = sum(useful_tokens(b) for b in batches[warm:])
     rate = tokens / seconds
     peak = args.peak_tflops if args.peak_tflops else (989.0 if device.type == "cuda" else None)
     row = {"case": name, "useful_tokens_per_s": rate, "seconds": seconds, "useful_tokens": tokens,
            "mfu": rate * 4 * n_params / (peak * 1e12) if peak else None,
            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+    if case.compile:  # evidence that it compiled, and how many pieces (each graph break splits the step)
+        stats = torch._dynamo.utils.counters
+        row.update(compiled_graphs=int(stats["stats"]["unique_graphs"]),
+                   graph_breaks=int(sum(stats["graph_break"].values())))
     del model, base
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -193,6 +227,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--min-len", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=1024)
     ap.add_argument("--peak-tflops", type=float, default=None)
+    ap.add_argument("--fixed-len", type=int, default=128, help="row length of the fixed-length cases (the 135M "
+                    "recipe's training.max_length)")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile backend of the compile cases (CI: eager, which traces but does not codegen)")
     ap.add_argument("--cases", default="", help="comma list of case names (default: all)")
     ap.add_argument("--quick", action="store_true", help="toy lengths and 2 steps (CI)")
     ap.add_argument("--lengths", type=Path, help="JSON of real [length, prompt length] rows (--write-lengths) "
@@ -213,16 +251,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         ap.error(f"--lengths {args.lengths}: not a lengths file from --write-lengths ({type(e).__name__}: {e})")
     if args.quick:
-        args.steps, args.batch, args.min_len, args.max_len = 2, 4, 8, 48
+        args.steps, args.batch, args.min_len, args.max_len, args.fixed_len = 2, 4, 8, 48, 32
     import torch
 
     from securefed.models.loading import resolve_device, resolve_dtype
 
-    wanted = [c for c in CASES if not args.cases or c[0] in args.cases.split(",")]
+    wanted = [c for c in CASES if not args.cases or c.name in args.cases.split(",")]
+    if resolve_device(args.device).type != "cuda" and any(c.compile == "reduce-overhead" for c in wanted):
+        wanted = [c for c in wanted if c.compile != "reduce-overhead"]
+        print("not on CUDA: the CUDA graphs case skipped")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        wanted = [c for c in wanted if c[2] == "none"]
+        wanted = [c for c in wanted if c.quantization == "none"]
         print("bitsandbytes not installed: 4-bit cases skipped")
     dtype = resolve_dtype("auto", resolve_device(args.device))
     rows = []
@@ -233,10 +274,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append(run_case(args, Path(tmp), n_params, case))
             r = rows[-1]
             mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-            print(f"{r['case']:28s} {r['useful_tokens_per_s']:10.1f} useful tok/s  MFU {mfu}", flush=True)
+            per_step = 1000 * r["seconds"] / args.steps
+            print(f"{r['case']:28s} {r['useful_tokens_per_s']:10.1f} useful tok/s  {per_step:8.1f} ms/step  MFU {mfu}",
+                  flush=True)
     base_rate = rows[0]["useful_tokens_per_s"]
+    fixed = next((r["useful_tokens_per_s"] for r in rows if r["case"] == "fixed length"), None)
     for r in rows:
         r["vs_padded"] = r["useful_tokens_per_s"] / base_rate
+        if fixed and r["case"].startswith("fixed length"):
+            r["vs_fixed_eager"] = r["useful_tokens_per_s"] / fixed  # what compiling / CUDA graphs buy
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"shape": args.shape, "device": str(resolve_device(args.device)),
