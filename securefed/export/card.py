@@ -44,10 +44,12 @@ def privacy_lines(run: RunRecord) -> list[str]:
     """The DP statement: the accountant's last report, verbatim, per party where the figures differ."""
     p = run.config.privacy
     if not p.enabled:
+        protocol = ("Under `plain` the server also saw every party's update." if run.config.aggregation.protocol
+                    == "plain" else "The aggregation protocol hides individual updates, not what the final "
+                    "model memorised.")
         return ["**No formal privacy guarantee.** The run used no differential privacy "
                 "(privacy.mechanism = \"none\"): the released weights may reveal information about the "
-                "parties' training data. The aggregation protocol hides individual updates, not what the "
-                "final model memorised."]
+                f"parties' training data. {protocol}"]
     reported = next((row for row in reversed(run.metrics) if "dp_epsilon" in row), None)
     lines = [f"- mechanism: `{p.mechanism}` ({MECHANISM[p.mechanism]})",
              f"- privacy unit: {UNIT[p.mechanism]}",

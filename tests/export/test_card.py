@@ -37,7 +37,11 @@ def test_one_epsilon_when_parties_agree_and_user_level_unit():
 
 
 def test_no_dp_says_no_formal_guarantee_and_unreported_dp_says_so():
-    assert "No formal privacy guarantee" in _card([], [{"round": 3, "eval_loss": 1.0}])
+    plain = _card([], [{"round": 3, "eval_loss": 1.0}])
+    assert "No formal privacy guarantee" in plain and "the server also saw every party's update" in plain
+    assert "hides individual updates" not in plain  # plain hides nothing
+    masked = _card(["aggregation.protocol='secagg'"], [{"round": 3, "eval_loss": 1.0}])
+    assert "No formal privacy guarantee" in masked and "hides individual updates" in masked
     card = _card(["privacy.mechanism='example'", "privacy.target_epsilon=4.0"], [{"round": 3}])
     assert "epsilon: **not reported**" in card and "No formal privacy guarantee" not in card
 
