@@ -229,12 +229,25 @@ def from_dict(data: dict[str, Any]) -> RootConfig:
 
 def stored(data: dict[str, Any]) -> dict[str, Any]:
     """A config securefed wrote earlier (a run's config.json, a checkpoint's, federation.json's
-    app.config), as the run that wrote it meant it: settings added since, whose default differs from
-    what ran then, get the old behaviour (today: no `sampling.rule` means numpy-choice)."""
-    sampling = data.get("sampling")
-    if not isinstance(sampling, dict):
-        return data
-    return {**data, "sampling": {"rule": LEGACY_RULE, **sampling}}
+    app.config), as the run that wrote it meant it: a setting added since, whose default behaves
+    differently from what ran then, gets the old behaviour where it made a difference: no
+    `sampling.rule` in a run that drew parties is numpy-choice; no `privacy.rotation` under
+    user-distributed DP is numpy. Elsewhere a missing setting takes today's default (it changes nothing)."""
+    out = dict(data)
+    sampling, privacy = data.get("sampling"), data.get("privacy")
+    if isinstance(sampling, dict) and "rule" not in sampling and _draws(data.get("parties", 4), sampling):
+        out["sampling"] = {"rule": LEGACY_RULE, **sampling}
+    if isinstance(privacy, dict) and "rotation" not in privacy and privacy.get("mechanism") == "user-distributed":
+        out["privacy"] = {"rotation": "numpy", **privacy}
+    return out
+
+
+def _draws(parties: Any, sampling: dict[str, Any]) -> bool:
+    """Whether a sampling section selects fewer than all parties (unreadable values: assume it does)."""
+    try:
+        return parties_per_round(int(parties), sampling.get("count"), sampling.get("fraction")) < int(parties)
+    except (TypeError, ValueError):
+        return True
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RootConfig:

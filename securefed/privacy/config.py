@@ -56,6 +56,9 @@ class PrivacyConfig(BaseModel):
     tail_bound: float = Field(4.0, ge=1, description="distributed: stds of the sum that fit in half the modulus")
     rounding_beta: float = Field(math.exp(-0.5), gt=0, lt=1,
                                  description="distributed: conditional rounding's norm-bound failure probability")
+    rotation: Literal["shake256", "numpy"] = Field(
+        "shake256", description="distributed: how every side derives the rotation's public signs: shake256 (the "
+                                "same on any machine) or numpy (runs and federations from before it had a name)")
 
     @field_validator("target_epsilon", "noise_multiplier", "max_grad_norm", "update_clip_norm", "tail_bound")
     @classmethod

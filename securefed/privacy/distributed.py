@@ -61,23 +61,28 @@ def fwht(x: np.ndarray) -> np.ndarray:
 _SIGNS = b"securefed/rotation-signs/v1\x00"
 
 
-def _signs(seed: int, count: int) -> np.ndarray:
+def _signs(seed: int, count: int, rule: str = "shake256") -> np.ndarray:
     """count +-1 from the bits of SHAKE-256(label, seed in decimal), first byte's high bit first.
     Public randomness every party and the server derive: a fixed function of public bytes, not a
     numpy generator, whose streams numpy does not promise across releases (a party on another numpy
-    would rotate differently and the un-rotated sum would be silently wrong)."""
+    would rotate differently and the un-rotated sum would be silently wrong). rule "numpy": the
+    earlier derivation, kept for runs and federations that began with it (privacy.rotation)."""
+    if rule == "numpy":
+        return np.where(np.random.default_rng(seed).random(count) < 0.5, -1.0, 1.0)
+    if rule != "shake256":
+        raise ValueError(f"unknown rotation rule {rule!r} (shake256 or numpy)")
     stream = hashlib.shake_256(_SIGNS + str(seed).encode()).digest((count + 7) // 8)
     bits = np.unpackbits(np.frombuffer(stream, np.uint8), count=count)
     return 1.0 - 2.0 * bits  # bit 0 -> +1, bit 1 -> -1
 
 
-def rotate(x: np.ndarray, seed: int) -> np.ndarray:
+def rotate(x: np.ndarray, seed: int, rule: str = "shake256") -> np.ndarray:
     """Randomized Hadamard rotation of any length m: H D1 on the first 2^floor(log2 m) coordinates,
     then H D2 on the last 2^floor(log2 m) (overlapping) when m is not a power of two. Both steps are
     orthogonal, so the whole is, and the length stays m (the protocol's vector length)."""
     m = x.size
     d = 1 << (m.bit_length() - 1)
-    s = _signs(seed, 2 * d)
+    s = _signs(seed, 2 * d, rule)
     y = np.array(x, dtype=np.float64)
     y[:d] = fwht(s[:d] * y[:d])
     if d != m:
@@ -85,10 +90,10 @@ def rotate(x: np.ndarray, seed: int) -> np.ndarray:
     return y
 
 
-def unrotate(y: np.ndarray, seed: int) -> np.ndarray:
+def unrotate(y: np.ndarray, seed: int, rule: str = "shake256") -> np.ndarray:
     m = y.size
     d = 1 << (m.bit_length() - 1)
-    s = _signs(seed, 2 * d)
+    s = _signs(seed, 2 * d, rule)
     x = np.array(y, dtype=np.float64)
     if d != m:
         x[m - d :] = s[d:] * fwht(x[m - d :])
@@ -123,10 +128,12 @@ class DistributedPlan:
     carrier_step: float  # the protocol input carries y as y * carrier_step
     seed: int  # public rotation seed of the round
     beta: float
+    rotation: str = "shake256"  # how the seed becomes signs (privacy.rotation)
 
     @classmethod
     def for_round(cls, dim: int, clip: float, noise_multiplier: float, n_selected: int, dropout_tolerance: float,
-                  bits: int, tail_bound: float, beta: float, carrier_step: float, seed: int) -> "DistributedPlan":
+                  bits: int, tail_bound: float, beta: float, carrier_step: float, seed: int,
+                  rotation: str = "shake256") -> "DistributedPlan":
         if dim < 1 or n_selected < 1 or not (clip > 0 and noise_multiplier > 0):
             raise ValueError("need dim, n_selected >= 1 and clip, noise_multiplier > 0")
         if not (2 <= bits <= 24 and 0 <= dropout_tolerance < 1 and tail_bound >= 1 and 0 < beta < 1):
@@ -142,7 +149,7 @@ class DistributedPlan:
             norm_bound = rounding_bound(clip / gamma, dim, beta)
             delta = gamma * norm_bound
         mu = (noise_multiplier * norm_bound) ** 2 / (2 * n_min)
-        return cls(dim, clip, gamma, bits, norm_bound, mu, n_min, carrier_step, seed, beta)
+        return cls(dim, clip, gamma, bits, norm_bound, mu, n_min, carrier_step, seed, beta, rotation)
 
     @property
     def sensitivity(self) -> float:
@@ -197,7 +204,7 @@ def encode(plan: DistributedPlan, update: np.ndarray, rng) -> np.ndarray:
         raise ValueError(f"update has shape {update.shape}, plan expects ({plan.dim},)")
     if float(np.linalg.norm(update)) > plan.clip * (1 + 1e-6):
         raise ValueError("update is not clipped to the plan's L2 bound")
-    scaled = rotate(update, plan.seed) / plan.gamma
+    scaled = rotate(update, plan.seed, plan.rotation) / plan.gamma
     rounded = conditional_round(scaled, plan.norm_bound, rng)
     noise = csprng.skellam(plan.mu, plan.dim, rng)  # Skellam(mu), exact integers
     share = centered_mod(rounded + noise, plan.bits)
@@ -209,4 +216,4 @@ def decode(plan: DistributedPlan, carrier_sum: np.ndarray) -> np.ndarray:
     if carrier_sum.shape != (plan.dim,):
         raise ValueError(f"sum has shape {carrier_sum.shape}, plan expects ({plan.dim},)")
     ints = np.rint(np.asarray(carrier_sum, dtype=np.float64) / plan.carrier_step).astype(np.int64)
-    return unrotate(centered_mod(ints, plan.bits) * plan.gamma, plan.seed)
+    return unrotate(centered_mod(ints, plan.bits) * plan.gamma, plan.seed, plan.rotation)

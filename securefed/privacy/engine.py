@@ -124,7 +124,7 @@ class PrivacyEngine:
         return distributed.DistributedPlan.for_round(
             self.facts.vector_len, c.update_clip_norm, self.user_noise() if z is None else z, n_selected,
             c.dropout_tolerance, c.modulus_bits, c.tail_bound, c.rounding_beta, self.facts.carrier_step,
-            derive_seed(self.facts.seed, "ddp-rotation", r))
+            derive_seed(self.facts.seed, "ddp-rotation", r), c.rotation)
 
     def _worst_spend(self, n_selected: int, z: float | None = None) -> Spend:
         """A round of n_selected's spend at the fewest contributors it can release a sum of: the worst

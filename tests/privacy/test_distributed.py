@@ -49,6 +49,12 @@ def test_rotation_signs_are_a_fixed_function_of_public_bytes():
     assert dd._signs(5, 13).tolist() == dd._signs(5, 4096)[:13].tolist()  # a prefix of one stream
     assert dd._signs(5, 4096).tolist() != dd._signs(6, 4096).tolist()
     assert abs(dd._signs(7, 1 << 16).mean()) < 0.02  # balanced (sd of the mean 0.004)
+    # the earlier rule, which runs and federations from before privacy.rotation keep
+    old = np.where(np.random.default_rng(5).random(4096) < 0.5, -1.0, 1.0)
+    assert dd._signs(5, 4096, "numpy").tolist() == old.tolist()
+    x = np.random.default_rng(0).normal(size=100)
+    np.testing.assert_allclose(dd.unrotate(dd.rotate(x, 5, "numpy"), 5, "numpy"), x, atol=1e-12)
+    assert not np.allclose(dd.unrotate(dd.rotate(x, 5, "numpy"), 5), x)  # two rules do not mix
 
 
 def test_conditional_rounding_is_unbiased_and_bounded():

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from securefed.config import from_dict, load_config, stored
+from securefed.simulation.checkpoint import check_same_run
 from securefed.membership import LEGACY_RULE, SamplingConfig, derive_seed, select_parties
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "selection_sha256_rank.json").read_text())
@@ -63,3 +64,17 @@ def test_a_stored_config_without_a_rule_keeps_the_old_one(tmp_path) -> None:
     (tmp_path / "c.toml").write_text("[sampling]\ncount = 2\n")
     assert load_config(tmp_path / "c.toml").sampling.rule == "sha256-rank"  # a config written today
     assert SamplingConfig.from_stored({"count": 2}).rule == "numpy-choice"
+
+
+def test_a_stored_config_keeps_old_behaviour_only_where_it_differed(tmp_path) -> None:
+    """Without a draw the rule changes nothing, and without user-distributed DP the rotation changes
+    nothing: there a stored config takes today's defaults, so an old run of that kind resumes."""
+    now = from_dict({"parties": 3})
+    old = json.loads(now.to_json())
+    del old["sampling"]["rule"], old["privacy"]["rotation"]
+    assert stored(old) == old and from_dict(stored(old)) == now
+    check_same_run(old, now, tmp_path)  # no refusal
+    dist = json.loads(from_dict({"parties": 3, "privacy": {"mechanism": "user-distributed", "noise_multiplier": 1.0},
+                                 "aggregation": {"protocol": "secagg"}}).to_json())
+    del dist["privacy"]["rotation"]
+    assert from_dict(stored(dist)).privacy.rotation == "numpy"
