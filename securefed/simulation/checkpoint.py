@@ -96,15 +96,26 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _effective(cfg: RootConfig) -> dict[str, Any]:
+    """The flat config, less the settings that change nothing in it: the selection rule when every
+    party is in every round, the rotation rule without user-distributed DP."""
+    flat = _flat(cfg.model_dump(mode="json"))
+    if cfg.sampling.per_round(cfg.parties) == cfg.parties:
+        flat.pop("sampling.rule")
+    if cfg.privacy.mechanism != "user-distributed":
+        flat.pop("privacy.rotation")
+    return flat
+
+
 def check_same_run(ckpt_config: Mapping[str, Any], cfg: RootConfig, out_dir: Path) -> None:
     """Raise UserError (one line) unless `cfg` continues the run the checkpoint's config started,
     up to RESUME_FREE. The checkpoint's config is read as `stored`: a setting added since takes the
     behaviour the run had (a run from before `sampling.rule` keeps numpy-choice)."""
     try:
-        was = _flat(from_dict(stored(dict(ckpt_config))).model_dump(mode="json"))
+        was = _effective(from_dict(stored(dict(ckpt_config))))
     except ConfigError as e:
         raise UserError(f"{out_dir}: the checkpoint's config does not load today ({e}); start another --out") from None
-    now = _flat(cfg.model_dump(mode="json"))
+    now = _effective(cfg)
     changed = [k for k in sorted(set(was) | set(now))
                if was.get(k) != now.get(k) and not any(k == f or (f.endswith(".") and k.startswith(f))
                                                       for f in RESUME_FREE)]

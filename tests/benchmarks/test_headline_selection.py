@@ -52,3 +52,33 @@ def test_the_preset_selects_what_the_committed_runs_trained(run) -> None:
     # and the rule matters: today's default would have drawn other parties in most rounds
     other = sum(trained[r + 1] != set(select_parties(ids, r, cfg.seed, 3, None, "sha256-rank")) for r in range(30))
     assert other >= 20
+
+
+TAGS = {"": ([], None), "5 rounds": ([], 5), "5 rounds 8 sampled": (["sampling.count=8"], 5)}
+
+
+def _preset_configs():
+    """(run directory, today's preset config for it) for every run name and tag of the table."""
+    p = PRESETS["headline"]
+    for tag, (sets, rounds) in TAGS.items():
+        q = dict(p, **({"rounds": rounds} if rounds else {}))
+        ns = argparse.Namespace(model="default", device="cpu", seed=0, data="unused.csv", alpha=0.5, parties=10,
+                                set=sets, only="", tag=tag)
+        for name, extra in sft_runs(ns, q):
+            name = f"{name} ({tag})" if tag else name
+            yield RUNS / name.replace(" ", "-").replace("(", "").replace(")", ""), sft_base(ns, q) + extra
+
+
+def test_every_committed_run_continues_under_todays_preset() -> None:
+    """`--resume` refuses a config that differs from a run's (checkpoint.check_same_run); every committed
+    run's config must still be what the preset builds, or the table's remaining runs could not go on."""
+    import json
+
+    from securefed.simulation.checkpoint import check_same_run
+
+    checked = 0
+    for run_dir, overrides in _preset_configs():
+        if (run_dir / "config.json").is_file():
+            check_same_run(json.loads((run_dir / "config.json").read_text()), load_config(None, overrides), run_dir)
+            checked += 1
+    assert checked >= 9  # zero-shot aside, every run of docs/results.md's table so far
