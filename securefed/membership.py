@@ -91,6 +91,8 @@ class SamplingConfig(BaseModel):
     def from_stored(cls, raw: Mapping[str, Any]) -> "SamplingConfig":
         """A `sampling` section read back from something written earlier (federation.json, a run's
         config): no `rule` there means the rule in force when it was written, not today's default."""
+        if not isinstance(raw, Mapping):
+            return cls.model_validate(raw)  # refused, as any malformed section is
         return cls.model_validate({"rule": LEGACY_RULE, **raw})  # raw may set its own rule
 
 

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from pydantic import ValidationError
 
 from securefed.deploy.settings import FederationConfig
 from securefed.errors import ConfigError
@@ -72,8 +73,11 @@ def sampling_of(fed: FederationConfig) -> SamplingConfig:
     raw = raw if raw is not None else fed.app.get("sampling", {})
     try:
         return SamplingConfig.from_stored(raw)
-    except ValueError as e:
-        raise ConfigError(f"federation.json: sampling settings invalid ({str(e).splitlines()[0]})") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        raise ConfigError(f"federation.json: sampling settings invalid ({where + ': ' if where else ''}"
+                          f"{err['msg']})") from None
 
 
 def membership_of(fed: FederationConfig) -> Membership:

@@ -88,6 +88,11 @@ def test_a_new_federation_names_its_rule_and_an_old_one_keeps_numpy_choice(tmp_p
         assert rule.invited(r) == tuple(sorted(PARTIES[i] for i in rng.choice(len(PARTIES), size=4, replace=False)))
     assert _selection_line(on_disk) == "# selection: 4 of 8 a round, sha256-rank"
     assert "numpy-choice (federation.json from before rules had names" in _selection_line(old)
+    from securefed.errors import ConfigError
+
+    for bad, said in (([4], "Input should be a valid dictionary"), ({"count": 0}, "count: Input should be greater")):
+        with pytest.raises(ConfigError, match=f"federation.json: sampling settings invalid \\(.*{said}"):
+            membership_of(dataclasses.replace(fed.config, app={"sampling": bad}))
     fl = dataclasses.replace(fed.config, app={"config": {"parties": 8, "sampling": {"count": 4}}})
     assert federation_root_config(fl).sampling.rule == "numpy-choice"
 

@@ -64,6 +64,8 @@ def test_a_stored_config_without_a_rule_keeps_the_old_one(tmp_path) -> None:
     (tmp_path / "c.toml").write_text("[sampling]\ncount = 2\n")
     assert load_config(tmp_path / "c.toml").sampling.rule == "sha256-rank"  # a config written today
     assert SamplingConfig.from_stored({"count": 2}).rule == "numpy-choice"
+    with pytest.raises(ValueError, match="SamplingConfig"):  # a malformed section: refused, not a TypeError
+        SamplingConfig.from_stored([2])
 
 
 def test_a_stored_config_keeps_old_behaviour_only_where_it_differed(tmp_path) -> None:
