@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from securefed.protocols.base import RoundContext
 
@@ -94,6 +94,13 @@ class SamplingConfig(BaseModel):
         if not isinstance(raw, Mapping):
             return cls.model_validate(raw)  # refused, as any malformed section is
         return cls.model_validate({"rule": LEGACY_RULE, **raw})  # raw may set its own rule
+
+
+def first_error(e: ValidationError) -> str:
+    """A validation error as one line: 'setting: what is wrong' (the first one; no setting: the reason)."""
+    err = e.errors()[0]
+    where = ".".join(map(str, err["loc"]))
+    return f"{where}: {err['msg']}" if where else err["msg"]
 
 
 def parties_per_round(n: int, count: int | None, fraction: float | None) -> int:

@@ -35,6 +35,7 @@ from securefed.errors import ConfigError
 from securefed.membership import (
     Membership,
     SamplingConfig,
+    first_error,
     key_sha256,
     normalise_fingerprint,
     seed_commitment,
@@ -74,10 +75,7 @@ def sampling_of(fed: FederationConfig) -> SamplingConfig:
     try:
         return SamplingConfig.from_stored(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(map(str, err["loc"]))
-        raise ConfigError(f"federation.json: sampling settings invalid ({where + ': ' if where else ''}"
-                          f"{err['msg']})") from None
+        raise ConfigError(f"federation.json: sampling settings invalid ({first_error(e)})") from None
 
 
 def membership_of(fed: FederationConfig) -> Membership:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from pydantic import ValidationError
 
 from securefed.errors import ConfigError
-from securefed.membership import SamplingConfig
+from securefed.membership import SamplingConfig, first_error
 from securefed.transport.assembly import Limits
 
 FORMAT = "securefed-federation/1"
@@ -156,8 +156,7 @@ def _app(app: Any) -> dict[str, Any]:
         try:
             app["sampling"] = SamplingConfig.model_validate(dict(app["sampling"])).model_dump(mode="json")
         except ValidationError as e:
-            err = e.errors()[0]
-            raise ConfigError(f"app.sampling.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            raise ConfigError(f"app.sampling.{first_error(e)}") from None
     return app
 
 
