@@ -31,8 +31,9 @@ _log = logging.getLogger("securefed.deploy.party")
 
 # Wraps each new party session, e.g. to inject faults in tests: (ctx, party id, session) -> session.
 SessionHook = Callable[[RoundContext, str, Any], Any]
-# Codes after which reconnecting cannot help: this certificate is not (or no longer) welcome.
-_FATAL = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
+# Refusals that a reconnect cannot change: a certificate the federation does not pin, a wire version
+# the coordinator does not speak.
+_FATAL = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED", "FAILED_PRECONDITION"})
 
 
 @dataclass(frozen=True)

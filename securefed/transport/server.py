@@ -44,6 +44,8 @@ from securefed.transport.tls import identify
 SERVICE = "securefed.transport.Federation"
 SESSION_METHOD = f"/{SERVICE}/Session"
 STATUS_METHOD = f"/{SERVICE}/Status"
+# Bumped when a message format or a stage's meaning changes without a federation.json setting that
+# names it: parties of another release are then refused at HELLO instead of spoiling rounds.
 WIRE_VERSION = b"1"
 _log = logging.getLogger("securefed.transport.server")
 
@@ -180,8 +182,11 @@ class Hub:
         self._count_in(pid, len(raw))
         try:
             hello = reasm.feed(raw)
-            if hello is None or hello.kind != Kind.HELLO or hello.data != WIRE_VERSION:
+            if hello is None or hello.kind != Kind.HELLO:
                 raise FrameError("INVALID_ARGUMENT", "stream must open with a single-frame HELLO")
+            if hello.data != WIRE_VERSION:  # retrying cannot help: the party stops and says why
+                raise FrameError("FAILED_PRECONDITION", f"party speaks another wire version; this coordinator "
+                                 f"speaks {WIRE_VERSION.decode()}: run the same securefed release on both")
         except FrameError as e:
             self._reject(pid, e)
             context.abort(getattr(grpc.StatusCode, e.code), e.detail)

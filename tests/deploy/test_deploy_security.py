@@ -6,6 +6,7 @@ federation then completes."""
 from __future__ import annotations
 
 import queue
+from unittest import mock
 
 import grpc
 import numpy as np
@@ -14,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from _deploy_helpers import HOST, expected_sums, provision, server_state, wait_for
+from securefed.deploy.party import run_client
 from securefed.deploy.pki import Issued, issue, write_atomic
 from securefed.deploy.status import fetch_status
 from securefed.transport.assembly import split
@@ -97,6 +99,17 @@ def test_refusals_and_garbage_then_federation_completes(tmp_path, procs):
     rogue_tls = TlsFiles(fed.ca_dir / "ca.pem", tmp_path / "rogue.pem", tmp_path / "rogue-key.pem")
     r = RawStream(fed, rogue_tls)
     assert r.status_after(*r.frames(Kind.HELLO, 1, WIRE_VERSION, sender="p0")) == grpc.StatusCode.PERMISSION_DENIED
+
+    # A party of another release (another wire version) is told so and stops instead of redialling.
+    other_release = PartyLink(address=fed.config.address, tls=mallory, federation_id=fed.config.federation_bytes,
+                              party_id="mallory", limits=fed.config.limits, server_name=HOST)
+    with mock.patch("securefed.transport.client.WIRE_VERSION", b"2"), pytest.raises(TransportError) as e:
+        other_release.connect(5.0)
+    assert e.value.code == "FAILED_PRECONDITION" and "wire version" in e.value.detail and "speaks 1" in e.value.detail
+    other_release.close()
+    with mock.patch("securefed.transport.client.WIRE_VERSION", b"2"), pytest.raises(TransportError) as e:
+        run_client(fed.party_dirs["mallory"], lambda fed_config, role: None)  # fails before any app work
+    assert e.value.code == "FAILED_PRECONDITION" and not e.value.detail.startswith("giving up")  # no redial
 
     # Garbage, oversized and forged frames from a pinned party: each ends that stream only.
     s = RawStream(fed, mallory)
