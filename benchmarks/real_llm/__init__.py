@@ -55,8 +55,11 @@ Writes OUT/results.json, OUT/results.md, OUT/utility.png, OUT/curves.png (held-o
 runs evaluated more than once: `--set evaluation.every=K`) and OUT/progress.log (one line per run), for
 the runs of that invocation. `--report --out OUT [--headline JSON]` trains nothing: one table
 (OUT/report.md), OUT/report-utility.png and OUT/report-curves.png over every finished run under OUT,
-however many invocations or sessions they took.
+however many invocations or sessions they took. `--rescore --out OUT [--only RUNS] [--headline JSON]`
+trains nothing either: it scores every finished run's final adapter (Local runs left out) and the base
+model on ALL held-out TEST rows (the table's figures are a seeded sample of them), writes
+OUT/rescore.md and OUT/rescore.json, then reports; each headline entry gains `all_test`.
 
 Modules: `sft` (presets, the runs of a preset, running or resuming them), `dpo` (federated DPO),
-`report` (tables, plots, --merge, --report, the headline JSON).
+`report` (tables, plots, --merge, --report, the headline JSON), `rescore` (all TEST rows).
 """

@@ -26,7 +26,9 @@ from benchmarks.real_llm.report import (
     table,
     update_headline,
 )
+from benchmarks.real_llm.rescore import rescore, rescore_table
 from benchmarks.real_llm.sft import PRESET_FLAGS, PRESETS, run_sft
+from securefed.atomic import atomic_write_text
 
 
 def main() -> None:
@@ -57,9 +59,14 @@ def main() -> None:
     ap.add_argument("--merge", nargs="+", metavar="DIR", help="merge the results.json of these runs into --out")
     ap.add_argument("--report", action="store_true",
                     help="train nothing: one table, plots and --headline from every finished run under --out")
+    ap.add_argument("--rescore", action="store_true",
+                    help="train nothing: score every finished run's final adapter (--only: those runs) and the "
+                         "base model on ALL held-out TEST rows; OUT/rescore.md, then --report")
     args = ap.parse_args()
     if args.merge:
         return merge(args.merge, Path(args.out))
+    if args.rescore:
+        return rescore_all(Path(args.out), args.only, args.headline)
     if args.report:
         return report(Path(args.out), args.headline)
     p = {**PRESETS[args.preset], **{k: v for k, v in ((k, getattr(args, k)) for k in PRESET_FLAGS) if v is not None}}
@@ -110,6 +117,25 @@ def report(out: Path, headline: str | None) -> None:
     if headline:
         update_headline(Path(headline), headline_entries(rows), _command(), keep_commands=True)
     print(md)
+
+
+def rescore_all(out: Path, only: str, headline: str | None) -> None:
+    """--rescore: the all-TEST table (OUT/rescore.md, OUT/rescore.json), then --report, whose rows and
+    --headline entries carry each run's all-TEST figures (`all_test`)."""
+    console = Console(stderr=True)
+    with (out / "progress.log").open("a", encoding="utf-8") as logfile:
+        def log(row: dict) -> None:
+            line = json.dumps({"time": time.strftime("%H:%M:%S"), **row})
+            console.print(line, highlight=False, soft_wrap=True)
+            logfile.write(line + "\n")
+            logfile.flush()
+
+        rows = rescore(out, [n for n in only.split(",") if n], log)
+    md = rescore_table(rows)
+    atomic_write_text(out / "rescore.md", md + "\n")
+    atomic_write_text(out / "rescore.json", json.dumps(rows, indent=2) + "\n")
+    print(md)
+    report(out, headline)
 
 
 def _command() -> str:

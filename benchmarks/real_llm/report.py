@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from securefed.atomic import atomic_write_text
 from securefed.membership import parties_per_round
 
 RUN_NAME = "run-name.txt"  # in a run's directory: its name in tables (the directory name is a slug of it)
+RESULT = "heldout-all-test.json"  # in a run's directory, beside its adapter
+ZERO_SHOT = "zero-shot-all-test.json"  # in OUT, beside zero-shot.json
 SFT_COLUMNS = ["accuracy", "macro_f1", "eval_loss", "unparseable", "train_loss", "seconds"]
 DPO_COLUMNS = ["likelihood_accuracy", "preference_accuracy", "reward_margin", "train_loss", "seconds"]
 
@@ -115,7 +118,8 @@ def headline_entries(rows: list[dict]) -> list[dict]:
                     "server_lr": r.get("server_lr"), "epsilon": r.get("epsilon"), "rounds": r.get("rounds", 0),
                     "sequential_steps": steps,
                     "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "heldout_loss": r["eval_loss"],
-                    "rows_scored": r["rows_scored"], "wall_s": round(r["seconds"], 1)})
+                    "rows_scored": r["rows_scored"], "wall_s": round(r["seconds"], 1),
+                    **({"all_test": r["all_test"]} if r.get("all_test") else {})})
     return out
 
 
@@ -135,6 +139,19 @@ def eval_curve(metrics: Path) -> list[dict]:
     """(round, accuracy, macro-F1, eval loss) at every evaluated round of a run's metrics.jsonl."""
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     return [{k: r[k] for k in ("round", "accuracy", "macro_f1", "eval_loss")} for r in rows if "accuracy" in r]
+
+
+def adapter_sha256(run_dir: Path) -> str:
+    return hashlib.sha256((run_dir / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
+def all_test(run_dir: Path) -> dict | None:
+    """The all-TEST figures of the run's current adapter, or None (not rescored, or retrained since)."""
+    path = run_dir / RESULT
+    if not path.is_file() or not (run_dir / "adapter" / "adapter_model.safetensors").is_file():
+        return None
+    got = json.loads(path.read_text())
+    return got["figures"] if got.get("adapter_sha256") == adapter_sha256(run_dir) else None
 
 
 def finished_row(run_dir: Path, rounds: int | None = None) -> dict | None:
@@ -158,6 +175,8 @@ def finished_row(run_dir: Path, rounds: int | None = None) -> dict | None:
                sampled=parties_per_round(cfg["parties"], cfg["sampling"]["count"], cfg["sampling"]["fraction"]))
     if cfg["privacy"]["mechanism"] != "none":
         row["epsilon"] = final.get("dp_epsilon_max")
+    if (rescored := all_test(run_dir)) is not None:
+        row["all_test"] = rescored
     return row
 
 
@@ -166,6 +185,8 @@ def collect(out: Path) -> list[dict]:
     several invocations (or sessions), named by their RUN_NAME file (else the directory's name with
     dashes read as spaces)."""
     rows = [json.loads((out / "zero-shot.json").read_text())] if (out / "zero-shot.json").is_file() else []
+    if rows and (out / ZERO_SHOT).is_file():
+        rows[0]["all_test"] = json.loads((out / ZERO_SHOT).read_text())
     order = {"zero-shot": 0, "centralized": 1, "local": 2}
     for d in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:
         row = finished_row(d)

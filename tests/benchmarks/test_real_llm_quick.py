@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -94,3 +96,50 @@ def test_toy_real_llm_stops_resumes_and_writes_the_headline(tmp_path, fpb):
     assert (out / "report-utility.png").stat().st_size > 0
     again = {r["run"]: r for r in json.loads(headline.read_text())["runs"]}
     assert again["fedavg plain"] == runs["fedavg plain"]  # same figures, same training command
+
+
+def test_toy_rescore_scores_every_test_row_once(tmp_path, fpb):
+    """--rescore scores the final adapter on every TEST row (more than the run's seeded sample), and
+    the base model through a zero-B adapter equals the zero-shot score on the same rows; a second
+    --rescore reads both back; a retrained adapter is not given the old figures."""
+    from benchmarks.real_llm.report import all_test
+    from benchmarks.real_llm.rescore import _zero_shot, rescore
+    from benchmarks.real_llm.sft import zero_shot
+    from securefed.config import load_config
+    from securefed.simulation.world import build_world
+
+    lines = fpb.read_text(encoding="latin-1").splitlines()
+    small = tmp_path / "fpb-80.csv"  # 80 rows from all over the file (it is sorted): TEST is 16 of them
+    small.write_text("\n".join([lines[0]] + lines[1::60][:80]) + "\n", encoding="latin-1")
+    out, headline = tmp_path / "r", tmp_path / "headline.json"
+    common = ["--skip-dpo", "--parties", "2", "--rounds", "1", "--steps", "1", "--batch", "2", "--test-max", "5",
+              "--max-length", "64", "--only", "fedavg plain", "--out", str(out)]
+    res = _run(small, *common)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = subprocess.run([sys.executable, "-m", "benchmarks.real_llm", "--rescore", "--out", str(out),
+                          "--headline", str(headline)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run_dir = out / "runs" / "fedavg-plain"
+    rescored = all_test(run_dir)
+    assert rescored["split"] == "test" and rescored["rows_scored"] == 16  # 20% of the 80 rows, not the 5 sampled
+    entries = {e["run"]: e for e in json.loads(headline.read_text())["runs"]}
+    assert entries["fedavg plain"]["rows_scored"] == 5 and entries["fedavg plain"]["all_test"] == rescored
+    assert entries["zero-shot"]["all_test"]["rows_scored"] == 16
+    assert "| fedavg plain | " in (out / "rescore.md").read_text()
+
+    # The zero-B adapter is the base model: the same figures as scoring the base on all 16 rows.
+    world = build_world(load_config(run_dir / "config.json", ["evaluation.max_examples=1000000"]))
+    base = zero_shot(world)
+    assert (base["accuracy"], base["eval_loss"]) == pytest.approx(
+        (entries["zero-shot"]["all_test"]["accuracy"], entries["zero-shot"]["all_test"]["heldout_loss"]), abs=1e-6)
+    assert _zero_shot(run_dir)["heldout_loss"] == pytest.approx(base["eval_loss"], abs=1e-6)
+
+    logged: list[dict] = []
+    again = rescore(out, [], logged.append)
+    assert [r["accuracy"] for r in again] == [entries["zero-shot"]["all_test"]["accuracy"], rescored["accuracy"]]
+    assert not [line for line in logged if "rescoring" in line]  # read back, nothing scored again
+    with pytest.raises(SystemExit, match="no finished non-Local run named"):
+        rescore(out, ["fedavg secagg"], logged.append)
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes() + b" ")  # another adapter now: its old figures no longer apply
+    assert all_test(run_dir) is None
