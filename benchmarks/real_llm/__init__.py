@@ -59,7 +59,8 @@ the runs of that invocation. `--report --out OUT [--headline JSON]` trains nothi
 however many invocations or sessions they took. `--rescore --out OUT [--only RUNS] [--headline JSON]`
 trains nothing either: it scores every finished run's final adapter (Local runs left out) and the base
 model on ALL held-out TEST rows (the table's figures are a seeded sample of them), writes
-OUT/rescore.md and OUT/rescore.json, then reports; each headline entry gains `all_test`.
+OUT/rescore.md, OUT/rescore.json and OUT/rescore.png (intervals), then reports; each headline entry
+gains `all_test`.
 
 Modules: `sft` (presets, the runs of a preset, running or resuming them), `dpo` (federated DPO),
 `report` (tables, plots, --merge, --report, the headline JSON), `rescore` (all TEST rows).

@@ -26,7 +26,7 @@ from benchmarks.real_llm.report import (
     table,
     update_headline,
 )
-from benchmarks.real_llm.rescore import rescore, rescore_table
+from benchmarks.real_llm.rescore import plot_rescore, rescore, rescore_table
 from benchmarks.real_llm.sft import PRESET_FLAGS, PRESETS, run_sft
 from securefed.atomic import atomic_write_text
 
@@ -120,7 +120,7 @@ def report(out: Path, headline: str | None) -> None:
 
 
 def rescore_all(out: Path, only: str, headline: str | None) -> None:
-    """--rescore: the all-TEST table (OUT/rescore.md, OUT/rescore.json), then --report, whose rows and
+    """--rescore: the all-TEST table (OUT/rescore.md, OUT/rescore.json, OUT/rescore.png), then --report, whose rows and
     --headline entries carry each run's all-TEST figures (`all_test`)."""
     console = Console(stderr=True)
     with (out / "progress.log").open("a", encoding="utf-8") as logfile:
@@ -134,6 +134,7 @@ def rescore_all(out: Path, only: str, headline: str | None) -> None:
     md = rescore_table(rows)
     atomic_write_text(out / "rescore.md", md + "\n")
     atomic_write_text(out / "rescore.json", json.dumps(rows, indent=2) + "\n")
+    plot_rescore(rows, out / "rescore.png")
     print(md)
     report(out, headline)
 

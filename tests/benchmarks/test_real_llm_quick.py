@@ -125,7 +125,7 @@ def test_toy_rescore_scores_every_test_row_once(tmp_path, fpb):
     entries = {e["run"]: e for e in json.loads(headline.read_text())["runs"]}
     assert entries["fedavg plain"]["rows_scored"] == 5 and entries["fedavg plain"]["all_test"] == rescored
     assert entries["zero-shot"]["all_test"]["rows_scored"] == 16
-    assert "| fedavg plain | " in (out / "rescore.md").read_text()
+    assert "| fedavg plain | " in (out / "rescore.md").read_text() and (out / "rescore.png").stat().st_size > 0
 
     # The zero-B adapter is the base model: the same figures as scoring the base on all 16 rows.
     world = build_world(load_config(run_dir / "config.json", ["evaluation.max_examples=1000000"]))
