@@ -1,4 +1,4 @@
-"""Algorithms by name. `create(config, num_parties)` builds one from its config section."""
+"""Algorithms by name. `create(config, num_parties, rounds)` builds one from its config section."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from securefed.algorithms.averaging import fedavg, fedavgm, fedprox
 from securefed.algorithms.base import Algorithm
 from securefed.algorithms.config import AlgorithmConfig
 from securefed.algorithms.local import local
+from securefed.algorithms.schedule import cosine_factor, with_server_schedule
 from securefed.algorithms.scaffold import scaffold
 
 Factory = Callable[[AlgorithmConfig, int], Algorithm]
@@ -25,10 +26,16 @@ def names() -> tuple[str, ...]:
     return tuple(sorted(_FACTORIES))
 
 
-def create(config: AlgorithmConfig, num_parties: int) -> Algorithm:
+def create(config: AlgorithmConfig, num_parties: int, rounds: int | None = None) -> Algorithm:
+    """rounds: the federation's, needed by `server_lr_schedule = "cosine"` (the server lr decays over them)."""
     if config.name not in _FACTORIES:
         raise KeyError(f"unknown algorithm {config.name!r}; known: {', '.join(names())}")
-    return _FACTORIES[config.name](config, num_parties)
+    algorithm = _FACTORIES[config.name](config, num_parties)
+    if config.server_lr_schedule == "constant":
+        return algorithm
+    if rounds is None or rounds < 1:
+        raise ValueError("algorithm.server_lr_schedule 'cosine' needs the number of rounds")
+    return with_server_schedule(algorithm, cosine_factor(rounds))
 
 
 register("fedavg", lambda c, n: fedavg(c.resolved_server_lr()))

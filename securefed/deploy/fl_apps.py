@@ -164,7 +164,7 @@ class FLServerApp:
         initial = get_adapter_state(self.model)
         self.layout = FlatLayout.of(initial)
         self.party_ids = tuple(p.id for p in fed.parties)
-        self.algorithm = algorithms.create(self.cfg.algorithm, len(self.party_ids))
+        self.algorithm = algorithms.create(self.cfg.algorithm, len(self.party_ids), self.cfg.rounds)
         if not self.algorithm.aggregates:
             raise ConfigError("algorithm.name: 'local' has nothing to aggregate; run parties alone instead")
         self.state: ServerState = self.algorithm.init_server(initial)
@@ -236,7 +236,7 @@ class FLClientApp:
         self.evalset = heldout_set(self.task, data, self.tokenizer, self.cfg, max_length)
         self.last_report: dict[str, Any] = {}  # this party's own values of the last round, for its log
         self.final_heldout: dict[str, float] = {}  # the final model on this party's held-out rows
-        self.algorithm = algorithms.create(self.cfg.algorithm, len(fed.parties))
+        self.algorithm = algorithms.create(self.cfg.algorithm, len(fed.parties), self.cfg.rounds)
         self.state_path = self.kit_dir / "state" / "client_state.safetensors"
         initial = get_adapter_state(self.model)
         self.privacy = PartyPrivacy(self.cfg, [p.id for p in fed.parties], party_id, len(self.data),

@@ -110,7 +110,7 @@ def build_world(cfg: RootConfig) -> World:
     party_data = {pid: [tokenized[i] for i in idx] for pid, idx in zip(party_ids, parts)}
     sizes = {p: len(d) for p, d in party_data.items()}  # sample counts: weights and DP sample rates
 
-    algorithm = algorithms.create(cfg.algorithm, cfg.parties)
+    algorithm = algorithms.create(cfg.algorithm, cfg.parties, cfg.rounds)
     protocol = protocols.create(cfg.aggregation.protocol, cfg.aggregation.section())
     server_material, party_material = protocol.provision(party_ids)
     return World(

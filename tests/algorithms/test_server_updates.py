@@ -118,3 +118,37 @@ def test_unknown_algorithm_is_rejected_by_config():
 
     with pytest.raises(ValidationError, match="fedavg"):
         AlgorithmConfig(name="fedsgd")
+
+
+ALL_AGGREGATING = ["fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam"]
+
+
+@pytest.mark.parametrize("name", ALL_AGGREGATING)
+def test_cosine_server_schedule_is_the_same_algorithm_at_a_decayed_server_lr(name):
+    """Round t under server_lr_schedule=cosine over T rounds = one constant-eta step at eta * s(t) from
+    the same state (s(t) = (1 + cos(pi t / T)) / 2): moments, momentum and control variates as without it."""
+    import math
+
+    T, eta = 4, 0.3
+    sched = create(AlgorithmConfig(name=name, server_lr=eta, server_lr_schedule="cosine"), 4, T)
+    control = {"a": torch.tensor([-0.8, 2.0], dtype=torch.float64)}
+    state = sched.init_server(X)
+    for t in range(T):
+        s = (1 + math.cos(math.pi * t / T)) / 2
+        plain = create(AlgorithmConfig(name=name, server_lr=eta * s), 4)
+        want = plain.server_update(state, agg(control))
+        state = sched.server_update(state, agg(control))
+        torch.testing.assert_close(state.params["a"], want.params["a"], atol=1e-12, rtol=0)
+        for key, moment in want.opt.items():
+            torch.testing.assert_close(state.opt[key]["a"], moment["a"], atol=0, rtol=0)
+        assert state.round == want.round == t + 1
+
+
+def test_cosine_server_schedule_needs_the_rounds_and_constant_is_untouched():
+    with pytest.raises(ValueError, match="needs the number of rounds"):
+        create(AlgorithmConfig(name="fedadam", server_lr_schedule="cosine"), 4)
+    constant = create(AlgorithmConfig(name="fedadam", server_lr=0.1), 4, 10)
+    s = constant.server_update(constant.init_server(X), agg())
+    close(s.params["a"], run("fedadam", server_lr=0.1).params["a"].tolist())  # rounds change nothing here
+    with pytest.raises(ValueError, match="server_lr_schedule"):
+        AlgorithmConfig(name="fedadam", server_lr_schedule="linear")

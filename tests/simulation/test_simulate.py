@@ -45,8 +45,9 @@ def test_every_algorithm_two_rounds_three_parties(tmp_path, small_overrides, alg
     assert summary["final"]["round"] == 2
 
 
-def test_resume_ends_with_the_same_adapter(tmp_path, small_overrides):
-    base = small_overrides + ["rounds=3", "algorithm.name=fedadam"]
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])  # cosine: the server lr's round comes back too
+def test_resume_ends_with_the_same_adapter(tmp_path, small_overrides, schedule):
+    base = small_overrides + ["rounds=3", "algorithm.name=fedadam", f"algorithm.server_lr_schedule={schedule}"]
     _, full = run(tmp_path, base, "full")
     # Interrupted after 2 of 3 rounds, then resumed from the saved config and checkpoint.
     simulate(load_config(None, base), tmp_path / "part", stop_after=2)

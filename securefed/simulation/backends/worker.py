@@ -109,7 +109,7 @@ class PartyWorker:
                                  gradient_checkpointing=cfg.training.gradient_checkpointing)
         self.pad_id = tokenizer.pad_token_id
         self.layout = FlatLayout.of(get_adapter_state(self.model))
-        self.algorithm = algorithms.create(cfg.algorithm, cfg.parties)
+        self.algorithm = algorithms.create(cfg.algorithm, cfg.parties, cfg.rounds)
         self.protocol = protocols.create(cfg.aggregation.protocol, cfg.aggregation.section())
         self.node_id = _node_id()
         self.incarnation = uuid.uuid4().hex
