@@ -26,8 +26,9 @@ generation pass over 40 prompts ~1 min, so this is the smallest run that still t
 
 Issue 25's headline recipe (`--preset headline`: 3 of 10 parties sampled a round, 10 local steps x batch
 8, 30 rounds = 300 sequential steps, the 300-step centralized run's budget; held-out every 5 rounds;
-FedAdagrad/FedYogi/FedAdam at server lr 1e-2, securefed's default, and FedAdagrad at OpenFedLLM's 1e-3
-as a tagged run; selection rule numpy-choice, as it began),
+FedAdagrad/FedYogi/FedAdam at server lr 1e-2 decayed by the client lr's cosine, with FedAdagrad at
+OpenFedLLM's constant 1e-3 and FedYogi at a constant 1e-2 as tagged runs (--adaptive-server-lr,
+--adaptive-server-schedule, --tag); selection rule numpy-choice, as it began),
 one run at a time, resumable across kills and sessions (the run directories live in the repository):
     python -m benchmarks.real_llm --preset headline --skip-dpo --resume --out bench-state/real_llm_headline \
         --headline docs/results/real_llm_headline.json --only "fedavg plain,local"

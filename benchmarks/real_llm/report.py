@@ -115,7 +115,8 @@ def headline_entries(rows: list[dict]) -> list[dict]:
         if kind == "local" and r.get("sampled"):  # a party trains only in the rounds it is sampled
             steps = steps * r["sampled"] / r["parties"]
         out.append({"run": r["run"], "kind": kind, "algorithm": r.get("algorithm"), "protocol": r.get("protocol"),
-                    "server_lr": r.get("server_lr"), "epsilon": r.get("epsilon"), "rounds": r.get("rounds", 0),
+                    "server_lr": r.get("server_lr"), "server_lr_schedule": r.get("server_lr_schedule"),
+                    "epsilon": r.get("epsilon"), "rounds": r.get("rounds", 0),
                     "sequential_steps": steps,
                     "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "heldout_loss": r["eval_loss"],
                     "rows_scored": r["rows_scored"], "wall_s": round(r["seconds"], 1),
@@ -171,6 +172,7 @@ def finished_row(run_dir: Path, rounds: int | None = None) -> dict | None:
                curve=eval_curve(metrics), rounds=rounds, algorithm=cfg["algorithm"]["name"],
                protocol=cfg["aggregation"]["protocol"], local_steps=cfg["training"]["max_steps"],
                server_lr=cfg["algorithm"].get("server_lr") or DEFAULT_SERVER_LR.get(cfg["algorithm"]["name"], 1.0),
+               server_lr_schedule=cfg["algorithm"].get("server_lr_schedule", "constant"),
                rows_scored=int(final["eval_rows"]), parties=cfg["parties"],
                sampled=parties_per_round(cfg["parties"], cfg["sampling"]["count"], cfg["sampling"]["fraction"]))
     if cfg["privacy"]["mechanism"] != "none":

@@ -56,7 +56,8 @@ def test_the_preset_selects_what_the_committed_runs_trained(run) -> None:
 
 # tag -> (its --set overrides, its preset flags)
 TAGS = {"": ([], {}), "5 rounds": ([], {"rounds": 5}), "5 rounds 8 sampled": (["sampling.count=8"], {"rounds": 5}),
-        "server lr 1e-3": ([], {"adaptive_server_lr": 1e-3})}
+        "server lr 1e-3": ([], {"adaptive_server_lr": 1e-3, "adaptive_server_schedule": "constant"}),
+        "server lr 1e-2 constant": ([], {"adaptive_server_schedule": "constant"})}
 
 
 def _preset_configs():
