@@ -24,9 +24,9 @@ PRESETS = {
     # Issue 25's recipe (OpenFedLLM's shape at 135M): 3 of 10 parties a round x 10 local steps x batch 8
     # x 30 rounds = 300 sequential steps, the budget of the 300-step centralized run; held-out every 5.
     # FedAdagrad/FedYogi/FedAdam: server lr 1e-2 (securefed's default; tau 1e-3, betas 0.9/0.99 too), decayed
-    # over the rounds by the client lr's cosine (algorithm.server_lr_schedule). An adaptive step moves a
-    # coordinate by ~the server lr a round whatever the size of the parties' deltas, so a constant one does
-    # not anneal as FedAvg's does. Measured, both kept as tagged runs: at OpenFedLLM's constant 1e-3 (which
+    # over the rounds by the client lr's cosine (algorithm.server_lr_schedule). An adaptive step is
+    # eta m / (sqrt(v) + tau): its moments carry earlier, larger deltas for many rounds, so at a constant
+    # eta it does not anneal as FedAvg's does. Measured, both kept as tagged runs: at OpenFedLLM's constant 1e-3 (which
     # goes with its client lr 2e-5, 100x ours) FedAdagrad moved LoRA B to RMS 3.1e-3 where FedAvg's reached
     # 1.9e-2 and under-fitted (mean train loss of rounds 21-30: 0.43 against FedAvg's 0.18); at a constant
     # 1e-2 FedYogi reached 0.815 at round 20, then its train loss rose to 1.36 by round 30.
