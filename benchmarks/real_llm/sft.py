@@ -26,10 +26,10 @@ PRESETS = {
     # FedAdagrad/FedYogi/FedAdam: server lr 1e-2 (securefed's default; tau 1e-3, betas 0.9/0.99 too), decayed
     # over the rounds by the client lr's cosine (algorithm.server_lr_schedule). An adaptive step is
     # eta m / (sqrt(v) + tau): its moments carry earlier, larger deltas for many rounds, so at a constant
-    # eta it does not anneal as FedAvg's does. Measured, both kept as tagged runs: at OpenFedLLM's constant 1e-3 (which
-    # goes with its client lr 2e-5, 100x ours) FedAdagrad moved LoRA B to RMS 3.1e-3 where FedAvg's reached
-    # 1.9e-2 and under-fitted (mean train loss of rounds 21-30: 0.43 against FedAvg's 0.18); at a constant
-    # 1e-2 FedYogi reached 0.815 at round 20, then its train loss rose to 1.36 by round 30.
+    # eta it does not anneal as FedAvg's does. Measured, both kept as tagged runs: at OpenFedLLM's constant
+    # 1e-3 (which goes with its client lr 2e-5, 100x ours) FedAdagrad moved LoRA B to RMS 3.1e-3 where
+    # FedAvg's reached 1.9e-2 and under-fitted (mean train loss of rounds 21-30: 0.43 against FedAvg's
+    # 0.18); at a constant 1e-2 FedYogi reached 0.815 at round 20, then its train loss rose to 1.36.
     "headline": dict(test_max=200, max_examples=100000, rounds=30, steps=10, batch=8, lr=2e-3, r=8,
                      targets="q_proj,v_proj", max_length=128, sample=3, eval_every=5, adaptive_server_lr=1e-2,
                      adaptive_server_schedule="cosine",
