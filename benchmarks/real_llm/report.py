@@ -56,7 +56,8 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> bool:
     import matplotlib.pyplot as plt
 
     zero = next((r for r in rows if r["run"] == "zero-shot"), None)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    legend_rows = -(-len(runs) // 3)  # the legend goes below both panels, 3 runs a line: it hides no curve
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4 + 0.22 * legend_rows), sharex=True)
     for ax, key in zip(axes, ("accuracy", "macro_f1")):
         for r in runs:
             pts = ([(0, zero[key])] if zero else []) + [(c["round"], c[key]) for c in r["curve"]]
@@ -64,9 +65,9 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> bool:
         ax.set_xlabel("round")
         ax.set_ylabel(key)
         ax.set_ylim(0, 1)
-    axes[0].legend(fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.22 * legend_rows / (4 + 0.22 * legend_rows) + 0.01, 1, 1))
     fig.savefig(path, dpi=120)
     return True
 
