@@ -120,8 +120,8 @@ def report(out: Path, headline: str | None) -> None:
 
 
 def rescore_all(out: Path, only: str, headline: str | None) -> None:
-    """--rescore: the all-TEST table (OUT/rescore.md, OUT/rescore.json, OUT/rescore.png), then --report, whose rows and
-    --headline entries carry each run's all-TEST figures (`all_test`)."""
+    """--rescore: the all-TEST table (OUT/rescore.md, OUT/rescore.json, OUT/rescore.png), then --report,
+    whose rows and --headline entries carry each run's all-TEST figures (`all_test`)."""
     console = Console(stderr=True)
     with (out / "progress.log").open("a", encoding="utf-8") as logfile:
         def log(row: dict) -> None:

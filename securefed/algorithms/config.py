@@ -32,7 +32,7 @@ class AlgorithmConfig(BaseModel):
     server_lr: float | None = Field(None, gt=0, description="eta; default 1.0, or 1e-2 for adaptive optimisers")
     server_lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine: the server lr decays over the rounds as training.lr's cosine does "
-                                "(for adaptive servers, whose step does not shrink with the parties' deltas)")
+                                "(for adaptive servers: their moments keep stepping after the clients' lr has decayed)")
     mu: float = Field(0.01, ge=0, description="FedProx proximal weight")
     server_momentum: float = Field(0.5, ge=0, lt=1, description="FedAvgM momentum beta")
     beta1: float = Field(0.9, ge=0, lt=1, description="FedAdam/FedYogi first-moment decay")
