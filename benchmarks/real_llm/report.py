@@ -143,6 +143,12 @@ def eval_curve(metrics: Path) -> list[dict]:
     return [{k: r[k] for k in ("round", "accuracy", "macro_f1", "eval_loss")} for r in rows if "accuracy" in r]
 
 
+def run_name(run_dir: Path) -> str:
+    """A run's name in tables: its RUN_NAME file, else the directory's name with dashes read as spaces."""
+    named = run_dir / RUN_NAME
+    return named.read_text().strip() if named.is_file() else run_dir.name.replace("-", " ")
+
+
 def adapter_sha256(run_dir: Path) -> str:
     return hashlib.sha256((run_dir / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest()
 
@@ -194,6 +200,5 @@ def collect(out: Path) -> list[dict]:
     for d in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:
         row = finished_row(d)
         if row is not None:
-            named = d / RUN_NAME
-            rows.append({"run": named.read_text().strip() if named.is_file() else d.name.replace("-", " "), **row})
+            rows.append({"run": run_name(d), **row})
     return sorted(rows, key=lambda r: (order.get(r["run"], 3), r.get("epsilon") is not None, r["run"]))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from benchmarks.real_llm.report import RESULT, RUN_NAME, ZERO_SHOT, adapter_sha256, all_test, finished_row
+from benchmarks.real_llm.report import RESULT, ZERO_SHOT, adapter_sha256, all_test, finished_row, run_name
 from securefed.atomic import atomic_write_text
 from securefed.errors import UserError
 from securefed.evaluation.heldout import evaluate_run
@@ -65,7 +65,7 @@ def rescore(out: Path, only: list[str], log) -> list[dict]:
     model once; one row per run: its sampled figures beside its all-TEST figures."""
     runs = []
     for d in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:
-        name = (d / RUN_NAME).read_text().strip() if (d / RUN_NAME).is_file() else d.name.replace("-", " ")
+        name = run_name(d)
         row = finished_row(d)
         if row is None or row["algorithm"] == "local" or (only and name not in only):
             continue
@@ -131,4 +131,3 @@ def plot_rescore(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
