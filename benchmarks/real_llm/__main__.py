@@ -73,13 +73,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     args.console = Console(stderr=True)
-    logfile = (out / "progress.log").open("a", encoding="utf-8")
-
-    def log(row: dict) -> None:
-        line = json.dumps({"time": time.strftime("%H:%M:%S"), **row})
-        args.console.print(line, highlight=False, soft_wrap=True)
-        logfile.write(line + "\n")
-        logfile.flush()
+    log = _logger((out / "progress.log").open("a", encoding="utf-8"), args.console)
 
     result: dict = {"meta": {"preset": args.preset, **p, "model": args.model, "parties": args.parties,
                              "alpha": args.alpha, "seed": args.seed, "extra": args.set}}
@@ -122,21 +116,26 @@ def report(out: Path, headline: str | None) -> None:
 def rescore_all(out: Path, only: str, headline: str | None) -> None:
     """--rescore: the all-TEST table (OUT/rescore.md, OUT/rescore.json, OUT/rescore.png), then --report,
     whose rows and --headline entries carry each run's all-TEST figures (`all_test`)."""
-    console = Console(stderr=True)
     with (out / "progress.log").open("a", encoding="utf-8") as logfile:
-        def log(row: dict) -> None:
-            line = json.dumps({"time": time.strftime("%H:%M:%S"), **row})
-            console.print(line, highlight=False, soft_wrap=True)
-            logfile.write(line + "\n")
-            logfile.flush()
-
-        rows = rescore(out, [n for n in only.split(",") if n], log)
+        rows = rescore(out, [n for n in only.split(",") if n], _logger(logfile, Console(stderr=True)))
     md = rescore_table(rows)
     atomic_write_text(out / "rescore.md", md + "\n")
     atomic_write_text(out / "rescore.json", json.dumps(rows, indent=2) + "\n")
     plot_rescore(rows, out / "rescore.png")
     print(md)
     report(out, headline)
+
+
+def _logger(logfile, console: Console):
+    """One JSON line a row, on the terminal and appended to OUT/progress.log (flushed: a kill loses none)."""
+
+    def log(row: dict) -> None:
+        line = json.dumps({"time": time.strftime("%H:%M:%S"), **row})
+        console.print(line, highlight=False, soft_wrap=True)
+        logfile.write(line + "\n")
+        logfile.flush()
+
+    return log
 
 
 def _command() -> str:
